@@ -1,0 +1,84 @@
+"""The competition on disk -> checked items -> fastai DataLoaders for one stage.
+
+Layout (Paddy Doctor's, and any folder-per-class competition's):
+    DATA/train.csv                      image_id,label[,...]
+    DATA/train_images/<label>/<image_id>
+    DATA/test_images/<image_id>
+    DATA/sample_submission.csv          image_id,label  (optional: gives the submission's row order)
+"""
+from pathlib import Path
+
+import pandas as pd
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, ImageBlock, RandomSplitter,
+                               Resize, ResizeMethod, aug_transforms)
+from PIL import Image
+
+from .config import Config, Stage
+from .errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _need(path: Path, what: str, fix: str) -> Path:
+    if not path.exists(): raise UserError(f"{what} not found at {path}; {fix}")
+    return path
+
+
+def decodes(path: Path) -> str | None:
+    """None if the image decodes, else the reason. Decodes at 1/8 scale (JPEG DCT), so it is cheap."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (im.width // 8, im.height // 8))
+            im.load()
+        return None
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _drop_undecodable(df: pd.DataFrame, what: str, log=print) -> pd.DataFrame:
+    bad = {p: why for p in df["path"] if (why := decodes(Path(p)))}
+    for p, why in bad.items(): log(f"warning: {what} image {p} cannot be decoded ({why}); {'left out of training' if what == 'train' else 'predicted as the most common class'}")
+    return df[~df["path"].isin(bad)].reset_index(drop=True)
+
+
+def train_items(cfg: Config, log=print) -> pd.DataFrame:
+    """train.csv with a `path` column, every row checked to have a decodable image."""
+    data = _need(Path(cfg.data), "data folder", "pass --data DIR, the folder holding train.csv, train_images/ and test_images/")
+    csv = _need(data / "train.csv", "train.csv", f"the data folder must hold train.csv with columns {cfg.id_col},{cfg.label_col}")
+    images = _need(data / "train_images", "train_images/", "the data folder must hold train_images/<label>/<image_id>")
+    try: df = pd.read_csv(csv, dtype={cfg.id_col: str, cfg.label_col: str})
+    except Exception as e: raise UserError(f"cannot read {csv} ({e}); it must be a CSV with a header row") from None
+    missing_cols = [c for c in (cfg.id_col, cfg.label_col) if c not in df.columns]
+    if missing_cols: raise UserError(f"{csv} lacks column(s) {missing_cols}; its columns are {list(df.columns)} (set --id_col / --label_col)")
+    df["path"] = [str(images / label / image_id) for image_id, label in zip(df[cfg.id_col], df[cfg.label_col])]
+    missing = [p for p in df["path"] if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(df)} train.csv rows have no image, e.g. {missing[0]}; "
+                        "each row's image must be at train_images/<label>/<image_id>")
+    if df[cfg.label_col].nunique() < 2: raise UserError(f"train.csv has fewer than 2 classes in {cfg.label_col!r}; nothing to classify")
+    return _drop_undecodable(df, "train", log)
+
+
+def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
+    """(decodable test images with `path` and id columns, ids of the images that do not decode)."""
+    folder = _need(Path(cfg.data) / "test_images", "test_images/", "the data folder must hold test_images/<image_id>")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths: raise UserError(f"no images in {folder}; put the test images there")
+    df = pd.DataFrame({cfg.id_col: [p.name for p in paths], "path": [str(p) for p in paths]})
+    good = _drop_undecodable(df, "test", log)
+    return good, sorted(set(df[cfg.id_col]) - set(good[cfg.id_col]))
+
+
+def datablock(cfg: Config, stage: Stage) -> DataBlock:
+    """Images squished to the stage size on the CPU, augmented in batches on the GPU."""
+    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
+                     splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
+                     item_tfms=Resize(stage.size, method=ResizeMethod.Squish),
+                     batch_tfms=aug_transforms(size=stage.size, min_scale=0.75))
+
+
+def dataloaders(cfg: Config, stage: Stage, items: pd.DataFrame, wgts=None) -> DataLoaders:
+    """The stage's loaders, micro-batch sized; with `wgts` (one per item) the training set is drawn by weight."""
+    block = datablock(cfg, stage)
+    kw = dict(bs=stage.micro_bs, num_workers=cfg.num_workers)
+    return block.dataloaders(items, **kw) if wgts is None else block.weighted_dataloaders(items, wgts, **kw)

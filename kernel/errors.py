@@ -1,0 +1,16 @@
+"""One-line errors for the user: bad input is reported as `error: <problem>; <fix>`, never a traceback."""
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """A problem with the user's input or setup. Its message names the problem and the fix."""
+
+
+def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
+    """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
