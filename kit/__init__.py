@@ -1,0 +1,1 @@
+"""The laptop side of the kit: build the Kaggle dataset and notebook, dry-run it, push it."""
