@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 from fastai.callback.data import WeightedDL
 from fastai.data.block import DataBlock
-from fastai.data.core import DataLoaders
-from fastcore.basics import patch
+from fastai.data.core import DataLoaders, Datasets
+from fastai.data.transforms import RandomSplitter
+from fastcore.basics import noop, patch
 
 
 def class_weights(labels, power: float = 0.5) -> np.ndarray:
@@ -68,8 +69,13 @@ def check_weights(wgts, source, items, train_idxs) -> np.ndarray:
 @patch
 def weighted_dataloaders(self: DataBlock, source, wgts, bs: int = 64, verbose: bool = False, **kwargs) -> DataLoaders:
     """Like `DataBlock.dataloaders`, with the training set drawn by `wgts` (one per item of `source`)."""
-    dss = self.datasets(source, verbose=verbose)  # reads items, labels and the split; loads no image
-    trn = check_weights(wgts, source, dss.items, dss.splits[0])
+    # DataBlock.datasets, in its steps: Datasets' setup loads the first item, so the weights are
+    # checked between the split and the Datasets, against the very split the Datasets then uses.
+    items = (self.get_items or noop)(source)
+    splits = (self.splitter or RandomSplitter())(items)
+    trn = check_weights(wgts, source, items, splits[0])
+    self.source = source
+    dss = Datasets(items, tfms=self._combine_type_tfms(), splits=splits, dl_type=self.dl_type, n_inp=self.n_inp, verbose=verbose)
     kwargs = {**self.dls_kwargs, **kwargs, 'verbose': verbose}
     dl_kwargs = [{'wgts': trn}] + [{}] * (dss.n_subsets - 1)  # the validation set is not weighted
     return dss.dataloaders(bs=bs, dl_type=WeightedDL, dl_kwargs=dl_kwargs,
