@@ -1,0 +1,124 @@
+"""`build.py build`: the Kaggle dataset and the kernel, under OUT, the same bytes every time.
+
+    OUT/dataset/  paddy_kernel_kit-<version>-py3-none-any.whl, any extra wheels (--wheel), the
+                  weights file (--weights), dataset-metadata.json
+    OUT/kernel/   the notebook, kernel-metadata.json
+
+On Kaggle the notebook installs the dataset's wheels with `pip install --no-index --no-deps`: nothing
+from the internet, and Kaggle's torch and fastai are never replaced. Everything is built in a temporary
+folder beside OUT and renamed into place at the end, so a failed build leaves OUT as it was.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from kernel.errors import UserError
+
+from . import metadata, notebook
+
+SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest a zip can say: wheel timestamps never vary
+CREDENTIALS = {"kaggle.json", "access_token"}  # the kaggle client's credential files: never shipped
+
+
+def pip(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run this interpreter's pip, offline and blind to pip's config files and PIP_* variables (a local
+    find-links would satisfy what Kaggle cannot), capturing its output."""
+    return subprocess.run([sys.executable, "-m", "pip", "--isolated", *args, "--no-index", "--disable-pip-version-check"],
+                          capture_output=True, text=True, env=env)
+
+
+def pip_error(done: subprocess.CompletedProcess) -> str:
+    """pip's last ERROR line: the one that names what went wrong."""
+    lines = [l for l in (done.stderr + done.stdout).splitlines() if l.startswith("ERROR")] or done.stderr.strip().splitlines() or ["?"]
+    return lines[-1].removeprefix("ERROR: ")
+
+
+def kernel_wheel(dest: Path) -> Path:
+    """Build the `kernel` package's wheel into `dest`, reproducibly.
+
+    Built from a copy of only pyproject.toml and kernel/*.py, so neither stray files (caches, a
+    kaggle.json) nor edits elsewhere (the README) get in or change its bytes.
+    """
+    with tempfile.TemporaryDirectory(prefix="pkk-wheel-") as src:
+        shutil.copyfile(metadata.ROOT / "pyproject.toml", Path(src) / "pyproject.toml")
+        (Path(src) / "kernel").mkdir()
+        for f in sorted((metadata.ROOT / "kernel").glob("*.py")): shutil.copyfile(f, Path(src) / "kernel" / f.name)
+        done = pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), src,
+                   env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+    if done.returncode: raise UserError(f"could not build the kernel wheel: {pip_error(done)}")
+    return next(dest.glob("paddy_kernel_kit-*.whl"))
+
+
+def check_wheels(folder: Path, wheels: list[Path]) -> None:
+    """Refuse extra wheels whose requirements are met neither here nor by the wheels in `folder`.
+
+    The notebook installs them with --no-deps, so a requirement met by nothing is an ImportError on
+    Kaggle. This environment stands in for Kaggle's image (it has torch, fastai, timm); pip resolves
+    offline and installs nothing (--dry-run).
+    """
+    if not wheels: return
+    done = pip("install", "--dry-run", "--find-links", str(folder), *map(str, wheels))
+    if done.returncode:
+        raise UserError(f"the extra wheels' requirements are not met offline ({pip_error(done)}); "
+                        "add a wheel for what is missing with --wheel FILE")
+
+
+def _input(path: str | Path, flag: str, suffix: str | None = None) -> Path:
+    """A file the user passed, checked to exist and not to be a credential."""
+    p = Path(path).expanduser()
+    if not p.is_file(): raise UserError(f"{flag} {path}: no such file; give the path to an existing file")
+    if p.name in CREDENTIALS: raise UserError(f"{flag} {path} is a Kaggle credential file; it must never go into a dataset")
+    if suffix and p.suffix != suffix: raise UserError(f"{flag} {path} is not a {suffix} file; give a wheel built for Kaggle's Python")
+    return p
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the folder `tmp` where `out` is, replacing it; `out` is whole before and after."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        out.rename(old / out.name)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
+def build(out: Path, weights: str | Path | None = None, user: str | None = None, wheels: list[str | Path] = (),
+          templates: Path = metadata.ROOT) -> Path:
+    """Build OUT/dataset and OUT/kernel from the templates in `templates`; returns OUT."""
+    out = Path(out)
+    dataset_meta, kernel_meta = metadata.metadata(metadata.username(user), templates)
+    weights = _input(weights, "--weights") if weights else None
+    wheels = [_input(w, "--wheel", ".whl") for w in wheels]
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "dataset" / metadata.DATASET_FILE).is_file())):
+        raise UserError(f"--out {out} exists and is not a build folder (the build replaces it whole); pick another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside OUT: the rename stays on one disk
+    try:
+        dataset, kernel = tmp / "dataset", tmp / "kernel"
+        dataset.mkdir()
+        kernel.mkdir()
+        kernel_wheel(dataset)
+        for w in wheels: shutil.copyfile(w, dataset / w.name)
+        check_wheels(dataset, [dataset / w.name for w in wheels])
+        if weights: shutil.copyfile(weights, dataset / weights.name)
+        _write_json(dataset / metadata.DATASET_FILE, dataset_meta)
+        nb = notebook.notebook(kernel_meta["title"], metadata.competition(kernel_meta), dataset_meta["id"],
+                               weights.name if weights else None)
+        notebook.write(nb, kernel / kernel_meta["code_file"])
+        _write_json(kernel / metadata.KERNEL_FILE, kernel_meta)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {', '.join(sorted(p.name for p in (out / 'dataset').iterdir()))}) "
+          f"and {out / 'kernel'} ({kernel_meta['id']}: {kernel_meta['code_file']}, {metadata.KERNEL_FILE})")
+    return out

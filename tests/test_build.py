@@ -1,0 +1,218 @@
+"""`build.py build`: reproducible bytes, a clean notebook, coherent metadata, an offline-installable wheel,
+and one clear line (with OUT untouched) for each kind of bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kernel.errors import UserError
+from kit import bundle, metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL = "paddy_kernel_kit-0.1.0-py3-none-any.whl"
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """Two builds of the same tree into different folders; the first is returned, the second kept beside it."""
+    tmp = tmp_path_factory.mktemp("builds")
+    bundle.build(tmp / "a", user="alice")
+    bundle.build(tmp / "b", user="alice")
+    return tmp / "a"
+
+
+@pytest.fixture
+def templates(tmp_path) -> Path:
+    """A copy of the repo's two templates, to break one way or another."""
+    for name in (metadata.DATASET_FILE, metadata.KERNEL_FILE): shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(templates: Path, name: str, **changes) -> None:
+    meta = json.loads((templates / name).read_text())
+    for k, v in changes.items():
+        if v is None: meta.pop(k, None)
+        else: meta[k] = v
+    (templates / name).write_text(json.dumps(meta))
+
+
+def make_wheel(tmp: Path, name: str, requires: list[str]) -> Path:
+    """A tiny real wheel `name`-1.0 with the given requirements."""
+    src = tmp / f"{name}-src"
+    (src / name).mkdir(parents=True)
+    (src / name / "__init__.py").write_text("VALUE = 42\n")
+    (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "{name}"
+        version = "1.0"
+        dependencies = {json.dumps(requires)}
+        """))
+    subprocess.run([sys.executable, "-m", "pip", "--isolated", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "-w", str(tmp), str(src)], check=True, capture_output=True)
+    return next(tmp.glob(f"{name}-1.0-*.whl"))
+
+
+def test_two_builds_are_byte_identical(built):
+    a, b = files(built), files(built.parent / "b")
+    assert sorted(a) == sorted(["dataset/" + WHEEL, "dataset/dataset-metadata.json", "kernel/kernel.ipynb", "kernel/kernel-metadata.json"])
+    assert a == b
+
+
+def test_wheel_holds_only_the_package(built):
+    names = zipfile.ZipFile(built / "dataset" / WHEEL).namelist()
+    assert {n.split("/")[0] for n in names} == {"kernel", "paddy_kernel_kit-0.1.0.dist-info"}
+    assert {n for n in names if n.startswith("kernel/")} == {f"kernel/{p.name}" for p in (ROOT / "kernel").glob("*.py")}
+
+
+def test_notebook_is_clean_valid_and_has_a_kernelspec(built):
+    nb = nbformat.read(built / "kernel" / "kernel.ipynb", as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5)
+    assert nb.metadata.kernelspec.name == "python3" and nb.metadata.language_info.name == "python"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert [c.id for c in nb.cells] == ["title", "parameters", "install", "train", "plots", "submission"]
+    assert [c.id for c in nb.cells if "parameters" in c.metadata.get("tags", [])] == ["parameters"]
+    # the parameters point at Kaggle's inputs: the competition and the kit's own dataset
+    params = {}
+    exec(nb.cells[1].source, params)
+    assert params["data"].endswith("/paddy-disease-classification") and params["dataset"].endswith("/alice/paddy-kernel-kit")
+    assert (params["out"], params["preset"], params["weights"], params["target"]) == ("/kaggle/working", "kaggle", None, None)
+    # short: the training code is in the wheel, the notebook calls it
+    assert "kernel.train.run(cfg)" in nb.cells[3].source and sum(len(c.source.splitlines()) for c in code) < 50
+    assert str(ROOT) not in (built / "kernel" / "kernel.ipynb").read_text()
+
+
+def test_metadata_is_coherent(built):
+    ds = json.loads((built / "dataset" / "dataset-metadata.json").read_text())
+    k = json.loads((built / "kernel" / "kernel-metadata.json").read_text())
+    assert ds["id"] == "alice/paddy-kernel-kit" and ds["licenses"] == [{"name": "CC0-1.0"}]
+    assert k["id"] == "alice/paddy-kernel-kit-train"
+    assert k["dataset_sources"] == [ds["id"]]  # the kernel attaches the dataset
+    assert k["competition_sources"] == ["paddy-disease-classification"]
+    assert (k["enable_internet"], k["enable_gpu"], k["kernel_type"], k["language"]) == (False, True, "notebook", "python")
+    assert (built / "kernel" / k["code_file"]).is_file()
+    assert metadata.check_dataset(ds) == ds and metadata.check_kernel(k, ds["id"]) == k  # what push re-checks passes
+
+
+def test_wheel_installs_offline_into_an_empty_target(built, tmp_path):
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "--isolated", "install", "--no-index", "--no-deps", "--target", str(target),
+                           str(built / "dataset" / WHEEL)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); import kernel; print(kernel.__file__, kernel.__version__)"],
+                          cwd=tmp_path, capture_output=True, text=True)  # not the repo: its kernel/ must not be the one imported
+    assert done.returncode == 0, done.stderr
+    path, version = done.stdout.split()
+    assert Path(path).parent == target / "kernel" and version == "0.1.0"
+
+
+def test_weights_and_extra_wheels_are_shipped(tmp_path):
+    weights = tmp_path / "convnext.pth"
+    weights.write_bytes(b"not really weights")
+    extra = make_wheel(tmp_path, "pkk_demo", ["numpy"])  # numpy is here (as on Kaggle): its requirement is met
+    out = bundle.build(tmp_path / "out", weights=weights, user="alice", wheels=[extra])
+    assert sorted(p.name for p in (out / "dataset").iterdir()) == sorted([WHEEL, extra.name, "convnext.pth", "dataset-metadata.json"])
+    assert (out / "dataset" / "convnext.pth").read_bytes() == b"not really weights"
+    params = {}
+    exec(nbformat.read(out / "kernel" / "kernel.ipynb", as_version=4).cells[1].source, params)
+    assert params["weights"] == "convnext.pth"  # a file name in the dataset, wherever Kaggle mounts it
+
+
+def previous_build(built: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of a finished build, to check that a failing build leaves it as it was."""
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    return out, files(out)
+
+
+def test_extra_wheel_with_unmet_requirement_is_refused_and_out_kept(built, tmp_path):
+    out, before = previous_build(built, tmp_path)
+    extra = make_wheel(tmp_path, "pkk_needy", ["pkk-not-a-real-package>=1"])
+    with pytest.raises(UserError, match="requirements are not met offline.*pkk-not-a-real-package"):
+        bundle.build(out, user="alice", wheels=[extra])
+    assert files(out) == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+BAD_TEMPLATES = [
+    (metadata.DATASET_FILE, "not json {", "is not valid JSON"),
+    (metadata.DATASET_FILE, dict(id="paddy-kernel-kit"), "is not of the form user/slug"),
+    (metadata.DATASET_FILE, dict(id="{username}/Paddy_Kit"), "slug must be lowercase"),
+    (metadata.DATASET_FILE, dict(id="{username}/paddy"), "must be 6 to 50 characters"),
+    (metadata.DATASET_FILE, dict(title="Paddy kit weights"), "resolves to the slug 'paddy-kit-weights', not the id's 'paddy-kernel-kit'"),
+    (metadata.DATASET_FILE, dict(licenses=[]), "exactly one license"),
+    (metadata.KERNEL_FILE, dict(id="{username}/paddy-kernel-kit-train/3"), "is not of the form user/slug"),
+    (metadata.KERNEL_FILE, dict(title="Paddy training"), "resolves to the slug 'paddy-training'"),
+    (metadata.KERNEL_FILE, dict(competition_sources=[]), "competition_sources must name the one competition"),
+    (metadata.KERNEL_FILE, dict(competition_sources=None), "competition_sources must name the one competition"),
+    (metadata.KERNEL_FILE, dict(enable_internet=True), "enable_internet is True; it must be false"),
+    (metadata.KERNEL_FILE, dict(code_file="kernel.py"), "code_file 'kernel.py' must be a notebook"),
+    (metadata.KERNEL_FILE, dict(dataset_sources=["no-slash"]), "is not of the form user/slug"),
+]
+
+
+@pytest.mark.parametrize("name,change,message", BAD_TEMPLATES)
+def test_bad_template_is_one_line_and_leaves_out_as_it_was(built, tmp_path, templates, name, change, message):
+    out, before = previous_build(built, tmp_path)
+    if isinstance(change, str): (templates / name).write_text(change)
+    else: edit(templates, name, **change)
+    with pytest.raises(UserError) as e:
+        bundle.build(out, user="alice", templates=templates)
+    assert message in str(e.value) and "\n" not in str(e.value) and name in str(e.value)
+    assert files(out) == before
+
+
+def test_title_resolving_to_the_slug_is_accepted(tmp_path, templates):
+    edit(templates, metadata.DATASET_FILE, title="Paddy Kernel Kit!")  # Kaggle: lowercase, non-alphanumerics -> '-'
+    out = bundle.build(tmp_path / "out", user="bob", templates=templates)
+    assert json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"] == "bob/paddy-kernel-kit"
+
+
+def test_username_comes_from_flag_then_env_then_kaggle_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    with pytest.raises(UserError, match="pass --user NAME"): metadata.username()
+    (tmp_path / "kaggle.json").write_text(json.dumps({"username": "carol", "key": "0123secret"}))
+    assert metadata.username() == "carol"
+    monkeypatch.setenv("KAGGLE_USERNAME", "dave")
+    assert metadata.username() == "dave" and metadata.username("erin") == "erin"
+    with pytest.raises(UserError, match="characters a username cannot have"): metadata.username("a/b")
+
+
+def test_cli_without_username_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "KAGGLE_CONFIG_DIR": str(tmp_path / "nokaggle")}
+    env.pop("KAGGLE_USERNAME", None)
+    done = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    assert [l for l in done.stderr.splitlines() if l.startswith("error:")] == [done.stderr.strip().splitlines()[-1]]
+    assert "no Kaggle username" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("weights,message", [("missing.pth", "no such file"), ("kaggle.json", "Kaggle credential file")])
+def test_bad_weights_are_refused(tmp_path, weights, message):
+    (tmp_path / "kaggle.json").write_text('{"username": "alice", "key": "secret"}')
+    with pytest.raises(UserError, match=message):
+        bundle.build(tmp_path / "out", weights=tmp_path / weights, user="alice")
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_that_is_not_a_build_folder_is_left_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not a build folder"):
+        bundle.build(tmp_path, user="alice")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -1,0 +1,181 @@
+"""`build.py push`, `status` and `output`, end to end: the real kaggle client against the stand-in Kaggle.
+
+Every command runs as the user runs it, `python build.py ...` in a subprocess, in a copy of the repo (so a
+test can change the package), with a temp HOME, fake credentials and KAGGLE_API_ENVIRONMENT=TEST, which points
+the client at the stand-in on 127.0.0.1:7777.
+"""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kaggle_standin import KEY, USERNAME, KaggleStandin
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", f"{USERNAME}/paddy-kernel-kit-train"
+SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())  # the key, and as an auth header carries it
+
+
+@pytest.fixture(scope="module")
+def server():
+    standin = KaggleStandin()
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def kaggle(server):
+    server.reset()
+    if server.server is None: server.start()  # a test that stopped it (network down) may have failed before restarting
+    return server
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A copy of the repo to push from, with a temp HOME holding nothing but what a test puts there."""
+    dst = tmp_path / "repo"
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(".*", "build", "output", "sample", "__pycache__", "*.pth"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "tmp").mkdir()
+    return dst
+
+
+def env(repo: Path, **changes) -> dict:
+    """The user's environment: fake credentials in KAGGLE_USERNAME/KAGGLE_KEY, Kaggle = the stand-in."""
+    home = repo.parent / "home"
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_")) and "PROXY" not in k.upper()}
+    e.update(HOME=str(home), KAGGLE_CONFIG_DIR=str(home / ".kaggle"), KAGGLE_API_ENVIRONMENT="TEST",
+             KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY, TMPDIR=str(repo.parent / "tmp"), PYTHONWARNINGS="ignore")
+    e.update(changes)
+    return {k: v for k, v in e.items() if v is not None}
+
+
+def run(repo: Path, *args: str, **changes) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "build.py", *args], cwd=repo, env=env(repo, **changes),
+                       capture_output=True, text=True, timeout=180)
+    said = r.stdout + r.stderr
+    assert not any(s in said for s in SECRETS), "credentials were printed"
+    assert "Traceback" not in said, said
+    return r
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def fails(r: subprocess.CompletedProcess, *words: str) -> str:
+    """The one `error:` line of a failed command, checked to name `words`."""
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and r.stderr.strip().endswith(errors[0]), r.stderr
+    assert all(w in errors[0] for w in words), errors[0]
+    return errors[0]
+
+
+def wheel(repo: Path) -> Path:
+    return next((repo / "build" / "dataset").glob("paddy_kernel_kit-*.whl"))
+
+
+def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
+    # credentials from kaggle.json this time, and decoys where a careless build would pick them up
+    cred = json.dumps({"username": USERNAME, "key": KEY})
+    (repo.parent / "home" / ".kaggle").mkdir()
+    for p in (repo.parent / "home" / ".kaggle" / "kaggle.json", repo / "kaggle.json", repo / "kernel" / "kaggle.json"):
+        p.write_text(cred)
+        p.chmod(0o600)
+    push = lambda: run(repo, "push", KAGGLE_USERNAME=None, KAGGLE_KEY=None)
+
+    said = ok(push())
+    assert "dataset pkk-tester/paddy-kernel-kit: created" in said and "/code/pkk-tester/paddy-kernel-kit-train" in said
+    ds, k = kaggle.datasets[DATASET], kaggle.kernels[KERNEL]
+    assert ds["private"] and kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+    v1 = k["versions"][0]
+    assert v1["datasets"] == {DATASET: (1, True)}  # attached, and pushed only once the dataset was ready
+    assert v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"] and not v1["enableInternet"]
+    source = lambda nb: ["".join(c["source"]) for c in nb["cells"]]  # the client sends each cell's source as one string
+    assert source(json.loads(v1["text"])) == source(json.loads((repo / "build" / "kernel" / "kernel.ipynb").read_text()))
+
+    # nothing changed: no dataset bytes, no new dataset version; the kernel runs again
+    sent, calls = kaggle.bytes_received, len(kaggle.calls)
+    assert "nothing uploaded" in ok(push())
+    assert kaggle.bytes_received == sent and len(ds["versions"]) == 1
+    assert not {"StartBlobUpload", "CreateDataset", "CreateDatasetVersion"} & set(kaggle.calls[calls:])
+    assert [v["datasets"] for v in k["versions"]] == [{DATASET: (1, True)}] * 2
+
+    # a change to the package: a new dataset version holding the new wheel, and a new kernel version using it
+    with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
+    assert "dataset pkk-tester/paddy-kernel-kit: new version" in ok(push())
+    assert len(ds["versions"]) == 2 and kaggle.bytes_received > sent
+    assert kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()} != kaggle.dataset_files(DATASET, 0)
+    assert k["versions"][-1]["datasets"] == {DATASET: (2, True)}
+
+    # the dataset deleted on Kaggle: push asks Kaggle, not a local note, so it creates it again
+    del kaggle.datasets[DATASET]
+    assert "created" in ok(push())
+    assert kaggle.dataset_files(DATASET, 0) == {wheel(repo).name: wheel(repo).read_bytes()}
+
+    # no credentials in what was built, nor in anything that reached Kaggle
+    built = [p for p in (repo / "build").rglob("*") if p.is_file()]
+    assert not [p for p in built if p.name == "kaggle.json"]
+    assert not [n for n in zipfile.ZipFile(wheel(repo)).namelist() if "kaggle.json" in n]
+    arrived = [data for d in kaggle.datasets.values() for v in d["versions"] for data in v["files"].values()]
+    arrived += [p.read_bytes() for p in built] + [v["text"].encode() for v in k["versions"]]
+    assert not [b for b in arrived for s in SECRETS if s.encode() in b]
+
+
+def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle, repo):
+    kaggle.stop()  # network down
+    fails(run(repo, "push"), "cannot reach Kaggle", "internet connection", "rerun `python build.py push`")
+    kaggle.start()
+
+    fails(run(repo, "push", KAGGLE_KEY="not-the-key"), "refused your credentials (401)", "kaggle.json")
+    assert DATASET not in kaggle.datasets
+
+    kaggle.fail("CreateDataset", 409, "slug in use")  # after the wheel arrived
+    fails(run(repo, "push"), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
+    size = wheel(repo).stat().st_size
+    assert DATASET not in kaggle.datasets and kaggle.bytes_received == size
+
+    kaggle.not_ready_polls = 10**6  # Kaggle takes its time over the dataset
+    fails(run(repo, "push", "--timeout", "2"), "still not ready after 2 s", "rerun")
+    assert kaggle.bytes_received == size, "the wheel that arrived before the conflict was uploaded again"
+    assert DATASET in kaggle.datasets and KERNEL not in kaggle.kernels
+    kaggle.datasets[DATASET]["versions"][-1]["polls"] = 0  # ... and then it is done
+
+    kaggle.fail("SaveKernel", drop=True)  # the network goes between the dataset and the kernel
+    fails(run(repo, "push"), "cannot reach Kaggle while pushing kernel pkk-tester/paddy-kernel-kit-train")
+    kaggle.fail("SaveKernel", 403, "Permission 'kernels.create' was denied")
+    fails(run(repo, "push"), "denied pushing kernel", "403", "competition's rules")
+    assert KERNEL not in kaggle.kernels
+
+    said = ok(run(repo, "push"))
+    assert "unchanged on Kaggle" in said and "version 1 pushed" in said
+    assert kaggle.bytes_received == size and len(kaggle.datasets[DATASET]["versions"]) == 1
+    assert kaggle.calls.count("CreateDataset") == 2 and "CreateDatasetVersion" not in kaggle.calls
+    assert kaggle.kernels[KERNEL]["versions"][0]["datasets"] == {DATASET: (1, True)}
+
+
+def test_status_and_output(kaggle, repo, tmp_path):
+    kernel = repo / "build" / "kernel"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel-metadata.json").write_text(json.dumps({"id": KERNEL}))
+    kaggle.SaveKernel(USERNAME, {"slug": KERNEL, "newTitle": "paddy-kernel-kit-train"})  # as if pushed
+
+    assert f"kernel {KERNEL}: queued" in ok(run(repo, "status"))
+    fails(run(repo, "output"), "is running, not finished", "--wait")
+    r = run(repo, "output", "--wait", "--out", str(tmp_path / "got"))
+    assert f"kernel {KERNEL}: complete" in ok(r) and "complete" in r.stderr  # the progress line
+    assert (tmp_path / "got" / "submission.csv").read_bytes() == kaggle.outputs["submission.csv"]
+    assert (tmp_path / "got" / "paddy-kernel-kit-train.log").read_text() == kaggle.log
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "home", "repo", "tmp"]  # no partial download left
+
+    fails(run(repo, "status", KAGGLE_USERNAME=None, KAGGLE_KEY=None), "no Kaggle credentials",
+          str(repo.parent / "home" / ".kaggle" / "kaggle.json"), "KAGGLE_USERNAME")
