@@ -29,7 +29,7 @@ WIDTH, HEIGHT = 480, 640
 
 def _shape(draw: ImageDraw.ImageDraw, kind: int, cx: float, cy: float, r: float, colour: tuple, angle: float):
     """Draw shape number `kind` centred at (cx, cy) with radius r."""
-    w = max(6, int(r / 4))
+    w = max(8, int(r / 3))  # thick strokes survive shrinking to 64x48
     pts = lambda n, a0: [(cx + r * math.cos(a0 + 2 * math.pi * k / n), cy + r * math.sin(a0 + 2 * math.pi * k / n)) for k in range(n)]
     box = [cx - r, cy - r, cx + r, cy + r]
     if kind == 0: draw.ellipse(box, fill=colour)                                   # disc
@@ -57,8 +57,8 @@ def draw_image(kind: int, rng: np.random.Generator) -> bytes:
     bg = np.clip(base + np.kron(noise, np.ones((8, 8, 1))) + rng.normal(0, 6, (HEIGHT, WIDTH, 3)), 0, 255)
     img = Image.fromarray(bg.astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 4))):
-        r = float(rng.uniform(70, 120))
+    for _ in range(int(rng.integers(1, 3))):  # one or two large shapes: visible even at 1/10 scale
+        r = float(rng.uniform(100, 160))
         cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
         colour = tuple(int(c) for c in rng.integers(150, 256, 3))
         _shape(draw, kind, cx, cy, r, colour, float(rng.uniform(0, math.pi)))
