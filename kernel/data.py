@@ -9,8 +9,9 @@ Layout (Paddy Doctor's, and any folder-per-class competition's):
 from pathlib import Path
 
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, ImageBlock, RandomSplitter,
-                               Resize, ResizeMethod, aug_transforms)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor, PILImage,
+                               RandomResizedCropGPU, RandomSplitter, Transform, TransformBlock,
+                               aug_transforms)
 from PIL import Image
 
 from .config import Config, Stage
@@ -69,12 +70,47 @@ def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
     return good, sorted(set(df[cfg.id_col]) - set(good[cfg.id_col]))
 
 
+def load_image(path: str | Path, size: tuple[int, int]) -> PILImage:
+    """The image at `path` as RGB, squished to `size` (h, w), decoded no larger than that needs.
+
+    `draft` asks libjpeg to decode at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8) that still covers
+    `size`, so a 640x480 JPEG comes out 160x120 without the full image ever being decoded or resized:
+    most of the CPU's work at the small stages. Other formats ignore `draft` and decode whole.
+    """
+    h, w = size
+    with Image.open(path) as im:
+        im.draft("RGB", (w, h))  # PIL sizes are (w, h)
+        im = im.convert("RGB")
+    # Squished here rather than by fastai's `Resize`, which zero-pads (copies) every image it is given.
+    return PILImage(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
+
+
+class LoadImage(Transform):
+    """Path -> `load_image(path, size)`. A class, not a `partial`, so that it pickles (`learn.export`, spawned workers)."""
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = size
+
+    def encodes(self, path) -> PILImage: return load_image(path, self.size)
+
+
+def augmentations(stage: Stage) -> list:
+    """Batch transforms (on the GPU): fastai's `aug_transforms` and a random crop of 75-100% of the image.
+
+    Not `aug_transforms(min_scale=0.75)`: its crop is square, so at a portrait stage size it stretches
+    a square to the stage's shape and, in validation and at test time, cuts a quarter off every
+    image's height. This crop keeps the image's own shape, give or take 4/3, and takes all of it in validation.
+    """
+    h, w = stage.size
+    return aug_transforms(xtra_tfms=[RandomResizedCropGPU(stage.size, min_scale=0.75, ratio=(0.75 * w / h, w / h / 0.75))])
+
+
 def datablock(cfg: Config, stage: Stage) -> DataBlock:
-    """Images squished to the stage size on the CPU, augmented in batches on the GPU."""
-    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
+    """Images decoded straight to the stage size on the CPU (`load_image`), augmented in batches on the GPU."""
+    image = TransformBlock(type_tfms=LoadImage(stage.size), batch_tfms=IntToFloatTensor)
+    return DataBlock(blocks=(image, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
                      splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
-                     item_tfms=Resize(stage.size, method=ResizeMethod.Squish),
-                     batch_tfms=aug_transforms(size=stage.size, min_scale=0.75))
+                     batch_tfms=augmentations(stage))
 
 
 def dataloaders(cfg: Config, stage: Stage, items: pd.DataFrame, wgts=None) -> DataLoaders:

@@ -1,0 +1,98 @@
+"""Images per second of the training loader: ours (kernel/data.py) against fastai's stock pipeline.
+
+    python bench/pipeline.py [--n 300] [--workers 0,2] [--images 1024] [--aug-images 256] [--rounds 3]
+
+Both read the same 480x640 JPEGs (a sample competition made in a temp folder), at each default Kaggle
+stage size, with the same batch size, number of workers and batch augmentation (`data.augmentations`,
+fastai's `aug_transforms`), in the same run. Stock is fastai's `ImageBlock` (full decode) + `Resize`
+(squish); ours differs only in how an image is opened (`data.load_image`: decoded at a JPEG DCT
+scale, squished by PIL).
+
+Two figures per row:
+  loader  batches as they leave the CPU: decode, resize, collate. On a Kaggle GPU kernel this is all
+          the CPU does; the batch augmentation that follows runs on the GPU.
+  +aug    the same batches after the batch augmentation on this machine's device: the GPU if there
+          is one, else the CPU, where augmentation costs the same for both and hides the gain.
+The items are listed several times so that an epoch is long, as Paddy's 130 batches are, and each
+figure is timed inside one epoch after its first batch (worker start-up), best of `--rounds`,
+stock and ours measured in turn so that other work on the machine slows both alike.
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd
+import torch
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, Pipeline, RandomSplitter, Resize,
+                               ResizeMethod)
+
+from kernel import data
+from kernel.config import KAGGLE_STAGES, Config, Stage
+from kernel.sample import make_sample
+
+
+def stock_datablock(cfg: Config, stage: Stage) -> DataBlock:
+    """fastai's stock way to read images (full decode, then `Resize`), with our batch augmentation."""
+    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
+                     splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
+                     item_tfms=Resize(stage.size, method=ResizeMethod.Squish), batch_tfms=data.augmentations(stage))
+
+
+def images_per_second(dl, aug: bool, n_images: int) -> float:
+    """Time `n_images` of the training loader, after the epoch's first batch."""
+    if not aug: dl.after_batch = Pipeline([])  # stop where the GPU would take over
+    batches = iter(dl)
+    next(batches)
+    n, t0 = 0, time.perf_counter()
+    while n < n_images: n += len(next(batches)[0])
+    if torch.cuda.is_available(): torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    del batches  # stops the workers
+    return n / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300, help="JPEGs in the sample")
+    ap.add_argument("--workers", default="0,2", help="num_workers values, comma separated")
+    ap.add_argument("--images", type=int, default=1024, help="images timed per loader figure")
+    ap.add_argument("--aug-images", type=int, default=256, help="images timed per +aug figure")
+    ap.add_argument("--rounds", type=int, default=3, help="timings per figure; the best is kept")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.make(data=str(make_sample(Path(tmp) / "sample", n_train=args.n, n_test=1)))
+        items = data.train_items(cfg, log=lambda *a: None)
+        max_bs = max(s.micro_bs for s in KAGGLE_STAGES)
+        repeat = math.ceil((args.images + 2 * max_bs) / (len(items) * (1 - cfg.valid_pct)))
+        items = pd.concat([items] * repeat, ignore_index=True)
+        print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, batch augmentation on {device}, "
+              f"load average {os.getloadavg()[0]:.1f}; {len(items) // repeat} sample JPEGs 480x640 listed {repeat} times")
+        print(f"{'stage hxw':>9} {'workers':>7} {'bs':>3} | {'loader: stock':>13} {'ours':>6} {'ratio':>6} | "
+              f"{'+aug: stock':>11} {'ours':>6} {'ratio':>6}   (img/s)")
+        for stage in KAGGLE_STAGES:
+            for workers in (int(w) for w in args.workers.split(",")):
+                row = []
+                for aug, n_images in ((False, args.images), (True, args.aug_images)):
+                    best = {"stock": 0.0, "ours": 0.0}
+                    for _ in range(args.rounds):
+                        for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", data.datablock(cfg, stage))):
+                            dls = block.dataloaders(items, bs=stage.micro_bs, num_workers=workers, device=device)
+                            best[name] = max(best[name], images_per_second(dls.train, aug, n_images))
+                    row += [best["stock"], best["ours"], best["ours"] / best["stock"]]
+                h, w = stage.size
+                print(f"{f'{h}x{w}':>9} {workers:>7} {stage.micro_bs:>3} | {row[0]:>13.0f} {row[1]:>6.0f} {row[2]:>5.2f}x | "
+                      f"{row[3]:>11.0f} {row[4]:>6.0f} {row[5]:>5.2f}x", flush=True)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end (above {os.cpu_count()}, other work shared the cores)")
+
+
+if __name__ == "__main__":
+    main()
