@@ -119,6 +119,13 @@ def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
     return state
 
 
+def restore(learn: Learner, state: dict) -> None:
+    """Model and optimiser state from a checkpoint."""
+    learn.model.load_state_dict(state["model"])
+    learn.create_opt()
+    learn.opt.load_state_dict(state["opt"])
+
+
 def fit_stage(learn: Learner, cfg: Config, out: Path, idx: int, stage: Stage, weighted: bool, start: int, cbs=()) -> None:
     """One stage: one-cycle over its epochs, micro-batches of bs // accum, a step every accum of them."""
     # GradientAccumulation's n_acc counts samples, not steps: stepping every `accum` micro-batches means n_acc = bs.
@@ -159,19 +166,16 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
     set_seed(cfg.seed)
     learn = None
     for idx, (stage, weighted) in enumerate(plan):
-        if (idx, stage.epochs) <= pos and learn is not None: continue  # finished stage
+        start = pos[1] if idx == pos[0] else 0
+        done = idx < pos[0] or start >= stage.epochs
+        if done and idx < len(plan) - 1: continue  # finished; the last stage's loaders still serve prediction
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if weighted else None
         dls = data.dataloaders(cfg, stage, items, wgts)
         if learn is None:
             learn = make_learner(cfg, dls, log)
-            if state is not None:
-                learn.model.load_state_dict(state["model"])
-                learn.create_opt()
-                learn.opt.load_state_dict(state["opt"])
-        else:
-            learn.dls = dls
-        start = pos[1] if idx == pos[0] else 0
-        if idx < pos[0] or start >= stage.epochs: continue
+            if state is not None: restore(learn, state)
+        learn.dls = dls
+        if done: continue
         log(f"stage {idx + 1}/{len(plan)}: {stage.size[0]}x{stage.size[1]}, {stage.epochs} epochs, "
             f"batch {stage.bs} = {stage.accum} x {stage.micro_bs}" + (", rare classes weighted" if weighted else ""))
         fit_stage(learn, cfg, out, idx, stage, weighted, start, cbs)

@@ -64,22 +64,42 @@ def test_full_cpu_run_on_the_sample_learns_and_writes_a_valid_submission(sample,
 
 
 class CountSteps(Callback):
-    """Counts optimiser steps and micro-batches per fit."""
-    def before_fit(self): self.steps, self.batches = 0, 0
+    """Counts optimiser steps and micro-batches per fit, and notes each fit's training loader."""
+    def before_fit(self): self.steps, self.batches, self.train_dl = 0, 0, self.dls.train
     def after_step(self): self.steps += 1
     def after_batch(self):
         if self.training: self.batches += 1
-    def after_fit(self): self.log.append((self.batches, self.steps))
+    def after_fit(self): self.log.append((self.batches, self.steps, self.train_dl))
 
 
-def test_optimiser_steps_once_per_accum_micro_batches(small, tmp_path):
+def test_accumulation_steps_weighted_epochs_and_a_broken_test_image(small, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(small, data)
+    (data / "test_images" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    pd.concat([pd.read_csv(data / "sample_submission.csv"), pd.DataFrame({"image_id": ["broken.jpg"]})]).to_csv(
+        data / "sample_submission.csv", index=False)
     counter = CountSteps()
     counter.log = []
-    run(Config.make("cpu", data=str(small), out=str(tmp_path), stages=TINY, tta=0), cbs=[counter], log=quiet)
-    (b1, s1), (b4, s4) = counter.log
+    logged = []
+    cfg = Config.make("cpu", data=str(data), out=str(tmp_path / "out"), stages=TINY, tta=0, weighted_epochs=1, weight_power=1)
+    path = run(cfg, cbs=[counter], log=logged.append)
+    (b1, s1, dl1), (b4, s4, _), (bw, sw, dlw) = counter.log
     assert s1 == b1  # accum 1: a step per batch
     assert b4 // 4 == b1 and b4 > 3 * b1  # micro-batches of 8 // 4 = 2 images: four times as many
-    assert s4 == b4 // 4 and s4 < b4
+    assert s4 == b4 // 4 and s4 < b4  # one optimiser step per 4 micro-batches
+    # The weighted epoch: last stage's size and accumulation, rare classes drawn by 1/count.
+    assert not hasattr(dl1, "wgts") and sw == bw // 4
+    counts = dlw.dataset.items["label"].map(pd.read_csv(data / "train.csv").label.value_counts())  # counted over all items
+    assert abs(dlw.wgts - (1 / counts) / (1 / counts).sum()).max() < 1e-9
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert history.weighted.tolist() == [False, False, True]
+    # The test image that does not decode is named, and gets the commonest training class.
+    assert any("broken.jpg" in line and "cannot be decoded" in line for line in logged)
+    sub = pd.read_csv(path)
+    assert sub.image_id.iloc[-1] == "broken.jpg"
+    counts = dl1.dataset.items["label"].value_counts()  # the training split's; ties go to the first in the vocab
+    assert sub.label.iloc[-1] == sorted(counts[counts == counts.max()].index)[0]
 
 
 def test_resume_after_sigkill_does_not_repeat_finished_epochs(small, tmp_path):
