@@ -9,10 +9,9 @@
 A thin CLI: the work lives in kit/ (bundle, notebook, dryrun, push) and kernel/ (what runs on Kaggle).
 """
 import argparse
-import sys
 from pathlib import Path
 
-from kernel.errors import UserError, cli
+from kernel.errors import cli
 
 
 def main(argv: list[str]) -> None:

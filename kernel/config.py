@@ -4,7 +4,6 @@ Override from the command line (`--field value`), from the notebook's parameters
 (`Config.make(field=value)`), or by preset (`--preset cpu` for the local dry run). The stage schedule
 is written `HxW:epochs:bs:accum` per stage, comma separated, e.g. `160x120:6:64:1,448x336:3:64:4`.
 """
-import dataclasses
 import hashlib
 import json
 import typing
@@ -70,11 +69,18 @@ class Config:
     seed: int = 42
     weighted_epochs: int = 0  # extra epochs at the last size with rare classes drawn more often
     weight_power: float = 0.5  # class weight 1/count**power for those epochs
-    tta: int = 4  # test-time augmentations averaged with the plain prediction (learn.tta n)
+    tta: int = field(default=4, metadata={"resume": False})  # augmented passes averaged by learn.tta; 0: none
     num_workers: int = field(default=4, metadata={"resume": False})
     label_col: str = "label"
     id_col: str = "image_id"
     restart: bool = field(default=False, metadata={"resume": False})
+
+    def __post_init__(self):
+        """Refuse values that would only fail deep inside fastai, hours later."""
+        if not self.stages: raise UserError("no stages; give at least one, e.g. --stages 160x120:6:64:1")
+        if not 0 < self.valid_pct < 1: raise UserError(f"--valid_pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
+        for name in ("tta", "weighted_epochs", "num_workers"):
+            if getattr(self, name) < 0: raise UserError(f"--{name} {getattr(self, name)} must be 0 or more")
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained: a checkpoint resumes only under the same one."""
@@ -135,7 +141,3 @@ def parse_args(argv: list[str], extra: tuple[str, ...] = ()) -> tuple[Config, di
     preset = pairs.pop("preset", None)
     return Config.make(preset, **pairs), rest
 
-
-def replace(cfg: Config, **changes) -> Config:
-    """A copy of `cfg` with some fields changed (converted as from the command line)."""
-    return dataclasses.replace(cfg, **{k: _convert(k, v) for k, v in changes.items()})

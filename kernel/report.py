@@ -1,5 +1,4 @@
 """Pictures of a run: the stage schedule and the validation confusion matrix, as PNGs."""
-import os
 from pathlib import Path
 
 import matplotlib
@@ -9,14 +8,13 @@ import matplotlib.pyplot as plt
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import Learner
 
+from .atomic import atomic_write
 from .config import Stage
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    with atomic_write(path) as tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

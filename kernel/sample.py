@@ -10,7 +10,6 @@ The test answers go to `test_answers.csv`, apart from what a kernel reads.
 import io
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +74,9 @@ def class_counts(n: int) -> dict[str, int]:
 
 def make_sample(out: str | Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
     """Write the sample competition to `out` (replacing it whole) and return its path."""
-    out = Path(out)
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()) and not (out / "test_answers.csv").is_file():
+        raise UserError(f"{out} exists and is not a generated sample (it would be replaced whole); pick another folder")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
@@ -94,7 +95,8 @@ def make_sample(out: str | Path, n_train: int = 300, n_test: int = 100, seed: in
         (tmp / "test_images" / image_id).write_bytes(draw_image(classes.index(label), rng))
         answers.append((image_id, label))
     pd.DataFrame(rows, columns=["image_id", "label", "variety", "age"]).to_csv(tmp / "train.csv", index=False)
-    sub = pd.DataFrame(answers, columns=["image_id", "label"])
+    # Rows in an order of their own, as a real sample_submission may be: a submission must follow it by id.
+    sub = pd.DataFrame(answers, columns=["image_id", "label"]).sample(frac=1, random_state=seed)
     sub.assign(label="").to_csv(tmp / "sample_submission.csv", index=False)
     sub.to_csv(tmp / "test_answers.csv", index=False)
     shutil.rmtree(out, ignore_errors=True)

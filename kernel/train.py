@@ -6,7 +6,6 @@ The notebook calls `run(config)`, the same function: one code path for Kaggle an
 Run the same command again after a crash and it resumes from the last finished epoch; a finished
 run only predicts again.
 """
-import os
 import time
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
 
 from . import data, report
+from .atomic import atomic_write
 from .config import Config, Stage, parse_args
 from .errors import UserError, cli
-from .submission import make_submission, write_csv
+from .submission import check_ids, make_submission, write_csv
 from .weighted import class_weights
 
 CHECKPOINT = "checkpoints/last.pth"
@@ -53,8 +53,9 @@ def make_learner(cfg: Config, dls, log=print) -> Learner:
     try:
         learn = vision_learner(dls, cfg.arch, metrics=error_rate, wd=cfg.wd, **kw)
     except (RuntimeError, KeyError, ValueError, OSError) as e:
-        if not cfg.weights: raise
         first = str(e).strip().splitlines()[0][:200]
+        if not cfg.weights:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
+            raise UserError(f"timm cannot build {cfg.arch!r} ({first}); pick a name from timm.list_models()") from None
         raise UserError(f"weights file {cfg.weights} does not fit {cfg.arch} ({first}); "
                         f"give a weights file saved from {cfg.arch}, or set --arch to the file's architecture") from None
     learn.unfreeze()  # train the whole network in every stage: resuming never depends on freeze state
@@ -96,9 +97,7 @@ def save_checkpoint(learn: Learner, out: Path, cfg: Config, stage: int, epoch: i
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(), stage=stage, epoch=epoch,
                  fingerprint=cfg.fingerprint(), config=cfg.to_dict(), vocab=list(learn.dls.vocab))
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp: torch.save(state, tmp)
 
 
 def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
@@ -119,8 +118,11 @@ def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
     return state
 
 
-def restore(learn: Learner, state: dict) -> None:
-    """Model and optimiser state from a checkpoint."""
+def restore(learn: Learner, state: dict, cfg: Config) -> None:
+    """Model and optimiser state from a checkpoint made on the same classes."""
+    if state["vocab"] != list(learn.dls.vocab):
+        raise UserError(f"the checkpoint in {cfg.out} was trained on other classes ({len(state['vocab'])}: {state['vocab'][:3]}...) "
+                        f"than {cfg.data} has; use another --out, or add --restart to start over")
     learn.model.load_state_dict(state["model"])
     learn.create_opt()
     learn.opt.load_state_dict(state["opt"])
@@ -156,12 +158,13 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     items = data.train_items(cfg, log)
     test, undecodable = data.test_items(cfg, log)
+    sample = Path(cfg.data) / "sample_submission.csv"
+    check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)  # now, not after hours of training
     plan = schedule(cfg)
     state = load_checkpoint(out, cfg, log)
     pos = (state["stage"], state["epoch"]) if state else (0, 0)
-    if state is not None:  # drop history rows of epochs that will run again
-        h = read_history(out)
-        if len(h): write_csv(h[[(s, e) < pos for s, e in zip(h.stage, h.epoch)]], out / "history.csv")
+    h = read_history(out)  # drop rows of epochs that will run (again): all of them on a fresh start
+    if len(h): write_csv(h[[(s, e) < pos for s, e in zip(h.stage, h.epoch)]], out / "history.csv")
     report.plot_schedule(plan, out / "schedule.png")
     set_seed(cfg.seed)
     learn = None
@@ -173,7 +176,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         dls = data.dataloaders(cfg, stage, items, wgts)
         if learn is None:
             learn = make_learner(cfg, dls, log)
-            if state is not None: restore(learn, state)
+            if state is not None: restore(learn, state, cfg)
         learn.dls = dls
         if done: continue
         log(f"stage {idx + 1}/{len(plan)}: {stage.size[0]}x{stage.size[1]}, {stage.epochs} epochs, "
@@ -184,7 +187,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
     write_csv(probs, out / "probs.csv")
     vocab = list(learn.dls.vocab)
     pred = dict(zip(probs[cfg.id_col], [vocab[i] for i in probs[vocab].to_numpy().argmax(1)]))
-    sub = make_submission(pred, vocab, Path(cfg.data) / "sample_submission.csv", cfg.id_col, cfg.label_col)
+    sub = make_submission(pred, vocab, sample, cfg.id_col, cfg.label_col)
     path = write_csv(sub, out / "submission.csv")
     log(f"wrote {path} ({len(sub)} rows)")
     return path

@@ -7,8 +7,6 @@ item of `source`, in source order, checks them before any item is loaded, keeps 
 split's weights and builds the loaders exactly as `DataBlock.dataloaders` does (item and batch
 transforms, `dls_kwargs`), with `WeightedDL` for the training set only.
 """
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import torch
@@ -39,7 +37,10 @@ def _as_array(wgts, source, items) -> np.ndarray:
     if isinstance(wgts, torch.Tensor): return wgts.detach().cpu().numpy()
     if callable(wgts):
         rows = (r for _, r in items.iterrows()) if isinstance(items, pd.DataFrame) else items
-        return np.array([wgts(o) for o in rows])
+        try: return np.array([wgts(o) for o in rows])
+        except Exception as e:
+            raise ValueError(f"the weights callable failed on an item ({type(e).__name__}: {e}); "
+                             "it must take one item of the source and return a number") from None
     try: return np.asarray(wgts)
     except Exception as e:
         raise ValueError(f"cannot read weights of type {type(wgts).__name__} ({e}); "

@@ -83,7 +83,7 @@ def check_dataset(meta: dict, what: str = DATASET_FILE) -> dict:
     if not (isinstance(licenses, list) and len(licenses) == 1 and isinstance(licenses[0], dict) and licenses[0].get("name")):
         raise UserError(f"{what} must list exactly one license, e.g. \"licenses\": [{{\"name\": \"CC0-1.0\"}}]")
     subtitle = meta.get("subtitle")
-    if subtitle and not 20 <= len(subtitle) <= 80: raise UserError(f"{what} subtitle must be 20 to 80 characters (or left out)")
+    if subtitle and not (isinstance(subtitle, str) and 20 <= len(subtitle) <= 80): raise UserError(f"{what} subtitle must be 20 to 80 characters (or left out)")
     return meta
 
 

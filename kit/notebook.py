@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from kernel.atomic import atomic_write
+
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 LANGUAGE_INFO = {"name": "python", "file_extension": ".py", "mimetype": "text/x-python",
                  "codemirror_mode": {"name": "ipython", "version": 3}, "pygments_lexer": "ipython3",
@@ -93,7 +95,5 @@ def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
 
 
 def write(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Write `nb` (nbformat's stable JSON) via a temporary file, so `path` is never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    nbformat.write(nb, str(tmp))
-    tmp.replace(path)
+    """Write `nb` (nbformat's stable JSON) whole or not at all."""
+    with atomic_write(path) as tmp: nbformat.write(nb, str(tmp))

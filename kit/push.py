@@ -29,6 +29,7 @@ from typing import Callable, TypeVar
 
 import requests
 
+from kernel.atomic import atomic_write
 from kernel.errors import UserError
 
 from . import metadata
@@ -130,13 +131,6 @@ def content_hash(files: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()).hexdigest()
 
 
-def _write(path: Path, text: str) -> None:
-    """Write a file whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def stage(dataset: Path, out: Path, files: dict[str, str], digest: str) -> Path:
     """Mirror the built dataset into a staging folder beside OUT, its description carrying the content hash.
 
@@ -158,7 +152,7 @@ def stage(dataset: Path, out: Path, files: dict[str, str], digest: str) -> Path:
         os.replace(tmp, dst)
     meta = json.loads((dataset / metadata.DATASET_FILE).read_text())
     meta["description"] = f"{meta.get('description') or ''}\n\n{MARKER}{digest}".lstrip()
-    _write(folder / metadata.DATASET_FILE, json.dumps(meta, indent=2) + "\n")
+    with atomic_write(folder / metadata.DATASET_FILE) as tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 

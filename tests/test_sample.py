@@ -34,6 +34,15 @@ def test_sample_is_consistent_and_byte_identical(tmp_path):
     assert not cmp.left_only and not cmp.right_only
 
 
+def test_sample_never_replaces_a_folder_that_is_not_a_sample(tmp_path):
+    precious = tmp_path / "competition"
+    precious.mkdir()
+    (precious / "train.csv").write_text("image_id,label\n")
+    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(precious)], capture_output=True, text=True)
+    assert r.returncode == 2 and "is not a generated sample" in r.stderr and "Traceback" not in r.stderr
+    assert (precious / "train.csv").read_text() == "image_id,label\n"
+
+
 def test_class_counts_follow_paddy_imbalance():
     counts = class_counts(300)
     assert counts["normal"] > counts["tungro"] > counts["bacterial_panicle_blight"] >= 3

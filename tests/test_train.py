@@ -108,7 +108,8 @@ def test_resume_after_sigkill_does_not_repeat_finished_epochs(small, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     history = out / "history.csv"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (history.exists() and len(pd.read_csv(history)) >= 1):
+    checkpoint = out / "checkpoints" / "last.pth"  # written (atomically) after the epoch's history row
+    while time.time() < deadline and proc.poll() is None and not checkpoint.exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -171,6 +172,9 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     if how == "train.csv": (d / "train.csv").unlink()
     if how == "train_images": shutil.rmtree(d / "train_images")
     if how == "test_images": shutil.rmtree(d / "test_images")
+    if how == "ids":
+        sub = pd.read_csv(d / "sample_submission.csv")
+        sub.iloc[:-1].to_csv(d / "sample_submission.csv", index=False)
     if how == "orphan row":
         df = pd.read_csv(d / "train.csv")
         (d / "train_images" / df.label[0] / df.image_id[0]).unlink()
@@ -186,6 +190,11 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     ("arch", ["--arch", "no_such_net"], "unknown timm architecture 'no_such_net'"),
     ("field", ["--no_such_field", "3"], "unknown config field 'no_such_field'"),
     ("stages", ["--stages", "64:2"], "bad stage '64:2'"),
+    ("no stages", ["--stages", ","], "no stages"),
+    ("valid_pct", ["--valid_pct", "1.5"], "--valid_pct 1.5 must be between 0 and 1"),
+    ("tta", ["--tta", "-1"], "--tta -1 must be 0 or more"),
+    ("arch tag", ["--arch", "resnet10t.no_such_tag"], "timm cannot build 'resnet10t.no_such_tag'"),
+    ("ids", [], "test images do not match"),
 ])
 def test_bad_input_gives_one_line(small, tmp_path, how, args, message):
     d = broken(tmp_path, small, how)

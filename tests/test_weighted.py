@@ -98,6 +98,7 @@ BAD = [
     (np.array(["a"] * N), r"real numbers"),
     (object(), r"real numbers|cannot read weights"),
     ("no_such_column", r"not in the DataFrame"),
+    (lambda row: row.no_such_field, r"the weights callable failed"),
 ]
 
 
