@@ -243,10 +243,8 @@ def push(out: Path, weights: str | None = None, user: str | None = None, wheels:
     """Build under OUT, check it, bring the dataset up to date on Kaggle, push the kernel; returns the kernel's id."""
     from .bundle import build
     api = _api()
+    # The build checks the metadata as Kaggle would: everything it would refuse is refused before any upload.
     build(out, weights=weights, user=user or api.get_config_value(api.CONFIG_NAME_USER), wheels=wheels)
-    # Everything Kaggle would refuse, refused before anything is uploaded: the metadata as built.
-    dataset = metadata.check_dataset(json.loads((out / "dataset" / metadata.DATASET_FILE).read_text()))
-    metadata.check_kernel(json.loads((out / "kernel" / metadata.KERNEL_FILE).read_text()), dataset["id"])
     push_dataset(api, out, timeout)
     return push_kernel(api, out)
 
