@@ -24,7 +24,8 @@ def check_ids(ids: list[str], sample: Path | None, id_col: str = "image_id") -> 
     if id_col not in order.columns:
         raise UserError(f"{sample} has no {id_col!r} column; its columns are {list(order.columns)}")
     rows = list(order[id_col])
-    missing, extra = [i for i in rows if i not in set(ids)], sorted(set(ids) - set(rows))
+    have = set(ids)
+    missing, extra = [i for i in rows if i not in have], sorted(have - set(rows))
     if missing or extra or len(set(rows)) != len(rows):
         raise UserError(f"test images do not match {sample}: {len(missing)} ids missing (e.g. {missing[:3]}), "
                         f"{len(extra)} extra (e.g. {extra[:3]}), {len(rows) - len(set(rows))} repeated; "

@@ -40,7 +40,6 @@ def schedule(cfg: Config) -> list[tuple[Stage, bool]]:
 
 def make_learner(cfg: Config, dls, log=print) -> Learner:
     """A timm model by name through fastai; pretrained weights only from a local file."""
-    kw = {}
     if cfg.weights:
         path = Path(cfg.weights)
         if not path.is_file(): raise UserError(f"weights file {path} not found; pass --weights PATH to a file saved from {cfg.arch}")
@@ -136,7 +135,7 @@ def fit_stage(learn: Learner, cfg: Config, out: Path, idx: int, stage: Stage, we
                         cbs=acc + [Checkpoint(out, cfg, idx, stage, weighted)] + list(cbs))
 
 
-def predict(learn: Learner, cfg: Config, test: pd.DataFrame, undecodable: list[str], log=print) -> pd.DataFrame:
+def predict(learn: Learner, cfg: Config, test: pd.DataFrame, undecodable: list[str]) -> pd.DataFrame:
     """Class probabilities per test image (TTA over `cfg.tta` augmented passes); undecodable images get the prior."""
     dl = learn.dls.test_dl(test)
     probs = learn.tta(dl=dl, n=cfg.tta)[0] if cfg.tta else learn.get_preds(dl=dl)[0]
@@ -183,7 +182,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
             f"batch {stage.bs} = {stage.accum} x {stage.micro_bs}" + (", rare classes weighted" if weighted else ""))
         fit_stage(learn, cfg, out, idx, stage, weighted, start, cbs)
     report.plot_confusion(learn, out / "confusion.png")
-    probs = predict(learn, cfg, test, undecodable, log)
+    probs = predict(learn, cfg, test, undecodable)
     write_csv(probs, out / "probs.csv")
     vocab = list(learn.dls.vocab)
     pred = dict(zip(probs[cfg.id_col], [vocab[i] for i in probs[vocab].to_numpy().argmax(1)]))
