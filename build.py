@@ -1,51 +1,64 @@
-"""paddy kernel kit: build -> dry-run -> push a fastai Kaggle code-competition kernel.
+"""paddy kernel kit: build -> dry-run -> push -> submit a fastai Kaggle code-competition kernel.
 
-    python build.py build   [--out build] [--weights FILE] [--wheel FILE ...] [--user NAME]
-    python build.py dry-run [--data DIR] [--out build] [--field value ...]
-    python build.py push    [--out build] [--weights FILE] [--timeout SECONDS]
+    python build.py build   [--out build] [--weights FILE | --no-pretrained] [--wheel FILE ...] [--user NAME]
+                            [--accelerator NAME] [--field value ...]
+    python build.py dry-run [--data DIR] [--out build] [--preset cpu] [--field value ...]
+    python build.py push    [--out build] [--timeout SECONDS] [same options as build]
     python build.py status  [--build build]
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
-A thin CLI: the work lives in kit/ (bundle, notebook, dryrun, push) and kernel/ (what runs on Kaggle).
+`--field value` is any kernel.Config field (`--arch`, `--stages`, `--members`, `--lr`, `--tta`, ...): for
+build and push it sets the Kaggle run (over the kaggle preset); for the dry run, the run here (over the
+cpu preset) and the build it runs. A thin CLI: the work lives in kit/ and kernel/.
 """
-import argparse
 from pathlib import Path
 
+from kernel.config import _Parser, given, options
 from kernel.errors import cli
+
+# Not build options: where the kernel finds its data and writes (Kaggle's paths), which weights file it
+# reads (--weights here ships one), and --restart (a pushed run starts fresh).
+NOT_AT_BUILD = ("data", "out", "weights", "restart")
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n")[0])
+    p = _Parser(prog="build.py", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="the Kaggle dataset (wheels, weights) and kernel notebook, under --out")
-    d = sub.add_parser("dry-run", help="build, then execute the built notebook here on CPU")
-    u = sub.add_parser("push", help="build, then create/version the dataset and push the kernel")
+    b = sub.add_parser("build", help="the Kaggle dataset (wheels, weights) and the two kernel notebooks, under --out")
+    d = sub.add_parser("dry-run", help="build, then execute the built notebooks here on CPU")
+    u = sub.add_parser("push", help="build, then create/version the dataset and push the training kernel")
     for s in (b, d, u):
         s.add_argument("--out", default="build", help="build folder (default: build)")
-        s.add_argument("--weights", help="pretrained weights file to ship in the dataset")
+        s.add_argument("--weights", help="a pretrained weights file to ship instead of fetching the arch's own")
+        s.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                       help="ship no pretrained weights: train from scratch")
         s.add_argument("--user", help="Kaggle username for the ids (default: from your Kaggle credentials)")
         s.add_argument("--wheel", action="append", default=[], metavar="FILE",
-                       help="an extra wheel to ship and install offline (repeatable), for a package Kaggle's image lacks")
+                       help="an extra wheel to ship and install offline (repeatable), for a package Kaggle lacks")
+        options(s, skip=NOT_AT_BUILD, preset=s is d)
     d.add_argument("--data", help="competition folder (default: a generated sample)")
-    u.add_argument("--timeout", type=float, default=600, help="seconds to wait for Kaggle to process the dataset (default: 600)")
+    u.add_argument("--timeout", type=float, default=600,
+                   help="seconds to wait for Kaggle to process the dataset (default: 600)")
     t = sub.add_parser("status", help="the pushed kernel's run state")
     o = sub.add_parser("output", help="download the kernel's output files once it is complete")
     o.add_argument("--out", default="output", help="where to put them (default: output)")
     o.add_argument("--wait", action="store_true", help="poll until the kernel finishes (bounded by --timeout)")
     o.add_argument("--timeout", type=float, default=12 * 3600, help="seconds --wait waits at most (default: 12 hours)")
     for s in (t, o): s.add_argument("--build", default="build", help="the build folder pushed from (default: build)")
-    args, rest = p.parse_known_args(argv)
-    if rest and args.cmd != "dry-run": p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = p.parse_args(argv)
 
+    if args.cmd in ("build", "dry-run", "push"):
+        kw = dict(overrides=given(args), weights=args.weights, pretrained=args.pretrained, user=args.user,
+                  wheels=args.wheel)
     if args.cmd == "build":
         from kit.bundle import build
-        build(Path(args.out), weights=args.weights, user=args.user, wheels=args.wheel)
+        build(Path(args.out), **kw)
     elif args.cmd == "dry-run":
         from kit.dryrun import dry_run
-        dry_run(Path(args.out), data=args.data, overrides=rest, weights=args.weights, user=args.user, wheels=args.wheel)
+        dry_run(Path(args.out), data=args.data, preset=args.preset or "cpu", **kw)
     elif args.cmd == "push":
         from kit.push import push
-        push(Path(args.out), weights=args.weights, user=args.user, wheels=args.wheel, timeout=args.timeout)
+        push(Path(args.out), timeout=args.timeout, **kw)
     elif args.cmd == "status":
         from kit.push import status
         status(Path(args.build))

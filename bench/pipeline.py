@@ -4,7 +4,7 @@
 
 Both read the same 480x640 JPEGs (a sample competition made in a temp folder), at each default Kaggle
 stage size, with the same batch size, number of workers and batch augmentation (`data.augmentations`,
-fastai's `aug_transforms`), in the same run. Stock is fastai's `ImageBlock` (full decode) + `Resize`
+fastai's `aug_transforms`, and normalisation), in the same run. Stock is fastai's `ImageBlock` (full decode) + `Resize`
 (squish); ours differs only in how an image is opened (`data.load_image`: decoded at a JPEG DCT
 scale, squished by PIL).
 
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
@@ -31,19 +32,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 import torch
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, Pipeline, RandomSplitter, Resize,
-                               ResizeMethod)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, Normalize, Pipeline, RandomSplitter,
+                               Resize, ResizeMethod, imagenet_stats)
 
 from kernel import data
 from kernel.config import KAGGLE_STAGES, Config, Stage
 from kernel.sample import make_sample
 
 
+STATS = imagenet_stats
+# The Kaggle stages, an `auto` accumulation taken as 4 (micro-batch 16, what bench/memory.py's estimate gives
+# convnext_small at 448x336 on a T4): the loader's batch is the micro-batch.
+STAGES = [replace(s, accum=s.accum or 4) for s in KAGGLE_STAGES]
+
+
 def stock_datablock(cfg: Config, stage: Stage) -> DataBlock:
     """fastai's stock way to read images (full decode, then `Resize`), with our batch augmentation."""
     return DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
                      splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
-                     item_tfms=Resize(stage.size, method=ResizeMethod.Squish), batch_tfms=data.augmentations(stage))
+                     item_tfms=Resize(stage.size, method=ResizeMethod.Squish),
+                     batch_tfms=[*data.augmentations(cfg, stage.size), Normalize.from_stats(*STATS)])
+
+
+def our_datablock(cfg: Config, stage: Stage, items: pd.DataFrame) -> DataBlock:
+    """Ours: `data.load_image` decodes at the stage size; the same augmentation and normalisation."""
+    return data.datablock(cfg, stage.size, sorted(items[cfg.label_col].unique()), STATS)
 
 
 def images_per_second(dl, aug: bool, n_images: int) -> float:
@@ -71,20 +84,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config.make(data=str(make_sample(Path(tmp) / "sample", n_train=args.n, n_test=1)))
         items = data.train_items(cfg, log=lambda *a: None)
-        max_bs = max(s.micro_bs for s in KAGGLE_STAGES)
+        max_bs = max(s.micro_bs for s in STAGES)
         repeat = math.ceil((args.images + 2 * max_bs) / (len(items) * (1 - cfg.valid_pct)))
         items = pd.concat([items] * repeat, ignore_index=True)
         print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, batch augmentation on {device}, "
               f"load average {os.getloadavg()[0]:.1f}; {len(items) // repeat} sample JPEGs 480x640 listed {repeat} times")
         print(f"{'stage hxw':>9} {'workers':>7} {'bs':>3} | {'loader: stock':>13} {'ours':>6} {'ratio':>6} | "
               f"{'+aug: stock':>11} {'ours':>6} {'ratio':>6}   (img/s)")
-        for stage in KAGGLE_STAGES:
+        for stage in STAGES:
             for workers in (int(w) for w in args.workers.split(",")):
                 row = []
                 for aug, n_images in ((False, args.images), (True, args.aug_images)):
                     best = {"stock": 0.0, "ours": 0.0}
                     for _ in range(args.rounds):
-                        for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", data.datablock(cfg, stage))):
+                        for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", our_datablock(cfg, stage, items))):
                             dls = block.dataloaders(items, bs=stage.micro_bs, num_workers=workers, device=device)
                             best[name] = max(best[name], images_per_second(dls.train, aug, n_images))
                     row += [best["stock"], best["ours"], best["ours"] / best["stock"]]

@@ -1,23 +1,60 @@
-"""Every knob of a run, in one dataclass, with defaults for a Kaggle 16 GB GPU (P100/T4).
+"""Every knob of a run, in one dataclass, with defaults for Kaggle's GPU machine (two T4s, 15 GiB each).
 
-Override from the command line (`--field value`), from the notebook's parameters cell
-(`Config.make(field=value)`), or by preset (`--preset cpu` for the local dry run). The stage schedule
-is written `HxW:epochs:bs:accum` per stage, comma separated, e.g. `160x120:6:64:1,448x336:3:64:4`.
+Override from the command line (`--field value`: the options are generated from the fields), from the
+notebook's parameters cell (`Config.make(field=value)`), or by preset (`--preset cpu` for the local dry
+run). The stage schedule is written `HxW:epochs:bs:accum` per stage, comma separated, e.g.
+`160x120:6:64:1,448x336:3:64:auto` (`auto`: the smallest accumulation whose micro-batch fits the GPU).
+Members of an ensemble are written `name field=value ...; name ...`, e.g. `a seed=1; b seed=2 arch=resnet50`.
+
+No torch or fastai here: the laptop side (`build.py status`) imports this and must start fast.
 """
+import argparse
 import hashlib
 import json
+import re
+import shlex
 import typing
 from dataclasses import dataclass, field, fields
 
 from .errors import UserError
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A Kaggle machine shape, as kernel-metadata.json's `machine_shape` names it."""
+    name: str
+    gpus: int
+    memory: int  # bytes per GPU, as the card reports it
+    retired: str = ""  # why it cannot be asked for any more
+
+
+# The kaggle client (2.2.5) marks P100 and the v2/v3 TPUs retired: Kaggle silently runs those sessions on
+# something else. A T4 reports 15,095 MiB: 15 GiB, not the "16 GB" on the box.
+ACCELERATORS = {a.name: a for a in (
+    Accelerator("NvidiaTeslaT4", 2, 15 * GIB),
+    Accelerator("NvidiaTeslaP100", 1, 16 * GIB, "retired by Kaggle: sessions run on NvidiaTeslaT4 instead"),
+    *(Accelerator(t, 0, 0, "a TPU: the kit trains on CUDA GPUs") for t in (
+        "TpuV38", "Tpu1VmV38", "TpuV232", "TpuV2256", "TpuV5E8")),
+)}
+
+
+def accelerator(name: str) -> Accelerator:
+    """The accelerator named `name`, refused in one line if Kaggle no longer offers it or it is no GPU."""
+    usable = ", ".join(a.name for a in ACCELERATORS.values() if not a.retired)
+    acc = ACCELERATORS.get(name)
+    if acc is None: raise UserError(f"unknown accelerator {name!r}; use one of: {usable}")
+    if acc.retired: raise UserError(f"accelerator {name} is {acc.retired}; use one of: {usable}")
+    return acc
 
 
 @dataclass(frozen=True)
 class Stage:
     """One step of progressive resizing: image size (height, width), epochs, batch size, accumulation.
 
-    The effective batch is `bs`; each forward pass sees `bs // accum` images (the micro-batch), and
-    the optimiser steps once per `accum` micro-batches.
+    The effective batch is `bs`; each forward pass sees `bs // accum` images (the micro-batch), and the
+    optimiser steps once per `accum` micro-batches. `accum` 0 stands for `auto`, resolved before training.
     """
     size: tuple[int, int]
     epochs: int
@@ -25,20 +62,24 @@ class Stage:
     accum: int = 1
 
     @property
-    def micro_bs(self) -> int: return self.bs // self.accum
+    def micro_bs(self) -> int:
+        if not self.accum: raise ValueError(f"stage {self}: accumulation 'auto' is not resolved yet")
+        return self.bs // self.accum
 
-    def __str__(self) -> str: return f"{self.size[0]}x{self.size[1]}:{self.epochs}:{self.bs}:{self.accum}"
+    def __str__(self) -> str:
+        return f"{self.size[0]}x{self.size[1]}:{self.epochs}:{self.bs}:{self.accum or 'auto'}"
 
     @classmethod
     def parse(cls, text: str) -> "Stage":
         try:
             size, epochs, bs, accum = text.strip().split(":")
             h, w = (int(v) for v in size.lower().split("x"))
-            stage = cls((h, w), int(epochs), int(bs), int(accum))
+            stage = cls((h, w), int(epochs), int(bs), 0 if accum == "auto" else int(accum))
         except ValueError:
             raise UserError(f"bad stage {text!r}; write it HxW:epochs:bs:accum, e.g. 448x336:3:64:4") from None
-        if min(h, w, stage.epochs + 1, stage.bs, stage.accum) < 1 or stage.bs % stage.accum:
-            raise UserError(f"bad stage {text!r}; sizes, bs and accum must be positive and bs divisible by accum")
+        if min(h, w, stage.epochs, stage.bs) < 1 or stage.accum < 0 or (stage.accum and stage.bs % stage.accum):
+            raise UserError(f"bad stage {text!r}; sizes, epochs and bs must be positive, "
+                            "and accum divide bs (or be auto)")
         return stage
 
 
@@ -47,11 +88,50 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
     return tuple(Stage.parse(s) for s in text.split(",") if s.strip())
 
 
-# Paddy images are 480 wide x 640 high. 1/4 and 1/2 of that decode straight from the JPEG's DCT
-# (see data.py); the last stage is as large as a convnext_small fits on 16 GB with 16 images a pass.
-KAGGLE_STAGES = (Stage((160, 120), 6, 64, 1), Stage((320, 240), 4, 64, 2), Stage((448, 336), 3, 64, 4))
-# Dry run on a laptop CPU: tiny images, two short stages, the second with accumulation. Small batches:
-# from scratch, a few hundred images need many steps more than big batches.
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: a name, the Config fields it changes, and its weight in the average."""
+    name: str
+    overrides: tuple[tuple[str, typing.Any], ...] = ()
+    weight: float = 1.0
+
+    def __str__(self) -> str:
+        parts = [self.name, *(f"{k}={v}" for k, v in self.overrides)]
+        return " ".join(parts + ([f"weight={self.weight:g}"] if self.weight != 1 else []))
+
+
+def parse_members(value) -> tuple[Member, ...]:
+    """`"a seed=1; b seed=2 arch=resnet50 weight=2"`, or a list of dicts with a "name" -> members."""
+    if isinstance(value, str):
+        specs = []
+        for part in value.split(";"):
+            if not part.strip(): continue
+            name, *pairs = shlex.split(part)
+            if any("=" not in p for p in pairs):
+                raise UserError(f"bad member {part.strip()!r}; write it `name field=value ...`, e.g. `a seed=1`")
+            specs.append({"name": name, **dict(p.split("=", 1) for p in pairs)})
+    else:
+        specs = [dict(s) for s in value]
+    members = []
+    for spec in specs:
+        name = str(spec.pop("name", ""))
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise UserError(f"member name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+        weight = float(spec.pop("weight", 1.0))
+        bad = [k for k in spec if k not in MEMBER_FIELDS]
+        if bad: raise UserError(f"member {name}: {bad[0]!r} cannot differ between members; "
+                                f"a member may set {', '.join(sorted(MEMBER_FIELDS))}")
+        members.append(Member(name, tuple((k, _convert(k, v)) for k, v in spec.items()), weight))
+    names = [m.name for m in members]
+    if len(set(names)) != len(names): raise UserError(f"member names must differ, got {names}")
+    return tuple(members)
+
+
+# Paddy images are 480 wide x 640 high. 1/4 and 1/2 of that decode straight from the JPEG's DCT (see
+# data.py). The last stage's accumulation is `auto`: the memory preflight picks the smallest that fits.
+KAGGLE_STAGES = (Stage((160, 120), 6, 64, 1), Stage((320, 240), 4, 64, 2), Stage((448, 336), 3, 64, 0))
+# Dry run on a laptop CPU: tiny images, two short stages. Small batches: from scratch, a few hundred
+# images need many steps more than big batches.
 CPU_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 2))
 
 
@@ -61,16 +141,42 @@ class Config:
     data: str = field(default="/kaggle/input/paddy-disease-classification", metadata={"resume": False})
     out: str = field(default="/kaggle/working", metadata={"resume": False})
     arch: str = "convnext_small.fb_in22k"  # any timm name; top of Paddy Doctor's leaderboard is convnext
-    weights: str | None = None  # local pretrained weights file for `arch` (no internet on Kaggle)
+    # Pretrained weights: a file, or a folder holding `<arch>.safetensors` (what build.py ships); None: scratch
+    weights: str | None = field(default=None, metadata={"resume": False})
     stages: tuple[Stage, ...] = KAGGLE_STAGES
-    lr: float = 2e-3
+    lr: float = 5e-3  # peak learning rate of the one-cycle that runs over the whole schedule
+    # With pretrained weights (fastai's fine_tune recipe): the first epochs train the head alone on a
+    # one-cycle of their own, then the body trains at this fraction of lr. From scratch neither applies.
+    freeze_epochs: int = 1
+    body_lr: float = 0.01
     wd: float = 0.05
-    valid_pct: float = 0.2
-    seed: int = 42
+    valid_pct: float = 0.2  # 0: train on every image, no validation
+    seed: int = 42  # seeds the validation split and the training
     weighted_epochs: int = 0  # extra epochs at the last size with rare classes drawn more often
     weight_power: float = 0.5  # class weight 1/count**power for those epochs
+    # after weighted epochs, rescale test probabilities to the true class frequencies (see train.export)
+    weighted_correction: bool = field(default=True, metadata={"resume": False})
+    # Augmentation, on the GPU: fastai's aug_transforms (its defaults) and a shape-keeping random crop
+    flip: bool = True  # mirror left-right
+    flip_vert: bool = False  # with flip: all eight flips and quarter turns (fastai's flip_vert)
+    max_rotate: float = 10.0
+    min_zoom: float = 1.0
+    max_zoom: float = 1.1
+    max_warp: float = 0.2
+    max_lighting: float = 0.2
+    min_scale: float = 0.75  # the crop keeps at least this share of the image
+    mixup: float = 0.0  # MixUp's alpha (fastai's default when on: 0.4); 0: off
+    cutmix: float = 0.0  # CutMix's alpha (fastai's default when on: 1.0); 0: off
+    label_smoothing: float = 0.0  # eps of fastai's LabelSmoothingCrossEntropyFlat (its default: 0.1); 0: off
+    precision: str = "auto"  # auto: fp16 mixed precision on CUDA, fp32 on CPU; or fp16, fp32
     tta: int = field(default=4, metadata={"resume": False})  # augmented passes averaged by learn.tta; 0: none
+    val_bs: int = field(default=0, metadata={"resume": False})  # validation/TTA batch; 0: the largest that fits
+    time_limit: float = field(default=0, metadata={"resume": False})  # seconds for the whole run; 0: none
+    accelerator: str = field(default="NvidiaTeslaT4", metadata={"resume": False})  # for accum auto off-GPU
+    members: tuple[Member, ...] = ()  # an ensemble; none: one model, trained into `out` itself
+    devices: str = field(default="auto", metadata={"resume": False})  # members' slots: auto, or e.g. 0,1 / cpu,cpu
     num_workers: int = field(default=4, metadata={"resume": False})
+    progress: str = field(default="auto", metadata={"resume": False})  # lines, table; auto: table in a notebook
     label_col: str = "label"
     id_col: str = "image_id"
     restart: bool = field(default=False, metadata={"resume": False})
@@ -78,9 +184,20 @@ class Config:
     def __post_init__(self):
         """Refuse values that would only fail deep inside fastai, hours later."""
         if not self.stages: raise UserError("no stages; give at least one, e.g. --stages 160x120:6:64:1")
-        if not 0 < self.valid_pct < 1: raise UserError(f"--valid_pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
-        for name in ("tta", "weighted_epochs", "num_workers"):
+        if not 0 <= self.valid_pct < 1:
+            raise UserError(f"--valid_pct {self.valid_pct} must be at least 0 and below 1, e.g. 0.2")
+        for name in ("tta", "weighted_epochs", "num_workers", "freeze_epochs", "val_bs", "time_limit", "mixup",
+                     "cutmix", "label_smoothing", "max_rotate", "max_warp", "max_lighting"):
             if getattr(self, name) < 0: raise UserError(f"--{name} {getattr(self, name)} must be 0 or more")
+        if self.freeze_epochs > self.stages[0].epochs:
+            raise UserError(f"--freeze_epochs {self.freeze_epochs} must be at most the first stage's "
+                            f"{self.stages[0].epochs} epochs")
+        if not 0 < self.min_scale <= 1: raise UserError(f"--min_scale {self.min_scale} must be in (0, 1]")
+        if self.mixup and self.cutmix: raise UserError("--mixup and --cutmix are exclusive; set one to 0")
+        accelerator(self.accelerator)
+        for name, allowed in (("precision", ("auto", "fp16", "fp32")), ("progress", ("auto", "lines", "table"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name} {getattr(self, name)!r} must be one of {', '.join(allowed)}")
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained: a checkpoint resumes only under the same one."""
@@ -88,56 +205,100 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return {f.name: str(getattr(self, f.name)) if f.name == "stages" else getattr(self, f.name) for f in fields(self)}
+        """Plain JSON values: stages and members as the text `--stages` and `--members` take."""
+        text = {"stages": ",".join(map(str, self.stages)), "members": "; ".join(map(str, self.members))}
+        return {f.name: text.get(f.name, getattr(self, f.name)) for f in fields(self)}
+
+    def to_args(self) -> list[str]:
+        """The command line that gives this config: `--field value` for every field."""
+        flag = lambda k, v: [f"--{k}" if v else f"--no-{k}"] if isinstance(v, bool) else \
+            [f"--{k}", "none" if v is None else str(v)]
+        return [a for k, v in self.to_dict().items() for a in flag(k, v)]
+
+    def member(self, m: Member, out: str) -> "Config":
+        """This config as member `m` trains it: its overrides applied, one model, into `out`."""
+        return Config.make(None, **{**self.to_dict(), **dict(m.overrides), "members": (), "out": out})
 
     @classmethod
     def make(cls, preset: str | None = None, **overrides) -> "Config":
         """A config from a preset (`kaggle` or `cpu`) with fields overridden; unknown names are refused."""
-        if preset not in PRESETS: raise UserError(f"unknown preset {preset!r}; use one of {', '.join(map(str, PRESETS))}")
-        known = {f.name for f in fields(cls)}
-        bad = [k for k in overrides if k not in known]
-        if bad: raise UserError(f"unknown config field {bad[0]!r}; known fields: {', '.join(sorted(known))}")
-        values = {**PRESETS[preset], **{k: _convert(k, v) for k, v in overrides.items()}}
-        return cls(**values)
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; use one of {', '.join(p for p in PRESETS if p)}")
+        bad = [k for k in overrides if k not in FIELDS]
+        if bad: raise UserError(f"unknown config field {bad[0]!r}; known fields: {', '.join(FIELDS)}")
+        return cls(**{k: _convert(k, v) for k, v in {**PRESETS[preset], **overrides}.items()})
 
+
+FIELDS = [f.name for f in fields(Config)]
+# What may differ between members: what is trained, not where the data or the output is.
+MEMBER_FIELDS = {f.name for f in fields(Config) if f.metadata.get("resume", True)} - {
+    "members", "label_col", "id_col"} | {"weights"}
 
 PRESETS: dict[str | None, dict] = {
-    None: {}, "kaggle": {},
+    None: {},
+    # Two members, one per T4, each on its own validation split; the session is 12 hours, less a margin
+    # for installing, loading and averaging.
+    "kaggle": dict(members="a seed=42; b seed=43", time_limit=11.5 * 3600),
     # resnet10t: on the sample it learns from scratch in minutes where resnet18 barely starts (0.64 vs 0.39).
-    "cpu": dict(arch="resnet10t", stages=CPU_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0),
+    "cpu": dict(arch="resnet10t", stages=CPU_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0, time_limit=0),
 }
 
 
 def _convert(name: str, value):
     """Turn a command-line string (or a notebook value) into the field's type."""
-    hint = typing.get_type_hints(Config)[name]
     if name == "stages": return parse_stages(value) if isinstance(value, str) else tuple(value)
+    if name == "members": return parse_members(value)
+    hint = typing.get_type_hints(Config)[name]
     if not isinstance(value, str): return value
     try:
+        if value.lower() in ("none", "") and type(None) in typing.get_args(hint): return None
         if hint is bool:
             if value.lower() in ("1", "true", "yes"): return True
             if value.lower() in ("0", "false", "no"): return False
             raise ValueError(value)
         if hint in (int, float): return hint(value)
-        if value.lower() in ("none", "") and type(None) in typing.get_args(hint): return None
         return value
     except ValueError:
         raise UserError(f"--{name} wants a {getattr(hint, '__name__', hint)}, got {value!r}") from None
 
 
-def parse_args(argv: list[str], extra: tuple[str, ...] = ()) -> tuple[Config, dict]:
-    """`--field value` pairs (and `--preset NAME`) -> Config; names in `extra` are returned apart."""
-    pairs, rest, i = {}, {}, 0
-    flags = {"restart"}  # may stand alone: `--restart`
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"): raise UserError(f"unexpected argument {arg!r}; options are written --field value")
-        name = arg[2:].replace("-", "_")
-        if "=" in name: (name, value), i = name.split("=", 1), i + 1
-        elif name in flags and (i + 1 == len(argv) or argv[i + 1].startswith("--")): value, i = "true", i + 1
-        elif i + 1 < len(argv): value, i = argv[i + 1], i + 2
-        else: raise UserError(f"--{name} needs a value")
-        (rest if name in extra else pairs)[name] = value
-    preset = pairs.pop("preset", None)
-    return Config.make(preset, **pairs), rest
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one `UserError` line, not a usage block and exit."""
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(f"{message}; see --help")
 
+
+def options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), preset: bool = True) -> argparse.ArgumentParser:
+    """Add `--preset` and one `--field` option per Config field not in `skip` to `p`.
+
+    Every option defaults to None, meaning "not given": what was given is read back by `given()`.
+    """
+    if preset: p.add_argument("--preset", choices=[k for k in PRESETS if k], help="start from this preset's values")
+    hints, defaults = typing.get_type_hints(Config), Config().to_dict()
+    for name in FIELDS:
+        if name in skip: continue
+        if hints[name] is bool:
+            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"default {defaults[name]}")
+        else:
+            kind = {int: "INT", float: "FLOAT"}.get(hints[name], "TEXT")
+            p.add_argument(f"--{name}", default=None, metavar=kind,
+                           help=f"default {defaults[name]!r}" if name != "members" else
+                           "an ensemble: 'name field=value ...; name ...' (default: one model)")
+    return p
+
+
+def parser(description: str = "", skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """A parser whose errors are one line, with `--preset` and the Config fields' options."""
+    return options(_Parser(description=description, allow_abbrev=False), skip)
+
+
+def given(args: argparse.Namespace) -> dict:
+    """{field: value} of the Config options that were given on the command line."""
+    return {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+
+
+def parse_args(argv: list[str], description: str = "") -> Config:
+    """`--field value ...` (and `--preset NAME`) -> Config."""
+    args = parser(description).parse_args(argv)
+    return Config.make(args.preset, **given(args))

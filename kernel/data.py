@@ -9,12 +9,13 @@ Layout (Paddy Doctor's, and any folder-per-class competition's):
 from pathlib import Path
 
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor, PILImage,
-                               RandomResizedCropGPU, RandomSplitter, Transform, TransformBlock,
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor, Normalize,
+                               PILImage, RandomResizedCropGPU, RandomSplitter, Transform, TransformBlock,
                                aug_transforms)
 from PIL import Image
 
-from .config import Config, Stage
+from . import weighted  # noqa: F401  (gives DataBlock its robust weighted_dataloaders)
+from .config import Config
 from .errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -38,31 +39,41 @@ def decodes(path: Path) -> str | None:
 
 def _drop_undecodable(df: pd.DataFrame, what: str, log=print) -> pd.DataFrame:
     bad = {p: why for p in df["path"] if (why := decodes(Path(p)))}
-    for p, why in bad.items(): log(f"warning: {what} image {p} cannot be decoded ({why}); {'left out of training' if what == 'train' else 'predicted as the most common class'}")
+    fate = "left out of training" if what == "train" else "predicted from the class frequencies"
+    for p, why in bad.items(): log(f"warning: {what} image {p} cannot be decoded ({why}); {fate}")
     return df[~df["path"].isin(bad)].reset_index(drop=True)
 
 
 def train_items(cfg: Config, log=print) -> pd.DataFrame:
     """train.csv with a `path` column, every row checked to have a decodable image."""
-    data = _need(Path(cfg.data), "data folder", "pass --data DIR, the folder holding train.csv, train_images/ and test_images/")
-    csv = _need(data / "train.csv", "train.csv", f"the data folder must hold train.csv with columns {cfg.id_col},{cfg.label_col}")
-    images = _need(data / "train_images", "train_images/", "the data folder must hold train_images/<label>/<image_id>")
-    try: df = pd.read_csv(csv, dtype={cfg.id_col: str, cfg.label_col: str})
-    except Exception as e: raise UserError(f"cannot read {csv} ({e}); it must be a CSV with a header row") from None
+    data = _need(Path(cfg.data), "data folder",
+                 "pass --data DIR, the folder holding train.csv, train_images/ and test_images/")
+    csv = _need(data / "train.csv", "train.csv",
+                f"the data folder must hold train.csv with columns {cfg.id_col},{cfg.label_col}")
+    images = _need(data / "train_images", "train_images/",
+                   "the data folder must hold train_images/<label>/<image_id>")
+    try:
+        df = pd.read_csv(csv, dtype={cfg.id_col: str, cfg.label_col: str})
+    except Exception as e:
+        raise UserError(f"cannot read {csv} ({e}); it must be a CSV with a header row") from None
     missing_cols = [c for c in (cfg.id_col, cfg.label_col) if c not in df.columns]
-    if missing_cols: raise UserError(f"{csv} lacks column(s) {missing_cols}; its columns are {list(df.columns)} (set --id_col / --label_col)")
-    df["path"] = [str(images / label / image_id) for image_id, label in zip(df[cfg.id_col], df[cfg.label_col])]
+    if missing_cols:
+        raise UserError(f"{csv} lacks column(s) {missing_cols}; its columns are {list(df.columns)} "
+                        "(set --id_col / --label_col)")
+    df["path"] = [str(images / label / i) for i, label in zip(df[cfg.id_col], df[cfg.label_col])]
     missing = [p for p in df["path"] if not Path(p).is_file()]
     if missing:
         raise UserError(f"{len(missing)} of {len(df)} train.csv rows have no image, e.g. {missing[0]}; "
                         "each row's image must be at train_images/<label>/<image_id>")
-    if df[cfg.label_col].nunique() < 2: raise UserError(f"train.csv has fewer than 2 classes in {cfg.label_col!r}; nothing to classify")
+    if df[cfg.label_col].nunique() < 2:
+        raise UserError(f"train.csv has fewer than 2 classes in {cfg.label_col!r}; nothing to classify")
     return _drop_undecodable(df, "train", log)
 
 
 def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
     """(decodable test images with `path` and id columns, ids of the images that do not decode)."""
-    folder = _need(Path(cfg.data) / "test_images", "test_images/", "the data folder must hold test_images/<image_id>")
+    folder = _need(Path(cfg.data) / "test_images", "test_images/",
+                   "the data folder must hold test_images/<image_id>")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths: raise UserError(f"no images in {folder}; put the test images there")
     df = pd.DataFrame({cfg.id_col: [p.name for p in paths], "path": [str(p) for p in paths]})
@@ -86,7 +97,7 @@ def load_image(path: str | Path, size: tuple[int, int]) -> PILImage:
 
 
 class LoadImage(Transform):
-    """Path -> `load_image(path, size)`. A class, not a `partial`, so that it pickles (`learn.export`, spawned workers)."""
+    """Path -> `load_image(path, size)`. A class, not a `partial`, so that it pickles (spawned workers)."""
     def __init__(self, size: tuple[int, int]):
         super().__init__()
         self.size = size
@@ -94,27 +105,35 @@ class LoadImage(Transform):
     def encodes(self, path) -> PILImage: return load_image(path, self.size)
 
 
-def augmentations(stage: Stage) -> list:
-    """Batch transforms (on the GPU): fastai's `aug_transforms` and a random crop of 75-100% of the image.
+def augmentations(cfg: Config, size: tuple[int, int]) -> list:
+    """Batch transforms (on the GPU): fastai's `aug_transforms` with the config's values, and a random crop
+    keeping at least `min_scale` of the image.
 
-    Not `aug_transforms(min_scale=0.75)`: its crop is square, so at a portrait stage size it stretches
-    a square to the stage's shape and, in validation and at test time, cuts a quarter off every
-    image's height. This crop keeps the image's own shape, give or take 4/3, and takes all of it in validation.
+    Not `aug_transforms(min_scale=...)`: its crop is square, so at a portrait stage size it stretches a
+    square to the stage's shape and, in validation and at test time, cuts a quarter off every image's
+    height. This crop keeps the image's own shape, give or take 4/3, and takes all of it in validation.
     """
-    h, w = stage.size
-    return aug_transforms(xtra_tfms=[RandomResizedCropGPU(stage.size, min_scale=0.75, ratio=(0.75 * w / h, w / h / 0.75))])
+    h, w = size
+    crop = [RandomResizedCropGPU(size, min_scale=cfg.min_scale, ratio=(0.75 * w / h, w / h / 0.75))]
+    return aug_transforms(do_flip=cfg.flip, flip_vert=cfg.flip_vert, max_rotate=cfg.max_rotate,
+                          min_zoom=cfg.min_zoom, max_zoom=cfg.max_zoom, max_warp=cfg.max_warp,
+                          max_lighting=cfg.max_lighting, xtra_tfms=crop if cfg.min_scale < 1 else None)
 
 
-def datablock(cfg: Config, stage: Stage) -> DataBlock:
-    """Images decoded straight to the stage size on the CPU (`load_image`), augmented in batches on the GPU."""
-    image = TransformBlock(type_tfms=LoadImage(stage.size), batch_tfms=IntToFloatTensor)
-    return DataBlock(blocks=(image, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
-                     splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
-                     batch_tfms=augmentations(stage))
+def datablock(cfg: Config, size: tuple[int, int], vocab: list[str], stats: tuple) -> DataBlock:
+    """Images decoded straight to `size` on the CPU (`load_image`), augmented and normalised in batches on
+    the GPU. Normalisation is here, in every stage's pipeline, not left to `vision_learner`: it adds
+    `Normalize` only to the loaders it is first given, so later stages and prediction would go without."""
+    image = TransformBlock(type_tfms=LoadImage(size), batch_tfms=IntToFloatTensor)
+    return DataBlock(blocks=(image, CategoryBlock(vocab=vocab)), get_x=ColReader("path"),
+                     get_y=ColReader(cfg.label_col), splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
+                     batch_tfms=[*augmentations(cfg, size), Normalize.from_stats(*stats)])
 
 
-def dataloaders(cfg: Config, stage: Stage, items: pd.DataFrame, wgts=None) -> DataLoaders:
-    """The stage's loaders, micro-batch sized; with `wgts` (one per item) the training set is drawn by weight."""
-    block = datablock(cfg, stage)
-    kw = dict(bs=stage.micro_bs, num_workers=cfg.num_workers)
+def dataloaders(cfg: Config, size: tuple[int, int], bs: int, val_bs: int, items: pd.DataFrame,
+                vocab: list[str], stats: tuple, wgts=None) -> DataLoaders:
+    """Loaders of micro-batches `bs` (validation and test: `val_bs`); with `wgts` (one per item) the training
+    set is drawn by weight."""
+    block = datablock(cfg, size, vocab, stats)
+    kw = dict(bs=bs, val_bs=val_bs, num_workers=cfg.num_workers)
     return block.dataloaders(items, **kw) if wgts is None else block.weighted_dataloaders(items, wgts, **kw)

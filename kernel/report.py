@@ -9,7 +9,6 @@ from fastai.interpret import ClassificationInterpretation
 from fastai.learner import Learner
 
 from .atomic import atomic_write
-from .config import Stage
 
 
 def _save(fig, path: Path) -> Path:
@@ -18,15 +17,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_schedule(plan: list[tuple[Stage, bool]], path: Path) -> Path:
-    """One bar per epoch: its image height, labelled with batch x accumulation; weighted epochs hatched."""
-    fig, ax = plt.subplots(figsize=(max(4, len(plan) * 2.5), 3))
+def plot_schedule(phases: list, n_stages: int, path: Path) -> Path:
+    """One bar per epoch: its image height, labelled with batch x accumulation; frozen and weighted hatched."""
+    fig, ax = plt.subplots(figsize=(max(4, len(phases) * 2.5), 3))
     epoch = 0
-    for i, (stage, weighted) in enumerate(plan):
-        xs = range(epoch, epoch + stage.epochs)
-        ax.bar(xs, [stage.size[0]] * stage.epochs, color=f"C{i}", hatch="//" if weighted else None,
-               label=f"{stage.size[0]}x{stage.size[1]}, bs {stage.micro_bs}x{stage.accum}" + (", weighted" if weighted else ""))
-        epoch += stage.epochs
+    for p in phases:
+        if not p.epochs: continue
+        what = "weighted" if p.weighted else f"stage {p.stage + 1}/{n_stages}" + (", body frozen" if p.frozen else "")
+        ax.bar(range(epoch, epoch + p.epochs), [p.size[0]] * p.epochs, color=f"C{p.stage}",
+               hatch="//" if p.weighted else ".." if p.frozen else None,
+               label=f"{what}: {p.size[0]}x{p.size[1]}, bs {p.micro_bs}x{p.accum}")
+        epoch += p.epochs
     ax.set(xlabel="epoch", ylabel="image height (px)", title="training schedule")
     ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)

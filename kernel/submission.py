@@ -5,6 +5,7 @@ id (never by sort order), in sample_submission's row order, and checked against 
 """
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
@@ -41,3 +42,36 @@ def make_submission(pred: dict[str, str], vocab: list[str], sample: Path | None,
     unknown = set(sub[label_col]) - set(vocab)
     if unknown: raise UserError(f"labels {sorted(unknown)} are not in the training vocabulary")  # a bug, not user input
     return sub
+
+
+def average(frames: dict[str, pd.DataFrame], weights: dict[str, float],
+            id_col: str = "image_id") -> pd.DataFrame:
+    """The weighted mean of several models' class probabilities, per id, in the first frame's row order.
+
+    Every frame must have the same classes and ids: a model trained on other classes is refused by name,
+    since averaging its columns with the others' would mix different things.
+    """
+    names = list(frames)
+    first = frames[names[0]]
+    classes = [c for c in first.columns if c != id_col]
+    for name in names[1:]:
+        other = [c for c in frames[name].columns if c != id_col]
+        if set(other) != set(classes):
+            differ = sorted(set(other) ^ set(classes))[:3]
+            raise UserError(f"{name} was trained on other classes than {names[0]} ({differ} differ); "
+                            "leave it out, or retrain it on the same train.csv")
+        if set(frames[name][id_col]) != set(first[id_col]):
+            raise UserError(f"{name} predicted other test images than {names[0]}; "
+                            "predict both on the same test_images/")
+    stacked = np.stack([frames[n].set_index(id_col).loc[first[id_col], classes].to_numpy(dtype=float)
+                        for n in names])
+    w = np.array([weights.get(n, 1.0) for n in names], dtype=float)
+    mean = np.tensordot(w / w.sum(), stacked, axes=1)
+    return pd.concat([first[[id_col]].reset_index(drop=True), pd.DataFrame(mean, columns=classes)], axis=1)
+
+
+def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, label_col: str, path: Path) -> Path:
+    """submission.csv from class probabilities: each id's most probable class, in sample_submission's order."""
+    vocab = [c for c in probs.columns if c != id_col]
+    best = np.array(vocab)[probs[vocab].to_numpy().argmax(1)]
+    return write_csv(make_submission(dict(zip(probs[id_col], best)), vocab, sample, id_col, label_col), path)

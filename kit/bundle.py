@@ -1,8 +1,10 @@
 """`build.py build`: the Kaggle dataset and the kernel, under OUT, the same bytes every time.
 
-    OUT/dataset/  paddy_kernel_kit-<version>-py3-none-any.whl, any extra wheels (--wheel), the
-                  weights file (--weights), dataset-metadata.json
-    OUT/kernel/   the notebook, kernel-metadata.json
+    OUT/dataset/  paddy_kernel_kit-<version>-py3-none-any.whl, any extra wheels (--wheel), pretrained
+                  weights (`<arch>.safetensors` fetched through timm, or the --weights file),
+                  dataset-metadata.json
+    OUT/kernel/   the training notebook, kernel-metadata.json (machine_shape: the accelerator)
+    OUT/infer/    the inference notebook, its kernel-metadata.json (`<id>-infer`, the training kernel attached)
 
 On Kaggle the notebook installs the dataset's wheels with `pip install --no-index --no-deps`: nothing
 from the internet, and Kaggle's torch and fastai are never replaced. Everything is built in a temporary
@@ -18,7 +20,11 @@ from pathlib import Path
 
 from kernel.errors import UserError
 
+from kernel.config import Config
+
 from . import metadata, notebook
+from .preflight import preflight
+from .weights import Unavailable, fetch
 
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest a zip can say: wheel timestamps never vary
 CREDENTIALS = {"kaggle.json", "access_token"}  # the kaggle client's credential files: never shipped
@@ -91,34 +97,67 @@ def replace_dir(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def build(out: Path, weights: str | Path | None = None, user: str | None = None, wheels: list[str | Path] = (),
-          templates: Path = metadata.ROOT) -> Path:
-    """Build OUT/dataset and OUT/kernel from the templates in `templates`; returns OUT."""
-    out = Path(out)
-    dataset_meta, kernel_meta = metadata.metadata(metadata.username(user), templates)
+def build(out: Path, overrides: dict | None = None, weights: str | Path | None = None, pretrained: bool = True,
+          user: str | None = None, wheels: list[str | Path] = (), templates: Path = metadata.ROOT,
+          dry_run: bool = False) -> Path:
+    """Build OUT/dataset, OUT/kernel (training) and OUT/infer (inference) from the templates; returns OUT.
+
+    `overrides` are kernel.Config fields for the Kaggle run (over the kaggle preset); the memory preflight
+    checks them against the accelerator. Pretrained weights: `weights` (a file), else those of each
+    architecture the config trains, fetched through timm; `pretrained=False`: none. When they cannot be
+    had, a build stops; a dry run (`dry_run`) says so and builds without them.
+    """
+    out, overrides = Path(out), dict(overrides or {})
+    machine = overrides.get("accelerator")
+    dataset_meta, kernel_meta = metadata.metadata(metadata.username(user), templates, machine)
+    overrides.setdefault("accelerator", kernel_meta["machine_shape"])
+    if overrides["accelerator"] == Config.accelerator: del overrides["accelerator"]  # the default: no noise
+    cfg = Config.make("kaggle", **overrides)
+    infer_meta = metadata.inference(kernel_meta)
     weights = _input(weights, "--weights") if weights else None
     wheels = [_input(w, "--wheel", ".whl") for w in wheels]
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "dataset" / metadata.DATASET_FILE).is_file())):
         raise UserError(f"--out {out} exists and is not a build folder (the build replaces it whole); pick another --out")
+    preflight(cfg)  # before anything is downloaded or written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside OUT: the rename stays on one disk
     try:
-        dataset, kernel = tmp / "dataset", tmp / "kernel"
-        dataset.mkdir()
-        kernel.mkdir()
+        dataset, kernel, infer = tmp / "dataset", tmp / "kernel", tmp / "infer"
+        for d in (dataset, kernel, infer): d.mkdir()
         kernel_wheel(dataset)
         for w in wheels: shutil.copyfile(w, dataset / w.name)
         check_wheels(dataset, [dataset / w.name for w in wheels])
-        if weights: shutil.copyfile(weights, dataset / weights.name)
+        shipped = _weights(cfg, dataset, weights, pretrained, dry_run)
         _write_json(dataset / metadata.DATASET_FILE, dataset_meta)
-        nb = notebook.notebook(kernel_meta["title"], metadata.competition(kernel_meta), dataset_meta["id"],
-                               weights.name if weights else None)
+        competition = metadata.competition(kernel_meta)
+        nb = notebook.notebook(kernel_meta["title"], competition, dataset_meta["id"], overrides, shipped)
         notebook.write(nb, kernel / kernel_meta["code_file"])
         _write_json(kernel / metadata.KERNEL_FILE, kernel_meta)
+        nb = notebook.inference_notebook(infer_meta["title"], competition, dataset_meta["id"], kernel_meta["id"])
+        notebook.write(nb, infer / infer_meta["code_file"])
+        _write_json(infer / metadata.KERNEL_FILE, infer_meta)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {', '.join(sorted(p.name for p in (out / 'dataset').iterdir()))}) "
-          f"and {out / 'kernel'} ({kernel_meta['id']}: {kernel_meta['code_file']}, {metadata.KERNEL_FILE})")
+    files = ", ".join(sorted(p.name for p in (out / "dataset").iterdir()))
+    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), {out / 'kernel'} ({kernel_meta['id']} on "
+          f"{kernel_meta['machine_shape']}) and {out / 'infer'} ({infer_meta['id']})")
     return out
+
+
+def _weights(cfg: Config, dataset: Path, weights: Path | None, pretrained: bool, dry_run: bool) -> str | None:
+    """Put the pretrained weights into the dataset; what the notebook's `weights` parameter says of them."""
+    if weights:
+        shutil.copyfile(weights, dataset / weights.name)
+        return weights.name
+    if not pretrained: return None
+    archs = sorted({c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]})
+    try:
+        for arch in archs: print(f"pretrained weights for {arch}: {fetch(arch, dataset).name}")
+    except Unavailable as e:
+        if not dry_run: raise
+        print(f"no pretrained weights: {e.args[0].split('; ')[0]}; the dry run goes on without them")
+        for p in dataset.glob("*.safetensors"): p.unlink()
+        return None
+    return "."

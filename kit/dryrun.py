@@ -1,9 +1,14 @@
-"""`build.py dry-run`: build, then run exactly the built notebook here, on CPU, and check what it wrote.
+"""`build.py dry-run`: build, then run exactly the built notebooks here, on CPU, and check what they wrote.
 
-The notebook is executed with nbclient on this interpreter's ipykernel. Only a cell injected after the
-`parameters` cell differs from what is pushed: local paths instead of /kaggle ones, the CPU preset,
-and a throwaway install target, so the install cell really installs the built wheels offline
-(`pip --no-index`) without touching this environment. By default it runs on a generated sample
+The build is the one `push` uploads for the same options (the Kaggle config, its memory preflight, its
+pretrained weights when they can be had). The notebooks are executed with nbclient on this interpreter's
+ipykernel; only a cell injected after each `parameters` cell differs from what is pushed: local paths
+instead of /kaggle ones, the run's preset (cpu), and a throwaway install target, so the install cell
+really installs the built wheels offline (`pip --no-index`) without touching this environment.
+
+First the training notebook trains and writes OUT/submission.csv, printing a line per epoch here; then
+the inference notebook predicts with the models it exported, as the submitted kernel does on Kaggle, into
+OUT/inference/, and its submission must be the training run's. By default it runs on a generated sample
 competition, whose answers give the accuracy.
 """
 import json
@@ -13,36 +18,26 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
-from kernel.config import Config, parse_args
+from kernel.config import Config
 from kernel.data import test_items, train_items
 from kernel.errors import UserError
 from kernel.sample import accuracy, make_sample
 
 from . import bundle, metadata, notebook
 
-EXECUTED, LOG = "dry-run.ipynb", "dry-run.log"  # in OUT: the executed notebook (with outputs), the kernel's log
+EXECUTED, INFERRED, LOG = "dry-run.ipynb", "dry-run-infer.ipynb", "dry-run.log"  # in OUT
 
 
-def _overrides(argv: list[str], weights: bool) -> tuple[str, dict]:
-    """`--field value ...` -> (preset, {field: value as typed}), checked by kernel.Config itself."""
-    _, given = parse_args(list(argv), extra=("preset", *Config.__dataclass_fields__))
-    preset = given.pop("preset", "cpu")
-    if weights and "arch" not in given:  # the weights are for the architecture Kaggle trains, not the CPU preset's
-        given["arch"] = Config.make("kaggle").arch
-        print(f"--weights given: the dry run trains {given['arch']}, the architecture they are for (pass --arch to change)")
-    Config.make(preset, **given)  # a bad name or value: one line now, not a failed cell later
-    return preset, given
-
-
-def _check_data(data: Path, out: Path, preset: str, overrides: dict) -> None:
+def _check_data(data: Path, out: Path, cfg: Config) -> None:
     """Refuse --data that is not a competition the kernel can read, with the kernel's own checks."""
-    if out.resolve() in [data, *data.parents]: raise UserError(f"--data {data} is inside --out {out}, which the build replaces; move it or pick another --out")
-    cfg = Config.make(preset, **{**overrides, "data": str(data)})
+    if out.resolve() in [data, *data.parents]:
+        raise UserError(f"--data {data} is inside --out {out}, which the build replaces; move it or pick another --out")
     try:
         train_items(cfg, log=lambda *a: None)
         test_items(cfg, log=lambda *a: None)
@@ -50,56 +45,95 @@ def _check_data(data: Path, out: Path, preset: str, overrides: dict) -> None:
         raise UserError(f"--data {data}: {e}") from None
 
 
+class Client(NotebookClient):
+    """nbclient, also printing what the cells print, as they print it: a line per epoch in the terminal."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "stream":
+            for line in msg["content"]["text"].splitlines():
+                if line.strip(): print(f"    {line}", flush=True)
+        return super().output(outs, msg, display_id, cell_index)
+
+
 def execute(nb: nbformat.NotebookNode, cwd: Path) -> tuple[nbformat.NotebookNode, str | None]:
     """Run `nb` in `cwd` on CPU; returns it with outputs, and one line naming the failing cell, if any."""
     t0, running = time.time(), [0]
     first = lambda cell: (cell.source.strip().splitlines() or [""])[0]
+
     def started(cell, cell_index, **_):
         running[0] = cell_index
-        if cell.cell_type == "code": print(f"  [{time.time() - t0:4.0f}s] cell {cell_index + 1}/{len(nb.cells)}: {first(cell)}", flush=True)
+        if cell.cell_type == "code":
+            print(f"  [{time.time() - t0:4.0f}s] cell {cell_index + 1}/{len(nb.cells)}: {first(cell)}", flush=True)
     # kernel_dirs=[]: the kernel is ipykernel on this very interpreter, whatever kernelspecs are installed
     km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    client = NotebookClient(nb, km=km, timeout=None, on_cell_start=started, resources={"metadata": {"path": str(cwd)}})
+    client = Client(nb, km=km, timeout=None, on_cell_start=started, resources={"metadata": {"path": str(cwd)}})
     log = cwd / LOG
     try:
-        with open(log, "w") as f:  # the kernel process's own chatter goes to a file; cell outputs go into the notebook
+        with open(log, "a") as f:  # the kernel process's own chatter goes to a file; cell outputs go into the notebook
             client.execute(cleanup_kc=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, stdout=f, stderr=f)
     except (CellExecutionError, DeadKernelError) as e:
-        why = f"{e.ename}: {e.evalue}" if isinstance(e, CellExecutionError) else f"the kernel died ({e}; see {log}); out of memory?"
+        why = f"{e.ename}: {e.evalue}" if isinstance(e, CellExecutionError) else \
+            f"the kernel died ({e}; see {log}); out of memory?"
         return nb, f"notebook cell {running[0] + 1} ({first(nb.cells[running[0]])}) failed: {why}"
     return nb, None
 
 
-def dry_run(out: Path, data: str | None = None, overrides: list[str] = (), weights: str | None = None,
-            user: str | None = None, wheels: list[str] = ()) -> Path:
-    """Build into OUT, run the built notebook on CPU, and return OUT/submission.csv."""
-    t0, out = time.time(), Path(out)
-    preset, given = _overrides(overrides, bool(weights))
+def _run(out: Path, folder: str, executed: str, site: str, **values) -> None:
+    """Execute the notebook built in OUT/<folder> with `values` injected; it is kept as OUT/<executed>."""
+    meta = json.loads((out / folder / metadata.KERNEL_FILE).read_text())
+    built = nbformat.read(out / folder / meta["code_file"], as_version=4)
+    nb = notebook.inject(built, dataset=str((out / "dataset").resolve()), target=site, **values)
+    print(f"running {out / folder / meta['code_file']} ({meta['id']}) on CPU ...", flush=True)
+    nb, failed = execute(nb, out)
+    notebook.write(nb, out / executed)
+    if failed: raise UserError(f"{failed}; see {out / executed}")
+
+
+def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: dict | None = None,
+            weights: str | None = None, pretrained: bool = True, user: str | None = None,
+            wheels: list[str] = ()) -> Path:
+    """Build into OUT, run the built notebooks on CPU, and return OUT/submission.csv."""
+    t0, out, overrides = time.time(), Path(out), dict(overrides or {})
+    run = dict(overrides)
+    if weights and "arch" not in run:  # the weights are for the architecture Kaggle trains, not the CPU preset's
+        run["arch"] = Config.make("kaggle", **overrides).arch
+        print(f"--weights given: the dry run trains {run['arch']}, the architecture they are for (pass --arch to change)")
+    cfg = Config.make(preset, **run)  # a bad name or value: one line now, not a failed cell later
     if data is not None:
         data = Path(data).expanduser().resolve()
-        _check_data(data, out, preset, given)
+        _check_data(data, out, Config.make(preset, **{**run, "data": str(data)}))
     try: user = metadata.username(user)
     except UserError:
         if user: raise
         user = "local"  # no Kaggle account needed to dry-run: the user only names the ids
-    bundle.build(out, weights=weights, user=user, wheels=wheels)
+    bundle.build(out, overrides, weights=weights, pretrained=pretrained, user=user, wheels=wheels, dry_run=True)
     if data is None:
         print("generating the sample competition ...", flush=True)
         data = make_sample(out / "sample").resolve()
+    # The built notebook's weights, unless the dataset has none for an architecture the dry run trains.
+    built = notebook.parameters(out / "kernel")
+    archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
+    have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
+    shipped = built["weights"]
+    if shipped == "." and not archs <= have:
+        print(f"the dry run trains {', '.join(sorted(archs - have))} from scratch: the dataset holds pretrained "
+              f"weights for {', '.join(sorted(have))} (give --arch to dry-run that)")
+        shipped = None
 
-    kernel_meta = json.loads((out / "kernel" / metadata.KERNEL_FILE).read_text())
-    built = nbformat.read(out / "kernel" / kernel_meta["code_file"], as_version=4)
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
-        nb = notebook.inject(built, data=str(data), dataset=str((out / "dataset").resolve()), out=str(out.resolve()),
-                             preset=preset, overrides=given, target=site)
-        print(f"running {out / 'kernel' / kernel_meta['code_file']} on CPU (preset {preset}) ...", flush=True)
-        nb, failed = execute(nb, out)
-    notebook.write(nb, out / EXECUTED)
-    if failed: raise UserError(f"{failed}; see {out / EXECUTED}")
-
-    submission = out / "submission.csv"
+        _run(out, "kernel", EXECUTED, site, data=str(data), out=str(out.resolve()), preset=preset,
+             overrides={**run, "progress": "lines"}, weights=shipped)
+        _run(out, "infer", INFERRED, site, data=str(data), models=str(out.resolve()),
+             out=str((out / "inference").resolve()))
+    submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
+    same = pd.read_csv(submission).equals(pd.read_csv(inferred))
     minutes, seconds = divmod(round(time.time() - t0), 60)
-    print(f"dry run finished in {minutes}m{seconds:02d}s\n  submission: {submission}\n  notebook:   {out / EXECUTED} (executed, with outputs)")
+    print(f"dry run finished in {minutes}m{seconds:02d}s\n  submission: {submission}\n"
+          f"  notebooks:  {out / EXECUTED}, {out / INFERRED} (executed, with outputs)\n"
+          f"  inference:  {inferred}, " + ("the same as training's" if same else "DIFFERENT from training's"))
+    if not same:
+        raise UserError(f"the inference notebook's {inferred} differs from the training run's {submission}: "
+                        "the exported models do not predict what training did; please report this")
     answers = Path(data) / "test_answers.csv"
     if answers.is_file():
         print(f"  accuracy on the sample's answers: {accuracy(submission, answers):.3f}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from slugify import slugify  # the very function the kaggle client derives slugs from titles with
 
+from kernel.config import Config, accelerator
 from kernel.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]  # where the templates live
@@ -110,17 +111,34 @@ def check_kernel(meta: dict, dataset_id: str | None = None, what: str = KERNEL_F
     for s in sources: _ref({"dataset_sources": s}, "dataset_sources", what)
     if dataset_id and dataset_id not in sources:
         raise UserError(f"{what} dataset_sources {sources} does not attach the kit's dataset {dataset_id!r}; add it")
+    shape = meta.get("machine_shape")
+    try:
+        accelerator(shape)
+    except UserError as e:
+        raise UserError(f"{what} machine_shape: {e} (or pass --accelerator NAME)") from None
+    if meta.get("enable_gpu") is not True:
+        raise UserError(f"{what} enable_gpu is {meta.get('enable_gpu')!r}; it must be true (the kit trains on GPUs)")
     return meta
 
 
-def metadata(user: str, templates: Path = ROOT) -> tuple[dict, dict]:
+def metadata(user: str, templates: Path = ROOT, machine: str | None = None) -> tuple[dict, dict]:
     """(dataset, kernel) metadata from the templates in `templates`, filled for `user` and checked.
-    The kernel's dataset_sources gets the kit's dataset added: the notebook installs from it."""
+    The kernel's dataset_sources gets the kit's dataset added: the notebook installs from it. `machine`
+    (build's --accelerator) replaces the template's machine_shape."""
     dataset = check_dataset(load(templates / DATASET_FILE, user))
     kernel = load(templates / KERNEL_FILE, user)
     sources = kernel.get("dataset_sources", [])
     if isinstance(sources, list) and dataset["id"] not in sources: kernel["dataset_sources"] = [dataset["id"], *sources]
+    kernel["machine_shape"] = machine or kernel.get("machine_shape") or Config.accelerator
     return dataset, check_kernel(kernel, dataset["id"])
+
+
+def inference(kernel: dict) -> dict:
+    """The inference kernel's metadata: the training kernel's, as `<id>-infer`, with the training kernel's
+    output attached (kernel_sources) for its exported models."""
+    meta = {**kernel, "id": f"{kernel['id']}-infer", "title": f"{kernel['title']}-infer",
+            "code_file": "infer.ipynb", "kernel_sources": [kernel["id"]]}
+    return check_kernel(meta, kernel["dataset_sources"][0], f"{KERNEL_FILE} (inference kernel {meta['id']})")
 
 
 def competition(kernel: dict) -> str:

@@ -1,10 +1,11 @@
-"""The kernel notebook: install the kit's wheels offline, take parameters, call `kernel.train.run`, show results.
+"""The kernel notebooks: install the kit's wheels offline, take parameters, call the kernel package, show results.
 
 Written with nbformat: valid nbformat 4.5, `kernelspec` and `language_info` set (Kaggle refuses a notebook
 without a kernel name), no outputs, fixed cell ids (so building twice gives the same bytes), and one
 cell tagged `parameters` which the dry run overrides papermill-style, by a cell injected after it.
 The training code is in the `paddy-kernel-kit` wheel; the notebook only calls it.
 """
+import json
 from pathlib import Path
 
 import nbformat
@@ -18,17 +19,18 @@ LANGUAGE_INFO = {"name": "python", "file_extension": ".py", "mimetype": "text/x-
                  "nbconvert_exporter": "python"}
 
 INSTALL = '''\
-import glob, os, subprocess, sys
+import glob, os, platform, shutil, subprocess, sys
 
 def mounted(path):
     """`path`, or where this Kaggle image mounted the same input: /kaggle/input/<slug>,
-    /kaggle/input/competitions/<slug> or /kaggle/input/datasets/<owner>/<slug>."""
+    /kaggle/input/competitions/<slug>, /kaggle/input/datasets/<owner>/<slug>, ... (found by its slug)."""
     slug = os.path.basename(path.rstrip("/"))
-    for p in [path, *sorted(glob.glob(f"/kaggle/input/{slug}") + glob.glob(f"/kaggle/input/*/{slug}") + glob.glob(f"/kaggle/input/*/*/{slug}"))]:
+    found = glob.glob(f"/kaggle/input/{slug}") + glob.glob(f"/kaggle/input/*/{slug}") + glob.glob(f"/kaggle/input/*/*/{slug}")
+    for p in [path, *sorted(found)]:
         if os.path.isdir(p): return p
     raise FileNotFoundError(f"{path} is not mounted: attach it to the notebook (kernel-metadata.json sources)")
 
-data, dataset = mounted(data), mounted(dataset)
+{mounts}
 # Every wheel in the dataset, offline and without dependencies: Kaggle's torch and fastai stay as they are.
 wheels = sorted(glob.glob(os.path.join(dataset, "*.whl")))
 pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check", *wheels]
@@ -36,17 +38,28 @@ done = subprocess.run(pip + (["--target", target] if target else []), capture_ou
 print(done.stdout, done.stderr)
 if done.returncode: raise RuntimeError(f"pip could not install {wheels} offline: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
 if target: sys.path.insert(0, target)
-import kernel
-print("kernel", kernel.__version__, "from", os.path.dirname(kernel.__file__))'''
+import fastai, kernel, timm, torch
+print("kernel", kernel.__version__, "from", os.path.dirname(kernel.__file__))
+print(f"python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, timm {timm.__version__}")
+# nvidia-smi, not torch.cuda: this process starts no CUDA context that members on the same GPU would lose memory to
+smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                                   capture_output=True, text=True).stdout.strip()
+print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
-import kernel.train
+import kernel.ensemble
 cfg = kernel.Config.make(preset, data=data, out=out, weights=weights and os.path.join(dataset, weights), **overrides)
-submission = kernel.train.run(cfg)'''
+submission = kernel.ensemble.run(cfg)'''
 
 PLOTS = '''\
 from IPython.display import Image, display
-display(Image(os.path.join(out, "schedule.png")), Image(os.path.join(out, "confusion.png")))'''
+for png in sorted(glob.glob(os.path.join(out, "**", "*.png"), recursive=True)):
+    print(png)
+    display(Image(png))'''
+
+PREDICT = '''\
+import kernel.predict
+submission = kernel.predict.run([models], data, out, tta=tta)'''
 
 SUBMISSION = '''\
 import pandas as pd
@@ -54,33 +67,69 @@ print(submission)
 pd.read_csv(submission).head()'''
 
 
-def notebook(title: str, competition: str, dataset_id: str, weights: str | None) -> nbformat.NotebookNode:
-    """The kernel notebook, for Kaggle's paths, with the ids of the competition and the kit's dataset."""
-    owner, slug = dataset_id.split("/")
-    params = "\n".join([
-        f"data = '/kaggle/input/competitions/{competition}'  # the competition's files",
-        f"dataset = '/kaggle/input/datasets/{owner}/{slug}'  # the kit's dataset: wheels (and weights)",
-        "out = '/kaggle/working'  # submission.csv, plots, checkpoints",
-        f"weights = {weights!r}  # pretrained weights file in the dataset, or None",
-        "preset = 'kaggle'  # a kernel.Config preset: kaggle, or cpu for the dry run",
-        "overrides = {}  # any kernel.Config field, e.g. {'tta': 8}",
-        "target = None  # None: install into this environment; a folder: install there (the dry run)",
-    ])
-    cells = [
-        ("title", new_markdown_cell(
-            f"# {title}\n\nTrains an image classifier with fastai on the `{competition}` competition and writes "
-            f"`/kaggle/working/submission.csv`. The training code is the `paddy-kernel-kit` wheel in the dataset "
-            f"`{dataset_id}`; this notebook installs it offline, sets the parameters and calls it.")),
-        ("parameters", new_code_cell(params, metadata={"tags": ["parameters"]})),
-        ("install", new_code_cell(INSTALL)),
-        ("train", new_code_cell(TRAIN)),
-        ("plots", new_code_cell(PLOTS)),
-        ("submission", new_code_cell(SUBMISSION)),
-    ]
+def install(mounts: str) -> str:
+    """The install cell, with `mounts` the line that finds this notebook's inputs."""
+    return INSTALL.replace("{mounts}", mounts)
+
+
+def _notebook(cells: list[tuple[str, nbformat.NotebookNode]]) -> nbformat.NotebookNode:
     for cid, cell in cells: cell.id = cid
     nb = new_notebook(cells=[c for _, c in cells], metadata={"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
     nbformat.validate(nb)
     return nb
+
+
+def _params(lines: list[str]) -> nbformat.NotebookNode:
+    return new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]})
+
+
+def _inputs(competition: str, dataset_id: str) -> list[str]:
+    owner, slug = dataset_id.split("/")
+    return [f"data = '/kaggle/input/competitions/{competition}'  # the competition's files",
+            f"dataset = '/kaggle/input/datasets/{owner}/{slug}'  # the kit's dataset: wheels and pretrained weights",
+            "out = '/kaggle/working'  # submission.csv, models, plots, checkpoints"]
+
+
+TARGET = "target = None  # None: install into this environment; a folder: install there (the dry run)"
+
+
+def notebook(title: str, competition: str, dataset_id: str, overrides: dict, weights: str | None) -> nbformat.NotebookNode:
+    """The training notebook, for Kaggle's paths: the kit's dataset installs, `overrides` (the kernel.Config
+    fields given to build) over the kaggle preset, pretrained `weights` from the dataset."""
+    params = [*_inputs(competition, dataset_id),
+              "preset = 'kaggle'  # a kernel.Config preset: kaggle, or cpu for the dry run",
+              f"overrides = {overrides!r}  # any kernel.Config field, e.g. {{'tta': 8, 'members': 'a seed=1; b seed=2'}}",
+              f"weights = {weights!r}  # in the dataset: '.' = <arch>.safetensors for each arch, or a file; None: from scratch",
+              TARGET]
+    return _notebook([
+        ("title", new_markdown_cell(
+            f"# {title}\n\nTrains an image classifier with fastai on the `{competition}` competition and writes "
+            f"`/kaggle/working/submission.csv` and the exported models. The training code is the `paddy-kernel-kit` "
+            f"wheel in the dataset `{dataset_id}`; this notebook installs it offline, sets the parameters and calls it.")),
+        ("parameters", _params(params)),
+        ("install", new_code_cell(install("data, dataset = mounted(data), mounted(dataset)"))),
+        ("train", new_code_cell(TRAIN)),
+        ("plots", new_code_cell(PLOTS)),
+        ("submission", new_code_cell(SUBMISSION)),
+    ])
+
+
+def inference_notebook(title: str, competition: str, dataset_id: str, train_kernel: str) -> nbformat.NotebookNode:
+    """The inference notebook: the training kernel's output attached, its exported models predict the test
+    images, nothing is trained. Short enough for a code competition's rerun on the hidden test set."""
+    params = [*_inputs(competition, dataset_id),
+              f"models = '/kaggle/input/{train_kernel.split('/')[1]}'  # the training kernel's output: exported models",
+              "tta = None  # augmented passes; None: each model's own setting",
+              TARGET]
+    return _notebook([
+        ("title", new_markdown_cell(
+            f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel "
+            f"`{train_kernel}` (attached as an input) and writes `/kaggle/working/submission.csv`. No training.")),
+        ("parameters", _params(params)),
+        ("install", new_code_cell(install("data, dataset, models = mounted(data), mounted(dataset), mounted(models)"))),
+        ("predict", new_code_cell(PREDICT)),
+        ("submission", new_code_cell(SUBMISSION)),
+    ])
 
 
 def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
@@ -97,3 +146,12 @@ def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
 def write(nb: nbformat.NotebookNode, path: Path) -> None:
     """Write `nb` (nbformat's stable JSON) whole or not at all."""
     with atomic_write(path) as tmp: nbformat.write(nb, str(tmp))
+
+
+def parameters(folder: Path) -> dict:
+    """What the `parameters` cell of the notebook built in `folder` sets (data, overrides, weights ...)."""
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    nb = nbformat.read(folder / meta["code_file"], as_version=4)
+    values: dict = {}
+    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), values)
+    return {k: v for k, v in values.items() if not k.startswith("__")}

@@ -238,13 +238,15 @@ def push_kernel(api: Api, out: Path) -> str:
     return ref
 
 
-def push(out: Path, weights: str | None = None, user: str | None = None, wheels: list[str] = (),
-         timeout: float = DATASET_WAIT_S) -> str:
+def push(out: Path, overrides: dict | None = None, weights: str | None = None, pretrained: bool = True,
+         user: str | None = None, wheels: list[str] = (), timeout: float = DATASET_WAIT_S) -> str:
     """Build under OUT, check it, bring the dataset up to date on Kaggle, push the kernel; returns the kernel's id."""
     from .bundle import build
     api = _api()
-    # The build checks the metadata as Kaggle would: everything it would refuse is refused before any upload.
-    build(out, weights=weights, user=user or api.get_config_value(api.CONFIG_NAME_USER), wheels=wheels)
+    # The build checks the metadata as Kaggle would (and the config, and GPU memory): everything that would
+    # fail is refused before any upload.
+    build(out, overrides, weights=weights, pretrained=pretrained,
+          user=user or api.get_config_value(api.CONFIG_NAME_USER), wheels=wheels)
     push_dataset(api, out, timeout)
     return push_kernel(api, out)
 

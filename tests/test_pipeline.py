@@ -8,7 +8,7 @@ import torch
 from fastai.vision.all import PILImage, Resize, ResizeMethod, set_seed, vision_learner
 from PIL import Image
 
-from bench.pipeline import stock_datablock
+from bench.pipeline import STATS, our_datablock, stock_datablock
 from kernel import Config, Stage, data
 from kernel.data import load_image
 from kernel.sample import make_sample
@@ -71,7 +71,7 @@ def test_other_formats_and_shapes_load_at_the_stage_size(tmp_path):
 
 def test_both_pipelines_give_each_item_the_same_label_and_shape(cfg, items):
     stage = Stage((160, 120), 1, 32)
-    ours = data.dataloaders(cfg, stage, items)
+    ours = our_datablock(cfg, stage, items).dataloaders(items, bs=stage.micro_bs, num_workers=0)
     stock = stock_datablock(cfg, stage).dataloaders(items, bs=stage.micro_bs, num_workers=0)
     assert list(ours.vocab) == list(stock.vocab)
     for o, s in zip(ours.loaders, stock.loaders):  # train, then valid
@@ -87,14 +87,17 @@ def test_both_pipelines_give_each_item_the_same_label_and_shape(cfg, items):
 def test_loaders_work_with_workers_weights_and_an_exported_test_dl(cfg, items):
     cfg = Config.make("cpu", data=cfg.data, num_workers=2)
     stage = Stage((64, 48), 1, 16)
-    dls = data.dataloaders(cfg, stage, items, wgts=np.ones(len(items)))
+    vocab = sorted(items.label.unique())
+    dls = data.dataloaders(cfg, stage.size, stage.bs, stage.bs, items, vocab, STATS, wgts=np.ones(len(items)))
     shapes = {tuple(x.shape) for x, _ in dls.train}  # two worker processes decode
     assert shapes == {(16, 3, 64, 48)}
     test, _ = data.test_items(cfg, log=quiet)
     exported = pickle.loads(pickle.dumps(dls.new_empty()))  # what learn.export / load_learner do
     (x,) = exported.test_dl(test, num_workers=0).one_batch()
     first = torch.from_numpy(np.array(load_image(test.path[0], stage.size))).permute(2, 0, 1).float() / 255
-    assert x.shape == (16, 3, 64, 48) and torch.allclose(x[0].cpu(), first, atol=1e-5)  # in order, whole, not augmented
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in STATS)
+    assert x.shape == (16, 3, 64, 48)  # in order, whole, not augmented, normalised:
+    assert torch.allclose(x[0].cpu(), (first - mean) / std, atol=1e-4)
 
 
 def test_training_on_the_sample_is_as_accurate_as_with_the_stock_pipeline(cfg, items, sample):
@@ -102,7 +105,7 @@ def test_training_on_the_sample_is_as_accurate_as_with_the_stock_pipeline(cfg, i
     test, _ = data.test_items(cfg, log=quiet)
     answers = pd.read_csv(sample / "test_answers.csv").set_index("image_id").loc[test.image_id, "label"].to_numpy()
     acc = {}
-    for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", data.datablock(cfg, stage))):
+    for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", our_datablock(cfg, stage, items))):
         set_seed(1, reproducible=True)
         dls = block.dataloaders(items, bs=stage.bs, num_workers=0)
         learn = vision_learner(dls, "resnet10t", pretrained=False)
@@ -111,3 +114,39 @@ def test_training_on_the_sample_is_as_accurate_as_with_the_stock_pipeline(cfg, i
         acc[name] = float((np.array(dls.vocab)[probs.argmax(1).numpy()] == answers).mean())
     assert acc["stock"] > 0.5, f"the stock pipeline did not learn ({acc}); chance is 0.10, the majority class 0.17"
     assert acc["ours"] >= acc["stock"] - 0.1, f"accuracy dropped: {acc}"  # measured, seeds 1-3: ours 0.00 to +0.05 from stock
+
+
+def plain(items: pd.DataFrame, size: tuple[int, int]) -> torch.Tensor:
+    """The items' images as the model would get them without augmentation (normalisation left out)."""
+    return torch.stack([torch.from_numpy(np.array(load_image(p, size))).permute(2, 0, 1).float() / 255
+                        for p in items.path])
+
+
+OFF = dict(flip=False, flip_vert=False, max_rotate=0, min_zoom=1, max_zoom=1, max_warp=0, max_lighting=0, min_scale=1)
+
+
+@pytest.mark.parametrize("field,value", [("flip", True), ("flip_vert", True), ("max_rotate", 30.0), ("min_zoom", 0.7),
+                                         ("max_zoom", 1.5), ("max_warp", 0.4), ("max_lighting", 0.5),
+                                         ("min_scale", 0.5)])
+def test_each_augmentation_field_reaches_fastai(cfg, items, field, value):
+    """With every augmentation off, the training batch is the plain images; turning one field on changes some.
+    flip_vert is fastai's: with flip on, the eight flips and quarter turns instead of the mirror alone."""
+    size, some = (64, 48), items.iloc[:24]
+    vocab, identity = sorted(items.label.unique()), ([0.0] * 3, [1.0] * 3)  # normalisation out of the picture
+
+    def batch(**fields) -> torch.Tensor:
+        c = Config.make("cpu", data=cfg.data, **{**OFF, **fields})
+        dls = data.dataloaders(c, size, len(some), len(some), some, vocab, identity)
+        set_seed(3)
+        x, _ = dls.train.new(shuffle=False, drop_last=False, bs=len(some)).one_batch()
+        return x.cpu(), dls.train.items
+    x, order = batch()
+    want = plain(order, size)
+    assert torch.allclose(x, want, atol=1e-4), "augmented with every augmentation off"
+    x, order = batch(**{field: value}, **({"flip": True} if field == "flip_vert" else {}))
+    want = plain(order, size)
+    mirrored = [torch.allclose(a, b.flip(-1), atol=1e-4) for a, b in zip(x, want)]
+    changed = [not torch.allclose(a, b, atol=0.02) and not (m and field == "flip_vert") for a, b, m in zip(x, want, mirrored)]
+    assert any(changed), f"{field}={value} changed no image"
+    if field == "flip":  # a horizontal flip, and nothing else: every image is either itself or its mirror
+        assert all(m for m, c in zip(mirrored, changed) if c)

@@ -1,0 +1,144 @@
+"""The whole job: one model, or an ensemble whose members train side by side, one per GPU, and average.
+
+A member is a name and the Config fields it changes (`--members "a seed=42; b seed=43 arch=..."`). Each
+trains in its own process, `python -m kernel.train` with CUDA_VISIBLE_DEVICES set to its device, into
+OUT/members/<name>/ (checkpoint, history, resume, plots, exported model, probs.csv): a member that runs
+out of memory at hour 5 takes nothing of the others' with it. A queue hands the next member to whichever
+device frees up; without a GPU the members run one after another. Each member's lines stream here with
+its name in front; a failed member is one line, and the ensemble is made from the members that finished.
+OUT/probs.csv is the weighted mean of their probabilities and OUT/submission.csv its argmax.
+
+Run again after a crash: finished members are not trained again, unfinished ones resume.
+"""
+import ctypes
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import data, predict, train
+from .atomic import atomic_write
+from .config import Config
+from .errors import UserError
+from .lock import locked
+from .submission import average, check_ids, write_csv, write_submission
+
+MARGIN = 60.0  # seconds of the time limit kept for starting a member's process and averaging at the end
+
+
+def slots(devices: str) -> list[str]:
+    """Where members run at once: `auto` is every visible CUDA device, else one CPU slot; or a list
+    like `0,1` (CUDA device numbers) or `cpu,cpu` (two concurrent CPU processes, as the tests use)."""
+    if devices != "auto": return [d.strip() for d in devices.split(",") if d.strip()]
+    import torch
+    n = torch.cuda.device_count()
+    if not n: return ["cpu"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # numbering as the children will see it
+    return visible.split(",")[:n] if visible else [str(i) for i in range(n)]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the parent dies (Linux), so that no orphan trains on."""
+    try: ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError: pass
+
+
+def finished(cfg: Config) -> bool:
+    """The member trained under this very config and predicted: it has nothing left to do."""
+    return predict.exported(Path(cfg.out), cfg.fingerprint()) and (Path(cfg.out) / "probs.csv").is_file()
+
+
+def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
+    """Train one member in a child process on `slot`, streaming its lines; None, or why it failed."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "" if slot == "cpu" else slot,
+           # the child imports the same kernel package as this process (the dry run installs it elsewhere)
+           "PYTHONPATH": os.pathsep.join([str(Path(train.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    if slot == "cpu": env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // 2))
+    cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
+    log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}")
+    last, error = "", None
+    with open(out / "log.txt", "a") as f, subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None) as child:
+        for line in child.stdout:
+            f.write(line)
+            f.flush()
+            line = line.rstrip()
+            if not line: continue
+            log(f"[{name}] {line}")
+            last = line
+            if line.startswith("error: "): error = line.removeprefix("error: ")
+    if child.returncode == 0: return None
+    return error or last or f"exit status {child.returncode}"
+
+
+def run(cfg: Config, log=print) -> Path:
+    """Train every member (or the one model) and write OUT/submission.csv; returns its path."""
+    if not cfg.members: return train.run(cfg, log=log)
+    t0, out = time.time(), Path(cfg.out)
+    lock, say = threading.Lock(), log
+
+    def log(line: str) -> None:  # one whole line at a time from the members' threads
+        with lock: say(line)
+
+    with locked(out):
+        # The competition is checked once here, in one line, rather than once per member.
+        items = data.train_items(cfg, log)
+        test, undecodable = data.test_items(cfg, log)
+        sample = Path(cfg.data) / "sample_submission.csv"
+        check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
+        del items
+        members = {m.name: cfg.member(m, str(out / "members" / m.name)) for m in cfg.members}
+        with atomic_write(out / predict.ENSEMBLE) as tmp:
+            tmp.write_text(json.dumps({"members": {m.name: m.weight for m in cfg.members}}, indent=1) + "\n")
+        todo: queue.Queue = queue.Queue()
+        for name, mcfg in members.items():
+            if finished(mcfg) and not cfg.restart: log(f"[{name}] finished earlier: not trained again")
+            else: todo.put(name)
+        failed: dict[str, str] = {}
+        deadline = t0 + cfg.time_limit if cfg.time_limit else None
+
+        def worker(slot: str) -> None:
+            while True:
+                try: name = todo.get_nowait()
+                except queue.Empty: return
+                mcfg = members[name]
+                if deadline is not None:
+                    left = deadline - time.time() - MARGIN
+                    if left <= 0:
+                        failed[name] = "no time left before the time limit"
+                        log(f"[{name}] not started: no time left before the time limit")
+                        continue
+                    mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": left})
+                why = train_member(name, mcfg, slot, log)
+                if why:
+                    failed[name] = why
+                    log(f"member {name} failed: {why} (its log: {out / 'members' / name / 'log.txt'}); "
+                        "the others go on")
+                else:
+                    log(f"[{name}] finished")
+
+        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in slots(cfg.devices)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+
+        done = {n: pd.read_csv(Path(c.out) / "probs.csv", dtype={cfg.id_col: str}) for n, c in members.items()
+                if n not in failed and finished(c)}
+        missing = [n for n in members if n not in done]
+        if not done:
+            raise UserError(f"no member finished ({'; '.join(f'{n}: {w}' for n, w in failed.items())}); "
+                            "fix the cause and rerun: finished members are kept")
+        probs = average(done, {m.name: m.weight for m in cfg.members}, cfg.id_col)
+        write_csv(probs, out / "probs.csv")
+        path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
+        log(f"wrote {path}: the mean of {', '.join(done)}" + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return path

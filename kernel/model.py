@@ -1,0 +1,136 @@
+"""The network: a timm body under fastai's head, built the same way for training and for prediction.
+
+Pretrained weights come from a file (Kaggle kernels have no internet): the one `build.py` ships as
+`<arch>.safetensors`, or any file `--weights` names. timm loads them with `strict=False` and drops the
+classifier, so a partial file, or one with other key names, would leave most of the body at random init
+while its log says it loaded pretrained weights. `create` therefore compares the loaded body with the
+file, tensor by tensor, and refuses anything less than all of it.
+
+An exported model is a folder: `model.safetensors` (the whole network's state dict) and `model.json`
+(architecture, classes, image size, normalisation, config): what prediction needs, with no pickled
+`Learner`, which breaks across fastai and torch versions.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import timm
+import torch
+from fastai.vision.learner import create_timm_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import atomic_write
+from .errors import UserError
+
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+def weights_file(weights: str | None, arch: str) -> Path | None:
+    """The pretrained weights to load: `weights` itself, or `<weights>/<arch>.safetensors` for a folder."""
+    if weights is None: return None
+    path = Path(weights)
+    if path.is_dir():
+        found = path / f"{arch}.safetensors"
+        if not found.is_file():
+            have = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "none"
+            raise UserError(f"no pretrained weights for {arch} in {path} (it has: {have}); rebuild with "
+                            f"`build.py build`, which fetches them, or pass --weights none to train from scratch")
+        return found
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found; pass --weights PATH to a file saved from the "
+                        "architecture, or --weights none to train from scratch")
+    return path
+
+
+def body(net: nn.Module) -> nn.Module:
+    """The timm model inside fastai's `TimmBody` (the network's first part)."""
+    return net[0].model
+
+
+def stats(net: nn.Module) -> tuple[list[float], list[float]]:
+    """The body's own normalisation (timm's pretrained config): what its weights were trained on."""
+    cfg = body(net).pretrained_cfg
+    return list(cfg["mean"]), list(cfg["std"])
+
+
+def _digest(t: torch.Tensor) -> tuple:
+    """A tensor's shape and value, as float32 bytes hashed: equal tensors, equal digests."""
+    data = t.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
+    return tuple(t.shape), hashlib.blake2b(data, digest_size=16).digest()
+
+
+def check_loaded(net: nn.Module, path: Path, arch: str) -> int:
+    """How many of the body's tensors hold values from `path`; refuses anything less than all of them.
+
+    Values, not names, are compared: a file in another key layout that timm's filter maps onto the model
+    still counts, and one that timm silently skipped does not.
+    """
+    from timm.models import load_state_dict
+    file = load_state_dict(str(path))
+    have = {_digest(t) for t in file.values() if torch.is_tensor(t) and t.is_floating_point()}
+    mine = [(k, t) for k, t in body(net).state_dict().items() if t.is_floating_point()]
+    missed = [k for k, t in mine if _digest(t) not in have]
+    if missed:
+        n = len(mine) - len(missed)
+        raise UserError(f"weights file {path} holds only {n} of the {len(mine)} tensors of {arch}'s body "
+                        f"({100 * n / len(mine):.0f}%; e.g. {missed[0]} is not in it), so the rest would train "
+                        f"from random init; give weights saved from {arch} (`build.py build` fetches them when "
+                        "--weights is left out), or set --arch to the file's architecture")
+    return len(mine)
+
+
+def check_arch(arch: str) -> None:
+    if not timm.is_model(arch):
+        raise UserError(f"unknown timm architecture {arch!r}; pick a name from timm.list_models(), "
+                        "e.g. convnext_small.fb_in22k")
+
+
+def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.Module:
+    """fastai's timm model (body + head) for `n_out` classes; with `weights`, checked to fill the whole body."""
+    check_arch(arch)
+    # custom_load=False: timm 1.0.26 keeps a tag's custom_load flag under this overlay, and augreg ViTs
+    # then look for a .npz loader that a safetensors file does not need (a KeyError).
+    overlay = dict(file=str(weights), hf_hub_id=None, url=None, custom_load=False) if weights else None
+    try:
+        net, _ = create_timm_model(arch, n_out, pretrained=weights is not None,
+                                   **(dict(pretrained_cfg_overlay=overlay) if overlay else {}))
+    except UserError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if not weights:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
+            raise UserError(f"timm cannot build {arch!r} ({first}); pick a name from timm.list_models()") from None
+        raise UserError(f"weights file {weights} does not fit {arch} ({type(e).__name__}: {first}); give a "
+                        f"weights file saved from {arch}, or set --arch to the file's architecture") from None
+    if weights:
+        n = check_loaded(net, weights, arch)
+        log(f"loaded pretrained weights for {arch} from {weights}: all {n} tensors of the body")
+    else:
+        log(f"no pretrained weights: training {arch} from scratch")
+    return net
+
+
+def export(net: nn.Module, folder: Path, meta: dict) -> Path:
+    """Write `net`'s weights and `meta` (arch, vocab, size, mean, std, config, ...) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    with atomic_write(folder / WEIGHTS) as tmp: save_file(state, str(tmp))
+    with atomic_write(folder / META) as tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    return folder
+
+
+def load(folder: Path) -> tuple[nn.Module, dict]:
+    """An exported model, rebuilt from its `model.json` and weights: (network in eval mode, meta)."""
+    try:
+        meta = json.loads((folder / META).read_text())
+        state = load_file(str(folder / WEIGHTS))
+    except Exception as e:
+        raise UserError(f"{folder} does not hold an exported model ({type(e).__name__}: {e}); point at a "
+                        f"folder with {META} and {WEIGHTS}, as training writes them") from None
+    net = create(meta["arch"], len(meta["vocab"]), log=lambda *_: None)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{folder / WEIGHTS} does not fit {meta['arch']} ({len(missing)} tensors missing, "
+                        f"{len(unexpected)} unexpected); was it exported by another version of the kit?")
+    return net.eval(), meta

@@ -1,0 +1,131 @@
+"""Predict the test images with exported models, without training: the inference kernel's whole job.
+
+    python -m kernel.predict --models DIR [DIR ...] --data DIR --out DIR [--tta N]
+
+Each DIR is an exported model (model.json + model.safetensors) or a folder holding some: a training run's
+output (a single model in OUT itself, an ensemble's members in OUT/members/*), e.g. a training kernel's
+output attached to the inference kernel. Their probabilities (after TTA) are averaged, with the members'
+weights from the ensemble.json a training run leaves beside them, and submission.csv is written through
+the same checks as in training. Training predicts through this module too, from its own export, so a
+model and its export cannot disagree.
+"""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.torch_core import set_seed
+
+from . import data, model
+from .config import Config, _Parser
+from .errors import UserError, cli
+from .submission import average, check_ids, write_csv, write_submission
+
+ENSEMBLE = "ensemble.json"  # {"members": {name: weight}} beside OUT/members/
+
+
+def read_meta(folder: Path) -> dict:
+    try: return json.loads((Path(folder) / model.META).read_text())
+    except (OSError, ValueError): return {}
+
+
+def exported(folder: Path, fingerprint: str) -> bool:
+    """`folder` holds a whole exported model, trained under this config fingerprint."""
+    return (Path(folder) / model.WEIGHTS).is_file() and read_meta(folder).get("fingerprint") == fingerprint
+
+
+def inference_bs(requested: int, arch: str, n_out: int, size: tuple[int, int], fallback: int) -> int:
+    """The validation/prediction batch: `requested`, else on a GPU the largest the memory estimate lets fit
+    beside training's weights and optimiser (capped at 4 training batches), else `fallback`."""
+    if requested: return requested
+    if not torch.cuda.is_available(): return fallback
+    from . import memory
+    return memory.largest_batch(arch, n_out, size, torch.cuda.get_device_properties(0).total_memory,
+                                limit=4 * fallback)
+
+
+def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int | None = None, val_bs: int = 0,
+            num_workers: int = 0, correct: bool | None = None, cbs=(), log=print) -> pd.DataFrame:
+    """Class probabilities of the exported model in `folder` for every test image; images that do not decode
+    get the training class frequencies. `tta` augmented passes and the weighted-epochs correction (`correct`)
+    as the model's own config says, unless given; `cbs` are fastai callbacks for the prediction."""
+    net, meta = model.load(Path(folder))
+    cfg = Config.make(None, **{**meta["config"], "num_workers": num_workers})
+    vocab, size, stats = meta["vocab"], tuple(meta["size"]), (meta["mean"], meta["std"])
+    tta = cfg.tta if tta is None else tta
+    correct = cfg.weighted_correction if correct is None else correct
+    bs = inference_bs(val_bs, meta["arch"], len(vocab), size, 64)
+    # The loaders are the training pipeline at the final size (TTA augments as training did), built on the
+    # test images themselves: prediction needs no training data.
+    items = test.assign(**{cfg.label_col: vocab[0]})
+    dls = data.dataloaders(replace(cfg, valid_pct=0.0), size, bs, bs, items, vocab, stats)
+    learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), cbs=list(cbs))
+    if torch.cuda.is_available(): learn.to_fp16()
+    set_seed(cfg.seed)  # TTA's random augmentations, the same on every run
+    dl = dls.test_dl(test, bs=bs)
+    with learn.no_bar(), learn.no_logging():
+        probs = (learn.tta(dl=dl, n=tta)[0] if tta else learn.get_preds(dl=dl)[0]).float().numpy()
+    if meta.get("scale") and correct:
+        probs = probs * np.array(meta["scale"])
+        probs /= probs.sum(1, keepdims=True)
+        log(f"{folder}: weighted epochs drew rare classes more often than they occur; test probabilities "
+            "rescaled to the true class frequencies (--no-weighted_correction keeps them as they are)")
+    rows = np.vstack([probs, np.tile(meta["prior"], (len(undecodable), 1))])
+    df = pd.DataFrame(rows, columns=vocab)
+    df.insert(0, cfg.id_col, [*test[cfg.id_col], *undecodable])
+    log(f"predicted {len(df)} test images with {folder} ({meta['arch']}, {size[0]}x{size[1]}, "
+        f"{f'TTA x{tta}' if tta else 'no TTA'})")
+    return df
+
+
+def find(roots: list[str | Path]) -> dict[Path, float]:
+    """{exported model folder: ensemble weight} under each root (the root itself, or any folder below)."""
+    found = {}
+    for root in map(Path, roots):
+        if not root.is_dir(): raise UserError(f"--models {root}: no such folder")
+        weights = json.loads((root / ENSEMBLE).read_text())["members"] if (root / ENSEMBLE).is_file() else {}
+        for meta in sorted(root.rglob(model.META)):
+            found[meta.parent] = float(weights.get(meta.parent.name, 1.0))
+    if not found: raise UserError(f"no exported model ({model.META}) under {', '.join(map(str, roots))}; "
+                                  "point --models at a training run's output folder")
+    return found
+
+
+def run(models: list[str | Path], data_dir: str | Path, out: str | Path, tta: int | None = None,
+        val_bs: int = 0, num_workers: int = 0, log=print) -> Path:
+    """Predict `data_dir`'s test images with every exported model under `models`, average, write
+    OUT/probs.csv and OUT/submission.csv; returns the submission's path."""
+    found = find(models)
+    first = read_meta(next(iter(found)))
+    cfg = Config.make(None, **{**first["config"], "data": str(data_dir), "out": str(out), "members": ()})
+    test, undecodable = data.test_items(cfg, log)
+    sample = Path(cfg.data) / "sample_submission.csv"
+    check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
+    frames = {str(f): predict(f, test, undecodable, tta, val_bs, num_workers, log=log) for f in found}
+    probs = average(frames, {str(f): w for f, w in found.items()}, cfg.id_col)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(probs, out / "probs.csv")
+    path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
+    log(f"wrote {path}: {len(probs)} rows, the mean of {len(frames)} model(s)")
+    return path
+
+
+def main(argv: list[str]) -> None:
+    p = _Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", required=True, help="exported models, or folders holding them")
+    p.add_argument("--data", required=True, help="the competition folder (test_images/, sample_submission.csv)")
+    p.add_argument("--out", required=True, help="where to write probs.csv and submission.csv")
+    p.add_argument("--tta", type=int, default=None, help="augmented passes (default: each model's own setting)")
+    p.add_argument("--val_bs", type=int, default=0, help="batch size (default: the largest that fits)")
+    p.add_argument("--num_workers", type=int, default=0)
+    a = p.parse_args(argv)
+    run(a.models, a.data, a.out, a.tta, a.val_bs, a.num_workers)
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,40 @@
+"""The memory preflight: each stage's estimated peak GPU memory against the accelerator's, before a push.
+
+A run that goes out of GPU memory at its largest stage loses the whole session hours in. The estimate is
+computed here on the CPU in seconds by `kernel.memory` (the model on the meta device, saved-tensor
+accounting, no real convolution). A stage that does not fit is refused in one line naming the
+accumulation that would; a stage whose accum is `auto` shows the one the kernel will take.
+"""
+from kernel.config import GIB, Config, accelerator
+from kernel.errors import UserError
+
+N_CLASSES = 10  # the competition's classes are not known here; the head is tiny next to the body either way
+
+
+def preflight(cfg: Config, log=print) -> None:
+    """Print the estimate of every member's every stage; refuse the first that does not fit."""
+    from kernel import memory
+    acc = accelerator(cfg.accelerator)
+    configs = [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]
+    log(f"memory preflight on {acc.name} ({acc.memory / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
+    seen = set()
+    for c in configs:
+        for s in c.stages:
+            if (c.arch, s) in seen: continue
+            seen.add((c.arch, s))
+            accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
+            if accum is None:
+                one = memory.estimate(c.arch, N_CLASSES, s.size, 1).total
+                raise UserError(f"stage {s} of {c.arch}: even one image at a time needs ~{one / GIB:.1f} GiB, "
+                                f"more than {acc.name}'s {acc.memory / GIB:.1f} GiB; use a smaller size or --arch")
+            need = memory.estimate(c.arch, N_CLASSES, s.size, s.bs // accum).total
+            log(f"  {c.arch:<28} {s.size[0]:>4}x{s.size[1]:<4} batch {s.bs} = {accum} x {s.bs // accum:<4} "
+                f"{need / GIB:5.1f} GiB  " + ("fits" if need <= acc.memory else "DOES NOT FIT")
+                + ("  (accum auto)" if not s.accum else ""))
+            if need > acc.memory:
+                fit = memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
+                h, w = s.size
+                fix = (f"write it {h}x{w}:{s.epochs}:{s.bs}:{fit} (accumulation {fit}) or {h}x{w}:{s.epochs}:{s.bs}:auto"
+                       if fit else "use a smaller size or --arch")
+                raise UserError(f"stage {s} of {c.arch} needs ~{need / GIB:.1f} GiB of GPU memory, more than "
+                                f"{acc.name}'s {acc.memory / GIB:.1f} GiB; {fix}")

@@ -1,0 +1,123 @@
+"""Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a killed
+parent, and exported models that predict alone in a fresh process (kernel.predict)."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import kernel_subprocess
+from kernel import Config, ensemble
+from kernel.lock import locked
+from kernel.sample import make_sample
+
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
+
+ONE = dict(stages="32x24:1:8:1", tta=0)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return make_sample(tmp_path_factory.mktemp("comp") / "small", n_train=60, n_test=12, seed=2)
+
+
+@pytest.fixture(scope="module")
+def two(small, tmp_path_factory) -> tuple[Path, list[str]]:
+    """Two members, different seeds and architectures, run concurrently on two CPU slots."""
+    out = tmp_path_factory.mktemp("ens") / "out"
+    cfg = Config.make("cpu", data=str(small), out=str(out), **ONE, devices="cpu,cpu",
+                      members="a seed=1; b seed=2 arch=test_resnet weight=3")
+    logged = []
+    ensemble.run(cfg, log=logged.append)
+    return out, logged
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
+
+
+def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submission(two, small):
+    out, logged = two
+    for name in ("a", "b"):
+        folder = out / "members" / name
+        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "checkpoints/last.pth", "log.txt"):
+            assert (folder / f).is_file(), f"{name}/{f}"
+    assert json.loads((out / "members" / "b" / "model.json").read_text())["arch"] == "test_resnet"
+    a, b, mean = read(out / "members/a/probs.csv"), read(out / "members/b/probs.csv"), read(out / "probs.csv")
+    assert not np.allclose(a.to_numpy(), b.loc[a.index].to_numpy())  # two different models
+    expected = (a + 3 * b.loc[a.index]) / 4  # member b weighs 3
+    assert np.abs(mean.loc[a.index].to_numpy() - expected.to_numpy()).max() < 1e-6
+    sub = pd.read_csv(out / "submission.csv", dtype={"image_id": str})
+    assert list(sub.image_id) == list(pd.read_csv(small / "sample_submission.csv", dtype={"image_id": str}).image_id)
+    assert list(sub.label) == list(mean.loc[sub.image_id].idxmax(axis=1))
+    # concurrent: both started before either finished; each member's epoch lines stream with its name
+    started = [i for i, l in enumerate(logged) if l.endswith("started on the CPU")]
+    finished = [i for i, l in enumerate(logged) if l.endswith("] finished")]
+    assert len(started) == 2 and len(finished) == 2 and max(started) < min(finished), logged
+    for name in ("a", "b"):
+        assert any(l.startswith(f"[{name}] stage 1/1 32x24 epoch 1/1: train_loss") for l in logged)
+
+
+def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_path):
+    """Only the package's code, a new process, no checkpoint: the same probabilities (no TTA) as the member,
+    and over both members the same ensemble."""
+    out, _ = two
+    for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"), (out, out / "probs.csv")):
+        dest = tmp_path / models.name
+        r = subprocess.run([sys.executable, "-m", "kernel.predict", "--models", str(models), "--data", str(small),
+                            "--out", str(dest)], capture_output=True, text=True, timeout=300, **kernel_subprocess())
+        assert r.returncode == 0, r.stderr[-2000:]
+        got, want = read(dest / "probs.csv"), read(expected)
+        assert list(got.columns) == list(want.columns)
+        assert np.abs(got.loc[want.index].to_numpy() - want.to_numpy()).max() < 1e-6
+
+
+def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"not weights")
+    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), **ONE, devices="cpu",
+                      members=f"good seed=1; bad seed=2 weights={tmp_path / 'junk.safetensors'}")
+    logged = []
+    path = ensemble.run(cfg, log=logged.append)
+    failures = [l for l in logged if l.startswith("member ")]
+    assert len(failures) == 1 and failures[0].startswith("member bad failed: weights file") and \
+        "does not fit resnet10t" in failures[0] and "the others go on" in failures[0], failures
+    assert logged[-1].endswith("the mean of good; missing: bad")
+    good = read(tmp_path / "out" / "members" / "good" / "probs.csv")
+    sub = pd.read_csv(path, dtype={"image_id": str})
+    assert list(sub.label) == list(good.loc[sub.image_id].idxmax(axis=1))
+
+
+def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_one(small, tmp_path):
+    out = tmp_path / "out"
+    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1", "--tta", "0",
+            "--members", "a seed=1; b seed=2", "--devices", "cpu"]
+    parent = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
+    deadline = time.time() + 300
+    while time.time() < deadline and parent.poll() is None and not (out / "members/b/checkpoints/last.pth").exists():
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    assert parent.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    a = out / "members" / "a"
+    assert (a / "probs.csv").is_file() and not (out / "submission.csv").exists()
+    deadline = time.time() + 30
+    while True:  # member b, training in its own process, died with its parent: its lock is free
+        try:
+            with locked(out / "members" / "b"): break
+        except Exception:
+            assert time.time() < deadline, "member b went on training after its parent was killed"
+            time.sleep(0.2)
+    before = {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()}
+    r = subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True, timeout=600,
+                       **kernel_subprocess())
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "[a] finished earlier: not trained again" in r.stdout and "[b] resuming from" in r.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()} == before  # a untouched
+    assert len(pd.read_csv(out / "members" / "b" / "history.csv")) == 2
+    assert (out / "submission.csv").is_file() and "the mean of a, b" in r.stdout
