@@ -1,8 +1,8 @@
-"""kernel.memory against real torch: real models, real CPU forward and backward passes, the profiler's allocations.
+"""kernel.memory against real torch: real models, real CPU forward and backward passes, real allocations.
 
 The estimate runs on fake CUDA tensors; what can be checked without a GPU is checked against the real thing
-on the CPU in fp32 (the same graph, the same saved tensors, the same autograd engine), and the CUDA-only part,
-autocast's fp16 policy, against a small model whose saved tensors are counted by hand.
+on the CPU in fp32 (the same graph, the same saved tensors, the same autograd engine), and the CUDA-only
+part, autocast's fp16 policy, against a small model whose saved tensors are counted by hand.
 (No `kernel` marker: pyproject registers none yet. Mark with `pytestmark = pytest.mark.kernel` once it does.)
 """
 import pytest
@@ -46,15 +46,16 @@ def test_model_is_the_training_model_on_meta_and_built_once():
     m, real = memory.model("test_convnext", N_OUT), real_model("test_convnext")
     assert memory.model("test_convnext", N_OUT) is m
     assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
-    assert [(k, v.shape) for k, v in m.state_dict().items()] == [(k, v.shape) for k, v in real.state_dict().items()]
+    shapes = lambda net: [(k, v.shape) for k, v in net.state_dict().items()]
+    assert shapes(m) == shapes(real)
 
 
 @pytest.mark.parametrize("arch", ["test_convnext", "test_resnet", "resnet10t"])
 def test_saved_activations_match_a_real_forward(arch):
     """fp32: what the fake CUDA forward saves = what the same hooks see a real CPU forward save.
 
-    Within 1%: CUDA really does save a little differently (a bool dropout mask where the CPU saves an fp32 one;
-    empty cuDNN batch-norm reserves), in the fastai head's few hundred bytes per image.
+    Within 1%: CUDA really does save a little differently (a bool dropout mask where the CPU saves an fp32
+    one; empty cuDNN batch-norm reserves), in the fastai head's few hundred bytes per image.
     """
     size, bs = (96, 64), 6
     net = real_model(arch)
@@ -73,8 +74,8 @@ def test_saved_activations_match_a_real_forward(arch):
 
 @pytest.mark.parametrize("size, bs", [((64, 48), 4), ((128, 96), 8)])
 def test_peak_matches_a_real_cpu_step_measured_by_the_profiler(size, bs):
-    """fp32: the step's simulated peak (what `activations + workspace` hold besides the cuDNN allowance) against
-    the real CPU allocator's peak, from the profiler's allocation and free events, in a real forward and
+    """fp32: the step's simulated peak (`activations + workspace` less the cuDNN allowance) against the real
+    CPU allocator's peak, from the profiler's allocation and free events, in a real forward and
     `loss.backward()` (torch's own engine, not ours), gradients already allocated as under fastai.
 
     oneDNN is off: it keeps reordered weight copies and scratch that a GPU step does not have. 3%: the CPU
@@ -84,9 +85,11 @@ def test_peak_matches_a_real_cpu_step_measured_by_the_profiler(size, bs):
     real_loss(net, size, bs).backward()  # gradients exist and are zeroed in place from then on, as in fastai
     for p in net.parameters():
         if p.grad is not None: p.grad.zero_()
-    with torch.backends.mkldnn.flags(enabled=False), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        real_loss(net, size, bs).backward()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    with torch.backends.mkldnn.flags(enabled=False):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            real_loss(net, size, bs).backward()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")  # +bytes allocated, -bytes freed
     live = peak = 0
     for _, n in events:
         live += n
@@ -116,13 +119,14 @@ class Tiny(nn.Module):
     """Conv, a channels-last LayerNorm (as in ConvNeXt), a linear head."""
     def __init__(self):
         super().__init__()
-        self.conv, self.norm, self.fc = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.LayerNorm(8), nn.Linear(8, 10)
+        self.conv, self.norm = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 10)
 
     def forward(self, x): return self.fc(self.norm(self.conv(x).permute(0, 2, 3, 1)).mean((1, 2)))
 
 
 def test_fp16_saves_what_cuda_autocast_saves():
-    """CUDA's autocast policy, counted by hand, on fake CUDA tensors without a GPU. 2 images of 32x32, bytes:"""
+    """CUDA's autocast policy, on fake CUDA tensors without a GPU: the saved bytes counted by hand."""
     with torch.device("meta"):
         net = Tiny()
     b, hw = 2, 32 * 32
@@ -130,7 +134,7 @@ def test_fp16_saves_what_cuda_autocast_saves():
                  + rounded(8 * 3 * 3 * 3 * 2)  # the conv's weight, cast to fp16
                  + b * hw * 8 * 4  # layer_norm runs in fp32 on CUDA: its input is cast back up, and saved
                  + 2 * b * hw * 4  # its mean and rstd, fp32
-                 + 5 * memory.BLOCK)  # fc input and weight in fp16, log_softmax out, target, total weight: small
+                 + 5 * memory.BLOCK)  # fc input and weight in fp16, log_softmax out, target, total weight
     fp32 = (b * 3 * hw * 4 + b * hw * 8 * 4 + 2 * b * hw * 4  # input, conv output, mean and rstd
             + 4 * memory.BLOCK)  # the conv weight and the fc's are parameters: not activations
     assert memory._train_step(net, (32, 32), b, fp16=True)[2] == cuda_fp16
@@ -141,15 +145,16 @@ def test_fp16_saves_what_cuda_autocast_saves():
 def test_activations_grow_linearly_with_batch_and_pixels():
     """Saved activations are affine in the batch: a per-image part, plus what every batch saves once (the fp16
     weight copies, per-channel statistics). That part found from batches 4 and 8, the per-image part must be
-    exactly 2x from 8 to 16 (to the 512-byte rounding, 1%) and 4x from 64x64 to 128x128 (sizes divisible by 32,
-    so every downsampling halves exactly; the head's pooled features do not grow: 3%)."""
+    exactly 2x from 8 to 16 (to the 512-byte rounding, 1%) and 4x from 64x64 to 128x128 (sizes divisible by
+    32, so every downsampling halves exactly; the head's pooled features do not grow: 3%)."""
     act = lambda size, bs: memory.estimate("test_convnext", N_OUT, size, bs).activations
     a4, a8, a16 = (act((64, 64), b) for b in (4, 8, 16))
     fixed = 2 * a4 - a8
     assert fixed > 0  # the weight copies
     assert a16 - fixed == pytest.approx(2 * (a8 - fixed), rel=0.01)
     assert act((128, 128), 8) - fixed == pytest.approx(4 * (a8 - fixed), rel=0.03)
-    small, large = memory.estimate("test_convnext", N_OUT, (64, 64), 4), memory.estimate("test_convnext", N_OUT, (128, 128), 16)
+    small = memory.estimate("test_convnext", N_OUT, (64, 64), 4)
+    large = memory.estimate("test_convnext", N_OUT, (128, 128), 16)
     assert (small.weights, small.grads, small.optimizer) == (large.weights, large.grads, large.optimizer)
     assert large.workspace > small.workspace
 
