@@ -1,11 +1,17 @@
-"""Peak GPU memory of each default stage, under a 16 GiB cap (Kaggle's P100/T4 have 16,280 MiB).
+"""Each stage's estimated peak GPU memory (kernel/memory.py) and, on a CUDA GPU, the measured one beside it.
 
-    python bench/memory.py [--steps 6] [--arch convnext_small.fb_in22k] [--field value ...]
+    python bench/memory.py [--gib 15] [--steps 4] [--classes 10] [--arch NAME] [--stages S] [--field value]
 
-Trains each stage of the Kaggle schedule for a few optimiser steps on a generated sample, with
-`torch.cuda.set_per_process_memory_fraction` capping the card at 16 GiB, fp16 and the stage's
-gradient accumulation exactly as `kernel.train` runs them. Prints peak memory per stage and whether
-it fits. Needs a CUDA GPU; not a CI test.
+Estimates (seconds on a CPU laptop): per stage of the config (the Kaggle default unless `--stages` is given),
+the parts, the total against the capacity (`--gib`, default 15: a Kaggle T4), the smallest accumulation that
+fits, and the largest validation/TTA batch at the last stage's size.
+
+Measured (only with a CUDA GPU): the card is capped at the capacity (`set_per_process_memory_fraction`,
+less the CUDA context, which the cap does not cover), then each stage is trained on a generated sample
+exactly as `kernel.train` trains it (`make_learner`, `fit_stage`: fp16, the stage's accumulation): one
+optimizer step to warm up (Adam's state, cuDNN's choices), then the peak statistics are reset and `--steps`
+more run. Measured = peak reserved by torch's allocator + the CUDA context (device memory in use less what
+torch reserved). The goal: measured / estimate within 15%. Not a CI test.
 """
 import sys
 import tempfile
@@ -16,51 +22,115 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from fastai.callback.core import Callback, CancelFitException
 
+from kernel import memory
 from kernel.config import parse_args
 from kernel.data import dataloaders, train_items
 from kernel.sample import make_sample
 from kernel.train import fit_stage, make_learner
 
-CAP_GIB = 16280 / 1024 - 0.5  # Kaggle's P100/T4 report 16,280 MiB; the CUDA context takes ~0.5 GiB of it
+GiB = memory.GiB
 
 
-class StopAfter(Callback):
-    """End the fit after `n` training micro-batches."""
-    def __init__(self, n: int): self.n = n
+class Steps(Callback):
+    """Reset the peak statistics after `warm` training micro-batches; end the fit after `warm + n` of them."""
+    def __init__(self, warm: int, n: int): self.warm, self.n = warm, n
     def before_fit(self): self.seen = 0
     def after_batch(self):
-        self.seen += self.training
-        if self.seen >= self.n: raise CancelFitException
+        if not self.training: return
+        self.seen += 1
+        if self.seen == self.warm: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        if self.seen >= self.warm + self.n: raise CancelFitException
+
+
+def context_bytes() -> int:
+    """The CUDA context (and cuDNN's, cuBLAS's internals): device memory in use, less what torch reserved.
+
+    Assumes the card is ours alone (Kaggle, a bench machine): `mem_get_info` sees every process."""
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return total - free - torch.cuda.memory_reserved()
+
+
+def measure(cfg, stage, items, steps: int, tmp: Path) -> dict:
+    """Peak memory of `steps` optimizer steps of `stage`, as kernel.train runs them, after one to warm up."""
+    torch.cuda.empty_cache()
+    learn = make_learner(cfg, dataloaders(cfg, stage, items), log=lambda *_: None)
+    t0, ok = time.time(), True
+    try:
+        fit_stage(learn, cfg, tmp, 0, stage, False, 0, cbs=[Steps(stage.accum, steps * stage.accum)])
+    except torch.OutOfMemoryError:
+        ok = False
+    torch.cuda.synchronize()
+    out = dict(ok=ok, secs=(time.time() - t0) / (steps + 1), n_out=learn.dls.c,
+               allocated=torch.cuda.max_memory_allocated(), reserved=torch.cuda.max_memory_reserved(),
+               context=context_bytes())
+    del learn
+    return out
+
+
+PARTS = [("weights", "weights"), ("grads", "grads"), ("optim", "optimizer"), ("activ", "activations"),
+         ("works", "workspace"), ("alloc", "allocator"), ("ctx", "context")]
 
 
 def main(argv: list[str]) -> None:
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing measured (run this on a GPU machine)")
-        return
-    cfg, extra = parse_args(argv, extra=("steps",))
-    steps = int(extra.get("steps", 6))
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, CAP_GIB * 2**30 / total))
-    print(f"{torch.cuda.get_device_name(0)}: {total / 2**30:.1f} GiB, capped at {CAP_GIB:.1f} GiB; arch {cfg.arch}")
-    with tempfile.TemporaryDirectory() as tmp:
-        n = max(s.bs for s in cfg.stages) * steps * 2  # enough that the steps fit in one epoch
-        cfg.data = str(make_sample(Path(tmp) / "sample", n_train=n, n_test=10))
-        items = train_items(cfg, log=lambda *_: None)
-        print(f"{'stage':>10} {'micro-batch':>11} {'accum':>5} {'peak alloc GiB':>14} {'peak reserved GiB':>17} {'s/step':>7}  fits")
-        for stage in cfg.stages:
-            torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-            learn = make_learner(cfg, dataloaders(cfg, stage, items), log=lambda *_: None)
-            t0 = time.time()
-            try:  # the stage as kernel.train fits it (accumulation, fp16), cut short
-                fit_stage(learn, cfg, Path(tmp), 0, stage, False, 0, cbs=[StopAfter(steps * stage.accum)])
-                ok = True
-            except torch.OutOfMemoryError:
-                ok = False
-            torch.cuda.synchronize()
-            secs = (time.time() - t0) / steps
-            alloc, reserved = torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
-            print(f"{stage.size[0]:>5}x{stage.size[1]:<4} {stage.micro_bs:>11} {stage.accum:>5} {alloc:>14.2f} {reserved:>17.2f} {secs:>7.2f}  {'yes' if ok and reserved <= CAP_GIB else 'NO (out of memory)'}")
-            del learn
+    cfg, extra = parse_args(argv, extra=("steps", "gib", "classes"))
+    steps, n_out = int(extra.get("steps", 4)), int(extra.get("classes", 10))
+    capacity = int(float(extra.get("gib", 15)) * GiB)
+    gpu = torch.cuda.is_available()
+    print(f"{cfg.arch}, {n_out} classes, capacity {capacity / GiB:.1f} GiB, fp16 (torch {torch.__version__})")
+    t0 = time.time()
+    memory.model(cfg.arch, n_out)
+    print(f"meta model built in {time.time() - t0:.1f}s")
+
+    measured = {}
+    if gpu:
+        torch.cuda.init()
+        total = torch.cuda.get_device_properties(0).total_memory
+        print(f"{torch.cuda.get_device_name(0)}: {total / GiB:.1f} GiB; "
+              f"CUDA context after init {context_bytes() / GiB:.2f} GiB")
+        with tempfile.TemporaryDirectory() as tmp:
+            n = max(s.bs for s in cfg.stages) * (steps + 2) * 2  # all steps inside the first epoch
+            cfg.data = str(make_sample(Path(tmp) / "sample", n_train=n, n_test=10))
+            items = train_items(cfg, log=lambda *_: None)
+            # The cap leaves out the context, which is known once a first step has loaded cuDNN and cuBLAS.
+            measure(cfg, cfg.stages[0], items, 1, Path(tmp))
+            context = context_bytes()
+            torch.cuda.set_per_process_memory_fraction(min(1.0, max(0.0, capacity - context) / total))
+            print(f"capped at {(capacity - context) / GiB:.2f} GiB for torch, "
+                  f"+ {context / GiB:.2f} GiB of CUDA context")
+            for stage in cfg.stages:
+                measured[stage] = m = measure(cfg, stage, items, steps, Path(tmp))
+                n_out = m["n_out"]
+    else:
+        print("no CUDA device: nothing measured, estimates only")
+
+    head = f"{'stage':>16} {'micro':>5} |" + "".join(f"{name:>8}" for name, _ in PARTS)
+    head += f" | {'total':>6} {'fits':>4} {'accum':>5} {'secs':>5}"
+    if gpu: head += f" | {'measured':>8} {'alloc':>6} {'reserv':>6} {'ctx':>6} {'ratio':>5} {'s/step':>6}"
+    print("\n" + head)
+    for stage in cfg.stages:
+        t0 = time.time()
+        e = memory.estimate(cfg.arch, n_out, stage.size, stage.micro_bs)
+        secs = time.time() - t0
+        accum = memory.fit_accum(cfg.arch, n_out, stage.size, stage.bs, capacity)
+        fits = "yes" if e.total <= capacity else "NO"
+        parts = "".join(f"{getattr(e, k) / GiB:>8.2f}" for _, k in PARTS)
+        line = f"{str(stage):>16} {stage.micro_bs:>5} |{parts}"
+        line += f" | {e.total / GiB:>6.2f} {fits:>4} {accum or '-':>5} {secs:>5.1f}"
+        if stage in measured:
+            m = measured[stage]
+            total = m["reserved"] + m["context"]
+            line += (f" | {total / GiB:>8.2f} {m['allocated'] / GiB:>6.2f} {m['reserved'] / GiB:>6.2f}"
+                     f" {m['context'] / GiB:>6.2f} {total / e.total:>5.2f} {m['secs']:>6.2f}")
+            if not m["ok"]: line += "  OUT OF MEMORY"
+        print(line)
+    last = cfg.stages[-1]
+    t0 = time.time()
+    val_bs = memory.largest_batch(cfg.arch, n_out, last.size, capacity, limit=512)
+    print(f"\nlargest validation/TTA batch at {last.size[0]}x{last.size[1]}: {val_bs} "
+          f"({time.time() - t0:.1f}s)")
+    print("GiB throughout. accum: the smallest accumulation whose micro-batch fits; secs: one estimate's "
+          "time; measured: peak reserved + context; ratio: measured / estimate (goal: 0.85-1.15)")
 
 
 if __name__ == "__main__":
