@@ -57,7 +57,8 @@ def measure(cfg, stage, items, steps: int, tmp: Path) -> dict:
     learn = make_learner(cfg, dataloaders(cfg, stage, items), log=lambda *_: None)
     t0, ok = time.time(), True
     try:
-        fit_stage(learn, cfg, tmp, 0, stage, False, 0, cbs=[Steps(stage.accum, steps * stage.accum)])
+        with learn.no_bar(), learn.no_logging():
+            fit_stage(learn, cfg, tmp, 0, stage, False, 0, cbs=[Steps(stage.accum, steps * stage.accum)])
     except torch.OutOfMemoryError:
         ok = False
     torch.cuda.synchronize()

@@ -33,9 +33,17 @@ the step, as the allocator sees them. Saved-tensor hooks (`torch.autograd.graph.
 what autograd keeps for backward; parameters and buffers are not activations, but the fp16 casts of weights
 that autocast makes and convolutions save are, and each storage counts once however many nodes save it.
 
+Not simulated, so allowed for or left out: convolution workspaces (`CUDNN_WORKSPACE`), the allocator's slack
+(`ALLOCATOR_SLACK`), the context (`CONTEXT`); fastai's augmentation on the GPU (before the forward, a few
+copies of the batch: far below the step's peak); the optimizer step (after backward has freed the
+activations). Attention: without a GPU, fake CUDA tensors take `scaled_dot_product_attention`'s math path,
+which saves each attention matrix; a T4 runs the memory-efficient kernel, which does not. Estimates for ViTs
+are therefore high (safe); ConvNeXt and ResNets have no attention.
+
 An estimate costs 2-4 seconds on a laptop CPU for convnext_small at 448x336, micro-batch 16 (about 3,500
 fake ops forward, 5,000 backward; `bench/memory.py` prints the times). Same figures on torch 2.10 (Kaggle's)
-and 2.14. Checked against real CPU runs in fp32 by tests/test_memory.py; against a GPU by bench/memory.py.
+and 2.14. tests/test_memory.py checks it against real CPU runs in fp32; on a GPU, bench/memory.py puts the
+measured peak beside it (not run yet: no GPU so far).
 """
 import bisect
 import functools
