@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
 
     if args.cmd in ("build", "dry-run", "push"):
-        kw = dict(overrides=given(args), weights=args.weights, pretrained=args.pretrained, user=args.user,
+        kw = dict(overrides=given(args, NOT_AT_BUILD), weights=args.weights, pretrained=args.pretrained, user=args.user,
                   wheels=args.wheel)
     if args.cmd == "build":
         from kit.bundle import build

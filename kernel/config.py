@@ -293,9 +293,10 @@ def parser(description: str = "", skip: tuple[str, ...] = ()) -> argparse.Argume
     return options(_Parser(description=description, allow_abbrev=False), skip)
 
 
-def given(args: argparse.Namespace) -> dict:
-    """{field: value} of the Config options that were given on the command line."""
-    return {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+def given(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """{field: value} of the Config options that were given on the command line (those not in `skip`: options
+    of the same name that mean something else there)."""
+    return {k: v for k, v in vars(args).items() if k in FIELDS and k not in skip and v is not None}
 
 
 def parse_args(argv: list[str], description: str = "") -> Config:

@@ -78,15 +78,15 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> tuple[nbformat.NotebookNode
     return nb, None
 
 
-def _run(out: Path, folder: str, executed: str, site: str, **values) -> None:
-    """Execute the notebook built in OUT/<folder> with `values` injected; it is kept as OUT/<executed>."""
-    meta = json.loads((out / folder / metadata.KERNEL_FILE).read_text())
-    built = nbformat.read(out / folder / meta["code_file"], as_version=4)
-    nb = notebook.inject(built, dataset=str((out / "dataset").resolve()), target=site, **values)
-    print(f"running {out / folder / meta['code_file']} ({meta['id']}) on CPU ...", flush=True)
-    nb, failed = execute(nb, out)
-    notebook.write(nb, out / executed)
-    if failed: raise UserError(f"{failed}; see {out / executed}")
+def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
+    """Execute the notebook built in BUILD/<folder> with `values` injected; it is kept as BUILD/<executed>."""
+    meta = json.loads((build / folder / metadata.KERNEL_FILE).read_text())
+    built = nbformat.read(build / folder / meta["code_file"], as_version=4)
+    nb = notebook.inject(built, dataset=str((build / "dataset").resolve()), target=site, **values)
+    print(f"running {build / folder / meta['code_file']} ({meta['id']}) on CPU ...", flush=True)
+    nb, failed = execute(nb, build)
+    notebook.write(nb, build / executed)
+    if failed: raise UserError(f"{failed}; see {build / executed}")
 
 
 def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: dict | None = None,

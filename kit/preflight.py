@@ -13,16 +13,23 @@ N_CLASSES = 10  # the competition's classes are not known here; the head is tiny
 
 def preflight(cfg: Config, log=print) -> None:
     """Print the estimate of every member's every stage; refuse the first that does not fit."""
-    from kernel import memory
+    from kernel import memory, model
     acc = accelerator(cfg.accelerator)
     configs = [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]
+    for c in configs: model.check_arch(c.arch)
     log(f"memory preflight on {acc.name} ({acc.memory / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
     seen = set()
     for c in configs:
         for s in c.stages:
             if (c.arch, s) in seen: continue
             seen.add((c.arch, s))
-            accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
+            try:
+                accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
+                memory.estimate(c.arch, N_CLASSES, s.size, s.bs // (accum or 1))
+            except RuntimeError as e:  # e.g. an image too small for the network's downsampling
+                first = (str(e).strip().splitlines() or ["?"])[0]
+                raise UserError(f"stage {s}: {c.arch} cannot train at {s.size[0]}x{s.size[1]} ({first}); "
+                                "use a larger size") from None
             if accum is None:
                 one = memory.estimate(c.arch, N_CLASSES, s.size, 1).total
                 raise UserError(f"stage {s} of {c.arch}: even one image at a time needs ~{one / GIB:.1f} GiB, "

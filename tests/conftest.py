@@ -7,9 +7,15 @@ With PKK_EXPECT_WHEEL=1 the run stops at once if `kernel` came from anywhere but
 """
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# No test reaches the Hugging Face hub: offline, with an empty cache of its own (a test that needs pretrained
+# weights lays them out there itself, see lay_out_hub). Set before anything imports huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="pkk-tests-hf-home-")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.append(str(ROOT))
@@ -38,3 +44,23 @@ def pytest_ignore_collect(collection_path, config):
     packages (nbformat, nbclient, the kaggle client) that the Kaggle-versions env does not have."""
     if config.option.markexpr == "kernel" and collection_path.name.startswith("test_") and collection_path.suffix == ".py":
         return "pytestmark = pytest.mark.kernel" not in collection_path.read_text() or None
+
+
+def lay_out_hub(hf_home: Path, arch: str) -> dict:
+    """A Hugging Face hub cache under `hf_home` holding timm's weights for `arch` (e.g. test_resnet.r160_in1k), in
+    the cache's own layout (refs/main -> snapshots/<commit>/model.safetensors), as a download would leave it.
+    The weights are a fresh model's, moved off their initial values as trained weights are; returns them."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    repo = timm.get_pretrained_cfg(arch).hf_hub_id
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    state = {k: (v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v).contiguous()
+             for k, v in timm.create_model(arch.split(".")[0], pretrained=False).state_dict().items()}
+    save_file(state, str(folder / "snapshots" / commit / "model.safetensors"))
+    return state

@@ -2,6 +2,7 @@
 and one clear line (with OUT untouched) for each kind of bad input."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,12 +12,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import lay_out_hub
 
 from kernel.errors import UserError
-from kit import bundle, metadata
+from kit import bundle, metadata, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEEL = "paddy_kernel_kit-0.1.0-py3-none-any.whl"
+WHEEL = "paddy_kernel_kit-0.2.0-py3-none-any.whl"
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -27,8 +32,8 @@ def files(folder: Path) -> dict[str, bytes]:
 def built(tmp_path_factory) -> Path:
     """Two builds of the same tree into different folders; the first is returned, the second kept beside it."""
     tmp = tmp_path_factory.mktemp("builds")
-    bundle.build(tmp / "a", user="alice")
-    bundle.build(tmp / "b", user="alice")
+    bundle.build(tmp / "a", user="alice", pretrained=False)
+    bundle.build(tmp / "b", user="alice", pretrained=False)
     return tmp / "a"
 
 
@@ -68,13 +73,14 @@ def make_wheel(tmp: Path, name: str, requires: list[str]) -> Path:
 
 def test_two_builds_are_byte_identical(built):
     a, b = files(built), files(built.parent / "b")
-    assert sorted(a) == sorted(["dataset/" + WHEEL, "dataset/dataset-metadata.json", "kernel/kernel.ipynb", "kernel/kernel-metadata.json"])
+    assert sorted(a) == sorted(["dataset/" + WHEEL, "dataset/dataset-metadata.json", "kernel/kernel.ipynb",
+                                "kernel/kernel-metadata.json", "infer/infer.ipynb", "infer/kernel-metadata.json"])
     assert a == b
 
 
 def test_wheel_holds_only_the_package(built):
     names = zipfile.ZipFile(built / "dataset" / WHEEL).namelist()
-    assert {n.split("/")[0] for n in names} == {"kernel", "paddy_kernel_kit-0.1.0.dist-info"}
+    assert {n.split("/")[0] for n in names} == {"kernel", "paddy_kernel_kit-0.2.0.dist-info"}
     assert {n for n in names if n.startswith("kernel/")} == {f"kernel/{p.name}" for p in (ROOT / "kernel").glob("*.py")}
 
 
@@ -88,13 +94,26 @@ def test_notebook_is_clean_valid_and_has_a_kernelspec(built):
     assert [c.id for c in nb.cells] == ["title", "parameters", "install", "train", "plots", "submission"]
     assert [c.id for c in nb.cells if "parameters" in c.metadata.get("tags", [])] == ["parameters"]
     # the parameters point at Kaggle's inputs: the competition and the kit's own dataset
-    params = {}
-    exec(nb.cells[1].source, params)
+    params = notebook.parameters(built / "kernel")
     assert params["data"].endswith("/paddy-disease-classification") and params["dataset"].endswith("/alice/paddy-kernel-kit")
     assert (params["out"], params["preset"], params["weights"], params["target"]) == ("/kaggle/working", "kaggle", None, None)
+    assert params["overrides"] == {}
     # short: the training code is in the wheel, the notebook calls it
-    assert "kernel.train.run(cfg)" in nb.cells[3].source and sum(len(c.source.splitlines()) for c in code) < 50
+    assert "kernel.ensemble.run(cfg)" in nb.cells[3].source and sum(len(c.source.splitlines()) for c in code) < 60
     assert str(ROOT) not in (built / "kernel" / "kernel.ipynb").read_text()
+    # the log says what ran: versions, and the GPUs (without starting CUDA in the notebook's own process)
+    assert all(w in nb.cells[2].source for w in ("torch.__version__", "fastai.__version__", "timm.__version__",
+                                                  "platform.python_version()", "nvidia-smi"))
+
+
+def test_the_inference_notebook_predicts_with_the_training_kernels_models(built):
+    nb = nbformat.read(built / "infer" / "infer.ipynb", as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)
+    assert [c.id for c in nb.cells] == ["title", "parameters", "install", "predict", "submission"]
+    assert "kernel.predict.run([models], data, out" in nb.cells[3].source and "train" not in nb.cells[3].source
+    params = notebook.parameters(built / "infer")
+    assert params["models"] == "/kaggle/input/paddy-kernel-kit-train" and params["tta"] is None
+    assert "mounted(models)" in nb.cells[2].source  # found wherever Kaggle mounts the attached kernel's output
 
 
 def test_metadata_is_coherent(built):
@@ -106,7 +125,13 @@ def test_metadata_is_coherent(built):
     assert k["competition_sources"] == ["paddy-disease-classification"]
     assert (k["enable_internet"], k["enable_gpu"], k["kernel_type"], k["language"]) == (False, True, "notebook", "python")
     assert (built / "kernel" / k["code_file"]).is_file()
+    assert k["machine_shape"] == "NvidiaTeslaT4"  # two T4s: the shape Kaggle runs GPU sessions on
     assert metadata.check_dataset(ds) == ds and metadata.check_kernel(k, ds["id"]) == k  # what push re-checks passes
+    i = json.loads((built / "infer" / "kernel-metadata.json").read_text())
+    assert (i["id"], i["title"], i["code_file"]) == (k["id"] + "-infer", k["title"] + "-infer", "infer.ipynb")
+    assert i["kernel_sources"] == [k["id"]]  # the training kernel's output is attached: its exported models
+    assert {f: i[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu", "machine_shape")} \
+        == {f: k[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu", "machine_shape")}
 
 
 def test_wheel_installs_offline_into_an_empty_target(built, tmp_path):
@@ -118,19 +143,17 @@ def test_wheel_installs_offline_into_an_empty_target(built, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)  # not the repo: its kernel/ must not be the one imported
     assert done.returncode == 0, done.stderr
     path, version = done.stdout.split()
-    assert Path(path).parent == target / "kernel" and version == "0.1.0"
+    assert Path(path).parent == target / "kernel" and version == "0.2.0"
 
 
 def test_weights_and_extra_wheels_are_shipped(tmp_path):
     weights = tmp_path / "convnext.pth"
     weights.write_bytes(b"not really weights")
     extra = make_wheel(tmp_path, "pkk_demo", ["numpy"])  # numpy is here (as on Kaggle): its requirement is met
-    out = bundle.build(tmp_path / "out", weights=weights, user="alice", wheels=[extra])
+    out = bundle.build(tmp_path / "out", weights=weights, user="alice", wheels=[extra], pretrained=False)
     assert sorted(p.name for p in (out / "dataset").iterdir()) == sorted([WHEEL, extra.name, "convnext.pth", "dataset-metadata.json"])
     assert (out / "dataset" / "convnext.pth").read_bytes() == b"not really weights"
-    params = {}
-    exec(nbformat.read(out / "kernel" / "kernel.ipynb", as_version=4).cells[1].source, params)
-    assert params["weights"] == "convnext.pth"  # a file name in the dataset, wherever Kaggle mounts it
+    assert notebook.parameters(out / "kernel")["weights"] == "convnext.pth"  # a file in the dataset, wherever it is mounted
 
 
 def previous_build(built: Path, tmp_path: Path) -> tuple[Path, dict]:
@@ -144,7 +167,7 @@ def test_extra_wheel_with_unmet_requirement_is_refused_and_out_kept(built, tmp_p
     out, before = previous_build(built, tmp_path)
     extra = make_wheel(tmp_path, "pkk_needy", ["pkk-not-a-real-package>=1"])
     with pytest.raises(UserError, match="requirements are not met offline.*pkk-not-a-real-package"):
-        bundle.build(out, user="alice", wheels=[extra])
+        bundle.build(out, user="alice", wheels=[extra], pretrained=False)
     assert files(out) == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -161,6 +184,9 @@ BAD_TEMPLATES = [
     (metadata.KERNEL_FILE, dict(competition_sources=None), "competition_sources must name the one competition"),
     (metadata.KERNEL_FILE, dict(enable_internet=True), "enable_internet is True; it must be false"),
     (metadata.KERNEL_FILE, dict(code_file="kernel.py"), "code_file 'kernel.py' must be a notebook"),
+    (metadata.KERNEL_FILE, dict(machine_shape="NvidiaTeslaP100"), "NvidiaTeslaP100 is retired by Kaggle"),
+    (metadata.KERNEL_FILE, dict(machine_shape="TpuV38"), "is a TPU: the kit trains on CUDA GPUs"),
+    (metadata.KERNEL_FILE, dict(enable_gpu=False), "enable_gpu is False; it must be true"),
     (metadata.KERNEL_FILE, dict(dataset_sources=["no-slash"]), "is not of the form user/slug"),
 ]
 
@@ -171,14 +197,14 @@ def test_bad_template_is_one_line_and_leaves_out_as_it_was(built, tmp_path, temp
     if isinstance(change, str): (templates / name).write_text(change)
     else: edit(templates, name, **change)
     with pytest.raises(UserError) as e:
-        bundle.build(out, user="alice", templates=templates)
+        bundle.build(out, user="alice", templates=templates, pretrained=False)
     assert message in str(e.value) and "\n" not in str(e.value) and name in str(e.value)
     assert files(out) == before
 
 
 def test_title_resolving_to_the_slug_is_accepted(tmp_path, templates):
     edit(templates, metadata.DATASET_FILE, title="Paddy Kernel Kit!")  # Kaggle: lowercase, non-alphanumerics -> '-'
-    out = bundle.build(tmp_path / "out", user="bob", templates=templates)
+    out = bundle.build(tmp_path / "out", user="bob", templates=templates, pretrained=False)
     assert json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"] == "bob/paddy-kernel-kit"
 
 
@@ -207,12 +233,79 @@ def test_cli_without_username_says_so_in_one_line(tmp_path):
 def test_bad_weights_are_refused(tmp_path, weights, message):
     (tmp_path / "kaggle.json").write_text('{"username": "alice", "key": "secret"}')
     with pytest.raises(UserError, match=message):
-        bundle.build(tmp_path / "out", weights=tmp_path / weights, user="alice")
+        bundle.build(tmp_path / "out", weights=tmp_path / weights, user="alice", pretrained=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_out_that_is_not_a_build_folder_is_left_alone(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="is not a build folder"):
-        bundle.build(tmp_path, user="alice")
+        bundle.build(tmp_path, user="alice", pretrained=False)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def build_cli(tmp_path: Path, *args: str, hf_home: Path | None = None) -> subprocess.CompletedProcess:
+    """`python build.py ARGS` as a user types it: no network to the hub (HF_HUB_OFFLINE), its cache in `hf_home`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home or tmp_path / "empty-hf-home")}
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+
+
+def one_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and [l for l in lines if l.startswith("error:")] == [lines[-1]]
+    return lines[-1]
+
+
+def test_pretrained_weights_come_from_the_hub_cache_through_timm(tmp_path):
+    """No --weights: the arch's pretrained tag, through timm and its hub cache (offline here), into the dataset."""
+    state = lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
+    done = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
+                     "test_resnet.r160_in1k", hf_home=tmp_path / "hf")
+    assert done.returncode == 0, done.stderr[-2000:]
+    shipped = tmp_path / "out" / "dataset" / "test_resnet.r160_in1k.safetensors"
+    got = load_file(str(shipped))
+    assert set(got) == {k for k in state if not k.startswith("fc.")}  # the body: fastai puts its own head on
+    assert all(torch.equal(got[k], state[k]) for k in got)
+    params = notebook.parameters(tmp_path / "out" / "kernel")
+    assert params["weights"] == "." and params["overrides"] == {"arch": "test_resnet.r160_in1k"}
+    again = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "again"), "--arch",
+                      "test_resnet.r160_in1k", hf_home=tmp_path / "hf")
+    assert again.returncode == 0 and files(tmp_path / "out") == files(tmp_path / "again")  # the same bytes
+
+
+def test_no_network_and_nothing_cached_is_one_line_naming_the_fixes(tmp_path):
+    line = one_line(build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
+                              "test_resnet.r160_in1k"))
+    assert "cannot get the pretrained weights of test_resnet.r160_in1k (HF_HUB_OFFLINE is set)" in line
+    assert "connect to the internet" in line and "--weights FILE" in line and "--no-pretrained" in line
+    assert not (tmp_path / "out").exists()
+    done = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
+                     "test_resnet.r160_in1k", "--no-pretrained")
+    assert done.returncode == 0 and notebook.parameters(tmp_path / "out" / "kernel")["weights"] is None
+
+
+def test_the_accelerator_is_the_machine_shape_and_a_retired_one_is_refused(tmp_path):
+    line = one_line(build_cli(tmp_path, "build", "--user", "alice", "--no-pretrained", "--accelerator",
+                              "NvidiaTeslaP100"))
+    assert "NvidiaTeslaP100 is retired by Kaggle: sessions run on NvidiaTeslaT4 instead" in line
+    assert "use one of: NvidiaTeslaT4" in line and not (tmp_path / "build").exists()
+
+
+def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fits(tmp_path, capsys):
+    with pytest.raises(UserError) as e:
+        bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice", pretrained=False)
+    msg = str(e.value)
+    assert msg.startswith("stage 896x672:1:64:1 of convnext_small.fb_in22k needs ~") and "GiB of GPU memory, more " \
+        "than NvidiaTeslaT4's 15.0 GiB; write it 896x672:1:64:" in msg and "or 896x672:1:64:auto" in msg
+    assert not (tmp_path / "out").exists()
+    accum = int(re.search(r"write it 896x672:1:64:(\d+)", msg)[1])
+    assert accum > 1 and 64 % accum == 0
+    capsys.readouterr()
+    bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:auto"}, user="alice", pretrained=False)
+    table = capsys.readouterr().out
+    assert re.search(rf"896x672 +batch 64 = {accum} x {64 // accum} +[0-9.]+ GiB  fits  \(accum auto\)", table), table
+    assert re.search(r"160x120 +batch 64 = 1 x 64 +[0-9.]+ GiB  fits", table)
+    # the notebook keeps `auto`: the kernel resolves it against the GPU it gets, the same way
+    assert notebook.parameters(tmp_path / "out" / "kernel")["overrides"]["stages"].endswith("896x672:1:64:auto")

@@ -1,8 +1,11 @@
-"""`build.py dry-run`: the built notebook itself runs here on CPU, installs the wheel offline into a
-throwaway folder, and writes a valid submission.csv; failures are one line naming the cell."""
+"""`build.py dry-run`: the built notebooks themselves run here on CPU, install the wheel offline into a throwaway
+folder, train with a line per epoch in the terminal, write a valid submission.csv, and the inference notebook
+predicts the same from the exported models; pretrained weights from the hub cache reach the run; failures are one
+line naming the cell."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata as importlib_metadata
@@ -12,40 +15,65 @@ import nbformat
 import pandas as pd
 import pytest
 
+from conftest import lay_out_hub
 from kernel.errors import UserError
-from kit.dryrun import EXECUTED, dry_run
+from kernel.sample import accuracy
+from kit.dryrun import EXECUTED, INFERRED, dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # One short stage keeps the test quick; passing them also proves that --field value reaches the kernel.
-SMALL = ["--stages", "64x48:1:32:1", "--tta", "0"]
+SMALL = ["--stages", "64x48:2:32:1", "--tta", "0"]
+
+
+def dry_cli(tmp: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    """The dry run as a user without Kaggle credentials types it (and, as in every test, without the hub)."""
+    env = {**os.environ, "KAGGLE_CONFIG_DIR": str(tmp / "nokaggle"), **env}
+    env.pop("KAGGLE_USERNAME", None)
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), "dry-run", *args], capture_output=True, text=True,
+                          env=env, cwd=tmp, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def dry(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The dry run on the generated sample, through the real CLI, as a user without Kaggle credentials."""
+    """The dry run on the generated sample, through the real CLI; the hub is out of reach, nothing is cached."""
     tmp = tmp_path_factory.mktemp("dry")
-    env = {**os.environ, "KAGGLE_CONFIG_DIR": str(tmp / "nokaggle")}
-    env.pop("KAGGLE_USERNAME", None)
-    done = subprocess.run([sys.executable, str(ROOT / "build.py"), "dry-run", "--out", str(tmp / "build"), *SMALL],
-                          capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
+    done = dry_cli(tmp, "--out", str(tmp / "build"), *SMALL)
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp / "build", done
 
 
-def test_dry_run_writes_a_valid_submission(dry):
+def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry):
     out, done = dry
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     sample = pd.read_csv(out / "sample" / "sample_submission.csv", dtype=str)
     classes = set(pd.read_csv(out / "sample" / "train.csv")["label"])
     assert list(sub.columns) == ["image_id", "label"] and list(sub.image_id) == list(sample.image_id)
     assert sub.label.notna().all() and set(sub.label) <= classes
-    acc = float(re.search(r"accuracy on the sample's answers: ([0-9.]+)", done.stdout)[1])
-    assert 0 <= acc <= 1 and re.search(r"dry run finished in \d+m\d\ds", done.stdout)
-    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png"): assert (out / name).is_file()
+    printed = float(re.search(r"accuracy on the sample's answers: ([0-9.]+)", done.stdout)[1])
+    assert printed == round(accuracy(out / "submission.csv", out / "sample" / "test_answers.csv"), 3)
+    assert re.search(r"dry run finished in \d+m\d\ds", done.stdout)
+    epochs = re.findall(r"^    stage 1/1 64x48 epoch (\d)/2: train_loss [0-9.]+ valid_loss [0-9.]+ error_rate [0-9.]+",
+                        done.stdout, re.M)
+    assert epochs == ["1", "2"], done.stdout  # in the terminal as they happen, one line each
+    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors", "model.json"):
+        assert (out / name).is_file(), name
+
+
+def test_the_inference_notebook_predicts_what_training_did_from_the_exported_models(dry):
+    out, done = dry
+    assert (out / INFERRED).is_file() and "inference:" in done.stdout and "the same as training's" in done.stdout
+    ran = nbformat.read(out / INFERRED, as_version=4)
+    values = {}
+    exec(next(c for c in ran.cells if c.id == "injected-parameters").source, values)
+    assert Path(values["models"]) == out.resolve() and Path(values["out"]) == (out / "inference").resolve()
+    predicted = "".join(o.get("text", "") for c in ran.cells if c.id == "predict" for o in c.outputs)
+    assert "predicted 100 test images with" in predicted
+    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"), pd.read_csv(out / "submission.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "probs.csv"), pd.read_csv(out / "probs.csv"))
 
 
 def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
-    out, _ = dry
+    out, done = dry
     built = nbformat.read(out / "kernel" / "kernel.ipynb", as_version=4)
     ran = nbformat.read(out / EXECUTED, as_version=4)
     nbformat.validate(ran)
@@ -56,8 +84,13 @@ def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
     assert ran.cells.index(injected[0]) == 2  # right after the parameters cell, which it overrides
     values = {}
     exec(injected[0].source, values)
-    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:1:32:1", "tta": "0"}
+    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:1", "tta": "0", "progress": "lines"}
     assert Path(values["data"]) == out.resolve() / "sample" and Path(values["dataset"]) == out.resolve() / "dataset"
+    # no hub and nothing cached: the build says so and the dry run trains from scratch
+    assert "no pretrained weights: cannot get the pretrained weights of convnext_small.fb_in22k" in done.stdout
+    assert values["weights"] is None and not list((out / "dataset").glob("*.safetensors"))
+    # the build's memory preflight is for the Kaggle config it built
+    assert re.search(r"convnext_small.fb_in22k +64x48 +batch 32 = 1 x 32 +[0-9.]+ GiB  fits", done.stdout)
     # a user without credentials gets placeholder ids
     assert json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"] == "local/paddy-kernel-kit"
     assert all(c.execution_count for c in ran.cells if c.cell_type == "code")
@@ -67,20 +100,38 @@ def test_wheel_was_installed_offline_into_a_throwaway_target(dry):
     out, _ = dry
     ran = nbformat.read(out / EXECUTED, as_version=4)
     install = "".join(o.get("text", "") for o in next(c for c in ran.cells if c.id == "install").outputs)
-    assert "Successfully installed paddy-kernel-kit-0.1.0" in install
-    origin = Path(re.search(r"kernel 0\.1\.0 from (\S+)", install)[1])
+    assert "Successfully installed paddy-kernel-kit-0.2.0" in install
+    assert re.search(r"python 3\.\d+\.\d+, torch \S+, fastai \S+, timm \S+", install) and "GPUs:" in install
+    origin = Path(re.search(r"kernel 0\.2\.0 from (\S+)", install)[1])
     assert origin.name == "kernel" and ROOT not in origin.parents and "pkk-dry-run-site" in str(origin)
     assert not origin.exists()  # thrown away after the run
     with pytest.raises(importlib_metadata.PackageNotFoundError):  # and this environment never had it
         importlib_metadata.version("paddy-kernel-kit")
 
 
+def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp_path):
+    lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
+    done = dry_cli(tmp_path, "--out", str(tmp_path / "build"), "--arch", "test_resnet.r160_in1k", "--stages",
+                   "32x24:2:8:1", "--tta", "0", HF_HOME=str(tmp_path / "hf"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    shipped = (tmp_path / "build" / "dataset" / "test_resnet.r160_in1k.safetensors").resolve()
+    ran = nbformat.read(tmp_path / "build" / EXECUTED, as_version=4)
+    said = "".join(o.get("text", "") for c in ran.cells if c.id == "train" for o in c.outputs)
+    assert re.search(rf"loaded pretrained weights for test_resnet.r160_in1k from {re.escape(str(shipped))}: "
+                     r"all \d+ tensors of the body", said), said
+    assert "epoch 1/2 (body frozen)" in done.stdout  # fastai's fine_tune: the first epoch trains the head alone
+
+
 def test_failing_cell_is_one_line_naming_it(dry, tmp_path):
-    sample = dry[0] / "sample"
+    data = tmp_path / "data"
+    shutil.copytree(dry[0] / "sample", data)
+    sub = pd.read_csv(data / "sample_submission.csv")
+    sub.iloc[:-1].to_csv(data / "sample_submission.csv", index=False)  # test_images/ holds one more
     with pytest.raises(UserError) as e:
-        dry_run(tmp_path / "out", data=str(sample), overrides=["--arch", "no_such_net"], user="alice")
+        dry_run(tmp_path / "out", data=str(data), overrides={"stages": "64x48:1:8:1"}, user="alice", pretrained=False)
     msg = str(e.value)
-    assert re.fullmatch(r"notebook cell 5 \(import kernel\.train\) failed: UserError: unknown timm architecture 'no_such_net'.*; see .*dry-run\.ipynb", msg)
+    assert re.fullmatch(r"notebook cell 5 \(import kernel\.ensemble\) failed: UserError: test images do not match .*"
+                        r"; see .*dry-run\.ipynb", msg), msg
     assert "\n" not in msg and (tmp_path / "out" / EXECUTED).is_file() and not (tmp_path / "out" / "submission.csv").exists()
 
 
@@ -97,7 +148,12 @@ def test_data_in_the_wrong_layout_is_refused_before_building(tmp_path, layout, m
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_field_is_refused_before_building(tmp_path):
-    with pytest.raises(UserError, match="unknown config field 'epochz'"):
-        dry_run(tmp_path / "out", overrides=["--epochz", "3"], user="alice")
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "no_such_net"], "unknown timm architecture 'no_such_net'"),
+    (["--stages", "32x24:1:8:1"], "stage 32x24:1:8:1: convnext_small.fb_in22k cannot train at 32x24"),
+])
+def test_what_the_kernel_cannot_run_is_refused_before_building(tmp_path, args, message):
+    done = dry_cli(tmp_path, "--out", str(tmp_path / "out"), *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), done.stderr[-1000:]
     assert not (tmp_path / "out").exists()
