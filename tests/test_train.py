@@ -13,11 +13,14 @@ import torch
 from fastai.callback.core import Callback
 from PIL import Image
 
+from conftest import kernel_subprocess
 from kernel import Config, UserError
 from kernel.data import train_items
 from kernel.sample import accuracy, make_sample
 from kernel.submission import make_submission
 from kernel.train import make_learner, run
+
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "32x24:1:8:1,32x24:1:8:4"  # two quick stages, the second with accumulation 4
@@ -37,7 +40,7 @@ def small(tmp_path_factory) -> Path:
 
 
 def train_cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True, cwd=ROOT, timeout=600, **kw)
+    return subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True, timeout=600, **kernel_subprocess(), **kw)
 
 
 def test_full_cpu_run_on_the_sample_learns_and_writes_a_valid_submission(sample, tmp_path):
@@ -105,7 +108,7 @@ def test_accumulation_steps_weighted_epochs_and_a_broken_test_image(small, tmp_p
 def test_resume_after_sigkill_does_not_repeat_finished_epochs(small, tmp_path):
     out = tmp_path / "out"
     args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1,32x24:2:8:2", "--tta", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], **kernel_subprocess(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     history = out / "history.csv"
     deadline = time.time() + 300
     checkpoint = out / "checkpoints" / "last.pth"  # written (atomically) after the epoch's history row
