@@ -13,6 +13,8 @@ from kernel import Config, Stage, data
 from kernel.data import load_image
 from kernel.sample import make_sample
 
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
+
 
 def quiet(*_): pass
 

@@ -4,15 +4,19 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from PIL import Image
 
+from conftest import kernel_subprocess
 from kernel.sample import PADDY_COUNTS, accuracy, class_counts, make_sample
+
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
 
 def test_sample_is_consistent_and_byte_identical(tmp_path):
     a = make_sample(tmp_path / "a", n_train=60, n_test=12)
     r = subprocess.run([sys.executable, "-m", "kernel.sample", str(tmp_path / "b"), "--n-train", "60", "--n-test", "12"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, **kernel_subprocess())
     assert r.returncode == 0, r.stderr
     b = tmp_path / "b"
     train = pd.read_csv(a / "train.csv")
@@ -38,7 +42,7 @@ def test_sample_never_replaces_a_folder_that_is_not_a_sample(tmp_path):
     precious = tmp_path / "competition"
     precious.mkdir()
     (precious / "train.csv").write_text("image_id,label\n")
-    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(precious)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(precious)], capture_output=True, text=True, **kernel_subprocess())
     assert r.returncode == 2 and "is not a generated sample" in r.stderr and "Traceback" not in r.stderr
     assert (precious / "train.csv").read_text() == "image_id,label\n"
 

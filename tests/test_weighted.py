@@ -10,6 +10,8 @@ from PIL import Image
 import kernel
 from kernel import class_weights
 
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
+
 N = 20
 VALID = list(range(15, 20))  # IndexSplitter: the last five items are the validation set
 
