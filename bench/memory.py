@@ -8,7 +8,7 @@ fits, and the largest validation/TTA batch at the last stage's size.
 
 Measured (only with a CUDA GPU): the card is capped at the capacity (`set_per_process_memory_fraction`,
 less the CUDA context, which the cap does not cover), then each stage is trained on a generated sample
-exactly as `kernel.train` trains it (`make_learner`, `fit_stage`: fp16, the stage's accumulation): one
+as `kernel.train` trains it (its learner: fp16 with one GradScaler, the stage's accumulation): one
 optimizer step to warm up (Adam's state, cuDNN's choices), then the peak statistics are reset and `--steps`
 more run. Measured = peak reserved by torch's allocator + the CUDA context (device memory in use less what
 torch reserved). The goal: measured / estimate within 15%. Not a CI test.
@@ -16,17 +16,17 @@ torch reserved). The goal: measured / estimate within 15%. Not a CI test.
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from fastai.callback.core import Callback, CancelFitException
 
-from kernel import memory
-from kernel.config import parse_args
-from kernel.data import dataloaders, train_items
+from kernel import data, memory, model
+from kernel.config import Config, given, parser
 from kernel.sample import make_sample
-from kernel.train import fit_stage, make_learner
+from kernel.train import Accumulate, make_learner
 
 GiB = memory.GiB
 
@@ -51,21 +51,24 @@ def context_bytes() -> int:
     return total - free - torch.cuda.memory_reserved()
 
 
-def measure(cfg, stage, items, steps: int, tmp: Path) -> dict:
+def measure(cfg: Config, stage, items, steps: int) -> dict:
     """Peak memory of `steps` optimizer steps of `stage`, as kernel.train runs them, after one to warm up."""
     torch.cuda.empty_cache()
-    learn = make_learner(cfg, dataloaders(cfg, stage, items), log=lambda *_: None)
+    vocab = sorted(items[cfg.label_col].unique())
+    net = model.create(cfg.arch, len(vocab), log=lambda *_: None)
+    dls = data.dataloaders(cfg, stage.size, stage.micro_bs, stage.micro_bs, items, vocab, model.stats(net))
+    learn = make_learner(cfg, dls, net, has_valid=True, lines=True)
     t0, ok = time.time(), True
     try:
-        with learn.no_bar(), learn.no_logging():
-            fit_stage(learn, cfg, tmp, 0, stage, False, 0, cbs=[Steps(stage.accum, steps * stage.accum)])
+        acc = [Accumulate(n_acc=stage.bs)] if stage.accum > 1 else []
+        learn.fit(1, cfg.lr, cbs=[*acc, Steps(stage.accum, steps * stage.accum)])
     except torch.OutOfMemoryError:
         ok = False
     torch.cuda.synchronize()
-    out = dict(ok=ok, secs=(time.time() - t0) / (steps + 1), n_out=learn.dls.c,
+    out = dict(ok=ok, secs=(time.time() - t0) / (steps + 1), n_out=len(vocab),
                allocated=torch.cuda.max_memory_allocated(), reserved=torch.cuda.max_memory_reserved(),
                context=context_bytes())
-    del learn
+    del learn, net
     return out
 
 
@@ -74,9 +77,16 @@ PARTS = [("weights", "weights"), ("grads", "grads"), ("optim", "optimizer"), ("a
 
 
 def main(argv: list[str]) -> None:
-    cfg, extra = parse_args(argv, extra=("steps", "gib", "classes"))
-    steps, n_out = int(extra.get("steps", 4)), int(extra.get("classes", 10))
-    capacity = int(float(extra.get("gib", 15)) * GiB)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=4, help="optimizer steps measured per stage")
+    p.add_argument("--gib", type=float, default=15, help="the GPU's memory (default 15: a Kaggle T4)")
+    p.add_argument("--classes", type=int, default=10)
+    args = p.parse_args(argv)
+    cfg = Config.make(args.preset or "kaggle", **given(args))
+    steps, n_out, capacity = args.steps, args.classes, int(args.gib * GiB)
+    # `auto` accumulation: the smallest that fits, as kernel.train resolves it
+    cfg.stages = tuple(replace(s, accum=s.accum or memory.fit_accum(cfg.arch, n_out, s.size, s.bs, capacity) or 1)
+                       for s in cfg.stages)
     gpu = torch.cuda.is_available()
     print(f"{cfg.arch}, {n_out} classes, capacity {capacity / GiB:.1f} GiB, fp16 (torch {torch.__version__})")
     t0 = time.time()
@@ -92,15 +102,15 @@ def main(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             n = max(s.bs for s in cfg.stages) * (steps + 2) * 2  # all steps inside the first epoch
             cfg.data = str(make_sample(Path(tmp) / "sample", n_train=n, n_test=10))
-            items = train_items(cfg, log=lambda *_: None)
+            items = data.train_items(cfg, log=lambda *_: None)
             # The cap leaves out the context, which is known once a first step has loaded cuDNN and cuBLAS.
-            measure(cfg, cfg.stages[0], items, 1, Path(tmp))
+            measure(cfg, cfg.stages[0], items, 1)
             context = context_bytes()
             torch.cuda.set_per_process_memory_fraction(min(1.0, max(0.0, capacity - context) / total))
             print(f"capped at {(capacity - context) / GiB:.2f} GiB for torch, "
                   f"+ {context / GiB:.2f} GiB of CUDA context")
             for stage in cfg.stages:
-                measured[stage] = m = measure(cfg, stage, items, steps, Path(tmp))
+                measured[stage] = m = measure(cfg, stage, items, steps)
                 n_out = m["n_out"]
     else:
         print("no CUDA device: nothing measured, estimates only")

@@ -395,7 +395,8 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
         start = pos[1] if k == pos[0] else 0
         what = "weighted epochs (rare classes drawn more often)" if p.weighted else \
             f"stage {p.stage + 1}/{len(cfg.stages)}"
-        log(f"{what}: {p.size[0]}x{p.size[1]}, {p.epochs} epochs{' with the body frozen' if p.frozen else ''}, "
+        log(f"{what}: {p.size[0]}x{p.size[1]}, {p.epochs} epoch{'s' * (p.epochs > 1)}"
+            f"{' with the body frozen' if p.frozen else ''}, "
             f"batch {p.bs} = {p.accum} x {p.micro_bs}")
         extra = [Accumulate(n_acc=p.bs)] if p.accum > 1 else []
         extra += [MixUp(cfg.mixup)] if cfg.mixup else [CutMix(cfg.cutmix)] if cfg.cutmix else []

@@ -126,7 +126,6 @@ def test_metadata_is_coherent(built):
     assert (k["enable_internet"], k["enable_gpu"], k["kernel_type"], k["language"]) == (False, True, "notebook", "python")
     assert (built / "kernel" / k["code_file"]).is_file()
     assert k["machine_shape"] == "NvidiaTeslaT4"  # two T4s: the shape Kaggle runs GPU sessions on
-    assert metadata.check_dataset(ds) == ds and metadata.check_kernel(k, ds["id"]) == k  # what push re-checks passes
     i = json.loads((built / "infer" / "kernel-metadata.json").read_text())
     assert (i["id"], i["title"], i["code_file"]) == (k["id"] + "-infer", k["title"] + "-infer", "infer.ipynb")
     assert i["kernel_sources"] == [k["id"]]  # the training kernel's output is attached: its exported models

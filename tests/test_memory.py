@@ -3,7 +3,6 @@
 The estimate runs on fake CUDA tensors; what can be checked without a GPU is checked against the real thing
 on the CPU in fp32 (the same graph, the same saved tensors, the same autograd engine), and the CUDA-only
 part, autocast's fp16 policy, against a small model whose saved tensors are counted by hand.
-(No `kernel` marker: pyproject registers none yet. Mark with `pytestmark = pytest.mark.kernel` once it does.)
 """
 import pytest
 import torch
@@ -13,6 +12,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from kernel import memory
+
+pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
 N_OUT = 10
 

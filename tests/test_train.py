@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def small(tmp_path_factory) -> Path:
     return make_sample(tmp_path_factory.mktemp("comp") / "small", n_train=60, n_test=12, seed=1)
 
 
-def copy(src: Path, tmp_path: Path) -> Path:
+def copy_data(src: Path, tmp_path: Path) -> Path:
     shutil.copytree(src, tmp_path / "data")
     return tmp_path / "data"
 
@@ -122,7 +121,7 @@ def test_normalised_in_every_stage_validation_and_test_with_the_models_stats(sma
     assert {"train", "valid", "test"} <= set(kinds), kinds
     sizes = {tuple(x.shape[-2:]) for _, x, *_ in seen}
     assert sizes == {(32, 24), (48, 36)}  # both stages' batches were looked at
-    for kind, x, items, dl in seen:
+    for kind, x, items, _ in seen:
         assert -1.0 <= x.min() < -0.5 and x.max() <= 1.0, f"{kind} batch is not normalised once: {x.min()}..{x.max()}"
         if kind != "train":  # no augmentation: exactly the image, loaded at the stage size, normalised
             h, w = x.shape[-2:]
@@ -184,7 +183,7 @@ def test_leftover_gradients_never_carry_into_the_next_epoch(small, tmp_path):
 
 
 def test_accumulation_steps_weighted_epochs_and_a_broken_test_image(small, tmp_path):
-    data = copy(small, tmp_path)
+    data = copy_data(small, tmp_path)
     (data / "test_images" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     pd.concat([pd.read_csv(data / "sample_submission.csv"), pd.DataFrame({"image_id": ["broken.jpg"]})]).to_csv(
         data / "sample_submission.csv", index=False)
@@ -354,7 +353,7 @@ def test_kernel_train_prints_one_line_per_epoch(small, tmp_path):
     r = train_cli("--preset", "cpu", "--data", str(small), "--out", str(tmp_path / "out"), "--stages",
                   "32x24:2:8:1,48x36:1:8:1", "--tta", "0")
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = [l for l in r.stdout.splitlines() if " epoch " in l]
+    lines = [l for l in r.stdout.splitlines() if l.startswith("stage ") and " epoch " in l]
     assert [l.split(":")[0] for l in lines] == ["stage 1/2 32x24 epoch 1/2", "stage 1/2 32x24 epoch 2/2",
                                                  "stage 2/2 48x36 epoch 1/1"]
     assert all("train_loss" in l and "valid_loss" in l and "error_rate" in l for l in lines)
@@ -374,7 +373,7 @@ def test_shuffled_test_ids_land_on_their_rows(tmp_path):
 
 
 def broken(tmp_path: Path, small: Path, how: str) -> Path:
-    d = copy(small, tmp_path)
+    d = copy_data(small, tmp_path)
     if how == "train.csv": (d / "train.csv").unlink()
     if how == "train_images": shutil.rmtree(d / "train_images")
     if how == "test_images": shutil.rmtree(d / "test_images")
@@ -416,7 +415,7 @@ def test_bad_input_gives_one_line(small, tmp_path, how, args, message):
 
 
 def test_undecodable_images_are_named_and_left_out(small, tmp_path):
-    d = copy(small, tmp_path)
+    d = copy_data(small, tmp_path)
     df = pd.read_csv(d / "train.csv")
     bad = d / "train_images" / df.label[3] / df.image_id[3]
     bad.write_bytes(b"\xff\xd8 truncated")

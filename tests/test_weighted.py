@@ -1,4 +1,8 @@
 """kernel's DataBlock.weighted_dataloaders and class_weights, on real fastai objects."""
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,12 +116,21 @@ def test_bad_weights_fail_before_any_item_is_loaded(df, wgts, message):
     assert loads == []
 
 
-def test_fastai_stock_silently_accepts_wrong_length(df):
-    """Why the patch exists: fastai's own version takes 19 weights for 20 items without a word."""
-    from fastai.data.core import Datasets
-    dss = make_block().datasets(df)
-    dls = dss.weighted_dataloaders(np.ones(N - 1)[:15], bs=4)  # the split, taken by hand, hides the error
-    assert len(dls.train.wgts) == 15
+def test_fastai_stock_silently_accepts_wrong_length():
+    """Why the patch exists: fastai's own `DataBlock.weighted_dataloaders` takes 19 weights for 20 items without a
+    word. Run where kernel never patched DataBlock: a fresh interpreter importing fastai alone."""
+    code = textwrap.dedent("""
+        import numpy as np, pandas as pd, torch
+        from fastai.vision.all import CategoryBlock, ColReader, DataBlock, IndexSplitter, TransformBlock
+        df = pd.DataFrame({"x": np.arange(20), "y": ["a", "b"] * 10})
+        block = DataBlock(blocks=(TransformBlock, CategoryBlock), get_x=lambda r: torch.tensor([float(r.x)]),
+                          get_y=ColReader("y"), splitter=IndexSplitter(list(range(15, 20))))
+        dls = block.weighted_dataloaders(df, np.ones(19), bs=4, num_workers=0)
+        print(type(dls).__name__, len(dls.train.wgts), "kernel" in __import__("sys").modules)
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["DataLoaders", "15", "False"]  # accepted; ours refuses it (BAD above)
 
 
 def test_sampling_follows_the_weights_and_validation_is_whole(df):
