@@ -340,6 +340,7 @@ def keep_history(out: Path, phases: list[Phase], pos: tuple[int, int]) -> None:
 def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: dict | None, deadline: float,
         n_test: int, cbs=(), log=print) -> Learner:
     """Train (or resume) what remains of the schedule and export the model; returns the learner."""
+    set_seed(cfg.seed)  # before the model's random init: the same config, the same run
     weights = None if state else model.weights_file(cfg.weights, cfg.arch)  # a resume has its own weights
     net = model.create(cfg.arch, len(vocab), weights, log)
     stats = model.stats(net)
@@ -356,7 +357,6 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     run = Run(cfg, out, phases, deadline, len(items), n_test, log)
     keep_history(out, phases, pos)
     report.plot_schedule(phases, len(cfg.stages), out / "schedule.png")
-    set_seed(cfg.seed)
 
     def loaders(p: Phase):
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if p.weighted else None

@@ -190,14 +190,15 @@ def test_accumulation_steps_weighted_epochs_and_a_broken_test_image(small, tmp_p
     fits = []
 
     def look(learn, event):
-        if event == "before_fit": fits.append(dict(batches=0, steps=0, dl=learn.dls.train))
+        if event == "before_fit": fits.append(dict(batches=0, steps=0, dl=learn.dls.train, val_bs=learn.dls.valid.bs))
         elif event == "after_step": fits[-1]["steps"] += 1
         elif learn.training: fits[-1]["batches"] += 1
     logged = []
     cfg = Config.make("cpu", data=str(data), out=str(tmp_path / "out"), stages=TINY, tta=0, weighted_epochs=1,
                       weight_power=1)
     path = run(cfg, cbs=[Probe(look, "before_fit", "after_step", "after_batch")], log=logged.append)
-    (b1, s1, dl1), (b4, s4, _), (bw, sw, dlw) = [tuple(f.values()) for f in fits if f["batches"]]
+    (b1, s1, dl1, v1), (b4, s4, _, v4), (bw, sw, dlw, vw) = [tuple(f.values()) for f in fits if f["batches"]]
+    assert (dl1.bs, v1, v4, vw) == (8, 8, 8, 8)  # validation batches are whole batches, not micro-batches of 2
     assert s1 == b1  # accum 1: a step per batch
     assert b4 // 4 == b1 and b4 > 3 * b1  # micro-batches of 8 // 4 = 2 images: four times as many
     assert s4 == b4 // 4 and s4 < b4  # one optimiser step per 4 micro-batches
