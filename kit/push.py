@@ -3,7 +3,7 @@
     push(out)     build; check the metadata; create the dataset, or version it only if its content changed;
                   wait (bounded) until Kaggle has processed it; push the kernel attached to it
     status(out)   the pushed kernel's run state
-    output(dest)  its output files (submission.csv, the log) once the run is over; `wait` polls, bounded
+    output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls, bounded
 
 Whether the dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload
 carries `paddy-kernel-kit content sha256:<hash>` in the dataset's description, read back with the client's
@@ -274,10 +274,17 @@ def status(out: Path = Path("build")) -> str:
 
 
 FINISHED = ("complete", "error", "cancel_acknowledged")
+# What `output` fetches of a training run, at the top of its output or under members/<name>/: submission.csv,
+# probs.csv, history.csv, the plots, the exported models (model.safetensors, model.json, ensemble.json), the
+# members' log.txt; not checkpoints/ (the optimiser's state besides the model's: large, and only a resume on
+# Kaggle needs it), nor .lock. The kaggle client matches it (re.search) against each name the server lists and
+# downloads only those: the server is not sent the pattern, so it lists every file, but only wanted bytes travel.
+WANTED = r"^(?!(.*/)?checkpoints/).*\.(csv|png|json|safetensors|txt)$"
 
 
 def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: float = OUTPUT_WAIT_S) -> list[Path]:
-    """Download the output files and log of the kernel pushed from OUT into DEST once its run is over.
+    """Download what the user needs of the output of the kernel pushed from OUT (WANTED) and its log into DEST
+    once its run is over.
 
     With `wait`, poll until it is (at most `timeout` seconds). Files land in DEST only when all have arrived.
     """
@@ -293,7 +300,8 @@ def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: f
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        _call(f"downloading the output of kernel {ref}", api.kernels_output, ref, str(tmp), force=True, quiet=True, rerun=rerun)
+        _call(f"downloading the output of kernel {ref}", api.kernels_output, ref, str(tmp),
+              file_pattern=WANTED, force=True, quiet=True, rerun=rerun)
         got = []
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
