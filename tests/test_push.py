@@ -171,7 +171,8 @@ def test_status_and_output_fetch_what_the_user_needs_not_the_checkpoints(kaggle,
     (kernel / "kernel-metadata.json").write_text(json.dumps({"id": KERNEL, "competition_sources": [PADDY]}))
     kaggle.SaveKernel(USERNAME, {"slug": KERNEL, "newTitle": "paddy-kernel-kit-train"})  # as if pushed
 
-    assert f"kernel {KERNEL}: queued" in ok(run(repo, "status"))
+    said = ok(run(repo, "status"))
+    assert f"kernel {KERNEL}: queued" in said and f"no submissions to {PADDY} yet" in said
     fails(run(repo, "output"), "is running, not finished", "--wait")
     r = run(repo, "output", "--wait", "--out", str(tmp_path / "got"))
     assert f"kernel {KERNEL}: complete" in ok(r) and "complete" in r.stderr  # the progress line
