@@ -4,6 +4,7 @@
                             [--accelerator NAME] [--field value ...]
     python build.py dry-run [--data DIR] [--out build] [--preset cpu] [--field value ...]
     python build.py push    [--out build] [--timeout SECONDS] [same options as build]
+    python build.py submit  [--build build] [--message TEXT] [--code | --file] [--timeout SECONDS]
     python build.py status  [--build build]
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
@@ -39,12 +40,24 @@ def main(argv: list[str]) -> None:
     d.add_argument("--data", help="competition folder (default: a generated sample)")
     u.add_argument("--timeout", type=float, default=600,
                    help="seconds to wait for Kaggle to process the dataset (default: 600)")
-    t = sub.add_parser("status", help="the pushed kernel's run state")
+    m = sub.add_parser("submit", help="wait for the pushed training run, run the inference kernel on its "
+                       "output, submit, print the score; rerun it freely: it never submits twice")
+    m.add_argument("--message", help="the submission's description (the inference kernel's version is added)")
+    how = m.add_mutually_exclusive_group()
+    how.add_argument("--code", dest="code", action="store_const", const=True, default=None,
+                     help="submit the inference kernel (a code competition); default: as Kaggle says the "
+                     "competition takes submissions")
+    how.add_argument("--file", dest="code", action="store_const", const=False,
+                     help="submit the inference kernel's submission.csv as a file")
+    m.add_argument("--timeout", type=float, default=13 * 3600, help="seconds to wait, in all, for the training "
+                   "run, the inference run and the score (default: 13 hours)")
+    t = sub.add_parser("status", help="the pushed kernel's run state, your latest submissions and their scores")
     o = sub.add_parser("output", help="download the kernel's output files once it is complete")
     o.add_argument("--out", default="output", help="where to put them (default: output)")
     o.add_argument("--wait", action="store_true", help="poll until the kernel finishes (bounded by --timeout)")
     o.add_argument("--timeout", type=float, default=12 * 3600, help="seconds --wait waits at most (default: 12 hours)")
-    for s in (t, o): s.add_argument("--build", default="build", help="the build folder pushed from (default: build)")
+    for s in (m, t, o):
+        s.add_argument("--build", default="build", help="the build folder pushed from (default: build)")
     args = p.parse_args(argv)
 
     if args.cmd in ("build", "dry-run", "push"):
@@ -59,6 +72,9 @@ def main(argv: list[str]) -> None:
     elif args.cmd == "push":
         from kit.push import push
         push(Path(args.out), timeout=args.timeout, **kw)
+    elif args.cmd == "submit":
+        from kit.submit import submit
+        submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout)
     elif args.cmd == "status":
         from kit.push import status
         status(Path(args.build))

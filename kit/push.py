@@ -1,9 +1,11 @@
 """`build.py push`, `status` and `output`: laptop to a running Kaggle kernel, through the kaggle client.
 
     push(out)     build; check the metadata; create the dataset, or version it only if its content changed;
-                  wait (bounded) until Kaggle has processed it; push the kernel attached to it
-    status(out)   the pushed kernel's run state
-    output(dest)  its output files (submission.csv, the log) once the run is over; `wait` polls, bounded
+                  wait (bounded) until Kaggle has processed it; push the training kernel attached to it
+    status(out)   the pushed kernel's run state, your latest submissions to the competition and their scores
+    output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls, bounded
+
+(`build.py submit`, which builds on the helpers here, is kit/submit.py.)
 
 Whether the dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload
 carries `paddy-kernel-kit content sha256:<hash>` in the dataset's description, read back with the client's
@@ -78,7 +80,9 @@ def _api() -> Api:
 
 def _call(what: str, fn: Callable[..., T], *args, rerun: str = "push", **kwargs) -> T:
     """`fn(*args, **kwargs)`, a kaggle client call; whatever goes wrong becomes one line saying what to do."""
-    again = f"rerun `python build.py {rerun}`" + (": what already arrived is not uploaded again" if rerun == "push" else "")
+    again = f"rerun `python build.py {rerun}`" + {
+        "push": ": what already arrived is not uploaded again",
+        "submit": ": nothing is pushed or submitted twice"}.get(rerun, "")
     try:
         return fn(*args, **kwargs)
     except UserError:
@@ -219,23 +223,24 @@ def push_dataset(api: Api, out: Path, timeout: float) -> str:
     return ref
 
 
-def push_kernel(api: Api, out: Path) -> str:
-    """Push the kernel built under OUT: a new version, which Kaggle runs."""
-    kernel = out / "kernel"
+def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
+    """Push the kernel in the folder KERNEL (OUT/kernel, or OUT/infer): a new version, which Kaggle runs.
+    Returns its id and version number."""
     ref = json.loads((kernel / metadata.KERNEL_FILE).read_text())["id"]
-    r = _call(f"pushing kernel {ref}", api.kernels_push, str(kernel))
+    r = _call(f"pushing kernel {ref}", api.kernels_push, str(kernel), rerun=rerun)
     problems = [f"{what} {', '.join(bad)}" for what, bad in (
         ("dataset sources", r.invalid_dataset_sources), ("competition sources", r.invalid_competition_sources),
         ("kernel sources", r.invalid_kernel_sources), ("model sources", r.invalid_model_sources)) if bad]
     if r.error:
-        raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, then rerun `python build.py push`")
+        raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, "
+                        f"then rerun `python build.py {rerun}`")
     if problems:  # Kaggle saved the kernel, but without these: its run would fail
         raise UserError(f"Kaggle pushed kernel {ref} without its {'; '.join(problems)} (unknown to Kaggle, or not yours): "
                         "check kernel-metadata.json and that you accepted the competition's rules, then rerun "
-                        "`python build.py push` (the dataset is not uploaded again)")
-    print(f"kernel {ref}: version {r.version_number} pushed and running, {r.url}\n"
-          "  follow it with `python build.py status`; fetch submission.csv with `python build.py output --wait`")
-    return ref
+                        f"`python build.py {rerun}`"
+                        + (" (the dataset is not uploaded again)" if rerun == "push" else ""))
+    print(f"kernel {ref}: version {r.version_number} pushed and running, {r.url}")
+    return ref, r.version_number
 
 
 def push(out: Path, overrides: dict | None = None, weights: str | None = None, pretrained: bool = True,
@@ -248,40 +253,54 @@ def push(out: Path, overrides: dict | None = None, weights: str | None = None, p
     build(out, overrides, weights=weights, pretrained=pretrained,
           user=user or api.get_config_value(api.CONFIG_NAME_USER), wheels=wheels)
     push_dataset(api, out, timeout)
-    return push_kernel(api, out)
+    ref, _ = push_kernel(api, out / "kernel")
+    print("  follow it with `python build.py status`; `python build.py submit` waits for it, then submits it "
+          "for a score; `python build.py output --wait` fetches its submission.csv, models and plots")
+    return ref
 
 
-def _kernel_id(out: Path) -> str:
-    """The id of the kernel built under OUT: what push pushed."""
-    meta = out / "kernel" / metadata.KERNEL_FILE
-    try: return json.loads(meta.read_text())["id"]
-    except (OSError, ValueError, KeyError):
+def built(out: Path, kernel: str = "kernel") -> dict:
+    """The metadata of a kernel built under OUT (`kernel`: the training one, or `infer`): what push pushed."""
+    meta = out / kernel / metadata.KERNEL_FILE
+    try: return json.loads(meta.read_text())
+    except (OSError, ValueError):
         raise UserError(f"no kernel built under {out} ({meta} is missing); run `python build.py push` first, "
                         "or pass the --build folder you pushed from") from None
 
 
 def _state(api: Api, ref: str, rerun: str) -> tuple[str, str]:
+    """(run state, failure message) of kernel `ref`: "owner/slug", or "owner/slug/<version>" for that run."""
     r = _call(f"getting the status of kernel {ref}", api.kernels_status, ref, rerun=rerun)
     return r.status.name.lower(), r.failure_message or ""
 
 
-def status(out: Path = Path("build")) -> str:
-    """Print and return the run state of the kernel pushed from OUT: queued, running, complete, error, ..."""
-    ref, api = _kernel_id(out), _api()
-    state, failure = _state(api, ref, "status")
-    print(f"kernel {ref}: {state}" + (f" ({failure})" if failure else ""))
+def status(out: Path = Path("build"), shown: int = 5) -> str:
+    """Print and return the run state of the kernel pushed from OUT (queued, running, complete, error, ...),
+    then your `shown` latest submissions to its competition, with their scores."""
+    from .submit import show_submissions  # submit builds on the helpers here
+    meta, api = built(out), _api()
+    state, failure = _state(api, meta["id"], "status")
+    print(f"kernel {meta['id']}: {state}" + (f" ({failure})" if failure else ""))
+    show_submissions(api, metadata.competition(meta), shown)
     return state
 
 
 FINISHED = ("complete", "error", "cancel_acknowledged")
+# What `output` fetches of a training run, at the top of its output or under members/<name>/: submission.csv,
+# probs.csv, history.csv, the plots, the exported models (model.safetensors, model.json, ensemble.json), the
+# members' log.txt; not checkpoints/ (the optimiser's state besides the model's: large, and only a resume on
+# Kaggle needs it), nor .lock. The kaggle client matches it (re.search) against each name the server lists and
+# downloads only those: the server is not sent the pattern, so it lists every file, but only wanted bytes travel.
+WANTED = r"^(?!(.*/)?checkpoints/).*\.(csv|png|json|safetensors|txt)$"
 
 
 def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: float = OUTPUT_WAIT_S) -> list[Path]:
-    """Download the output files and log of the kernel pushed from OUT into DEST once its run is over.
+    """Download what the user needs of the output of the kernel pushed from OUT (WANTED) and its log into DEST
+    once its run is over.
 
     With `wait`, poll until it is (at most `timeout` seconds). Files land in DEST only when all have arrived.
     """
-    ref, api = _kernel_id(out), _api()
+    ref, api = built(out)["id"], _api()
     rerun = "output --wait" if wait else "output"
     if wait:
         state = _poll(f"kernel {ref}", lambda: _state(api, ref, rerun)[0], lambda s: s in FINISHED, timeout)
@@ -293,7 +312,8 @@ def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: f
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        _call(f"downloading the output of kernel {ref}", api.kernels_output, ref, str(tmp), force=True, quiet=True, rerun=rerun)
+        _call(f"downloading the output of kernel {ref}", api.kernels_output, ref, str(tmp),
+              file_pattern=WANTED, force=True, quiet=True, rerun=rerun)
         got = []
         for p in sorted(tmp.rglob("*")):
             if p.is_file():

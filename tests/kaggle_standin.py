@@ -1,24 +1,55 @@
-"""A stand-in for Kaggle's public API on 127.0.0.1:7777, for tests that drive `build.py push/status/output`.
+"""A stand-in for Kaggle's public API on 127.0.0.1:7777, for the tests of `build.py push/submit/status/output`.
 
 The real kaggle client reaches it with KAGGLE_API_ENVIRONMENT=TEST (kagglesdk's http://localhost:7777): every call
 is a POST of JSON to /api/v1/<service>/<Method>, answered in the wire form of kagglesdk's request and response
 classes (camelCase fields, enums by name, default values left out). Errors are an HTTP status with a JSON body
-{"code", "message"}, as Kaggle sends them. Files go up by PUT to the createUrl that StartBlobUpload hands out;
-kernel output comes down by GET from the urls that ListKernelSessionOutput lists.
+{"code", "message"}, as Kaggle sends them. Files go up by PUT to the createUrl that StartBlobUpload (datasets) or
+StartSubmissionUpload (a submission file) hands out; kernel output comes down by GET from the urls that
+ListKernelSessionOutput lists, 20 to a page by default, as the client asks.
 
-It keeps what arrived (datasets with their versions and bytes, kernels with every pushed version), counts the
-bytes uploaded, logs the calls, and can be told to fail a call: `standin.fail("SaveKernel", 500)`, or
-`standin.fail("SaveKernel", drop=True)` to close the connection unanswered, as a network outage does.
+It keeps what arrived (datasets with their versions and bytes; kernels with every pushed version, each with its
+own run, its own output and what was attached to it; submissions), counts the bytes uploaded, logs the calls and
+the downloads, and can be told to fail a call: `standin.fail("SaveKernel", 500)`, `standin.fail("SaveKernel",
+drop=True)` to close the connection unanswered, as a network outage does, or `after=True` to make the call and
+then drop the answer (the work done on Kaggle, the news of it lost).
+
+The daily submission limit: Kaggle's public API does not document how it refuses a submission over the limit.
+The stand-in answers CreateSubmission and CreateCodeSubmission with HTTP 400 and the text users have long
+seen from Kaggle ("Submission not allowed: Your team has used its daily Submission allowance (5) today, ..."),
+counting the team's submissions to that competition since midnight UTC against `daily_limit`.
 """
 import base64
 import json
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote
 
 HOST, PORT = "127.0.0.1", 7777
 URL = f"http://localhost:{PORT}"  # what kagglesdk's TEST environment calls; the server listens on loopback only
 USERNAME, KEY = "pkk-tester", "f4k3-k3y-0123456789abcdef"  # the fake credentials the tests hand the client
+TRAIN, INFER = f"{USERNAME}/paddy-kernel-kit-train", f"{USERNAME}/paddy-kernel-kit-train-infer"  # the kit's ids
+PADDY, CODE = "paddy-disease-classification", "image-code-competition"  # a file competition, a code competition
+
+
+def training_output() -> dict[str, bytes]:
+    """What a training run of an ensemble of two leaves in /kaggle/working: 21 files, more than one page."""
+    files = {"submission.csv": b"image_id,label\n100001.jpg,normal\n100002.jpg,blast\n",
+             "probs.csv": b"image_id,blast,normal\n100001.jpg,0.1,0.9\n100002.jpg,0.8,0.2\n",
+             "ensemble.json": b'{"members": {"a": 1.0, "b": 1.0}}\n'}
+    for m in "ab":
+        files.update({f"members/{m}/{name}": f"{m} {name}\n".encode() for name in (
+            "model.safetensors", "model.json", "history.csv", "probs.csv", "schedule.png", "confusion.png",
+            "log.txt")})
+        files[f"members/{m}/checkpoints/last.pth"] = b"optimiser state " * 4096
+        files[f"members/{m}/.lock"] = b""
+    return files
+
+
+def inference_output() -> dict[str, bytes]:
+    return {"submission.csv": b"image_id,label\n100001.jpg,hispa\n100002.jpg,blast\n",
+            "probs.csv": b"image_id,blast,hispa\n100001.jpg,0.3,0.7\n100002.jpg,0.6,0.4\n"}
 
 
 @dataclass
@@ -27,6 +58,7 @@ class Fault:
     message: str = "stand-in fault"
     body: dict | None = None  # answer 200 with this body instead (Kaggle reports some refusals that way)
     drop: bool = False  # close the connection without an answer
+    after: bool = False  # with drop: make the call first, then close the connection without its answer
     times: int = 1
 
 
@@ -47,24 +79,35 @@ class KaggleStandin:
     def reset(self) -> None:
         with self.lock:
             self.accounts = {USERNAME: KEY}
-            self.competitions = {"paddy-disease-classification"}
+            self.competitions = {PADDY: {"title": "Paddy Doctor: Paddy Disease Classification", "code": False},
+                                 CODE: {"title": "An image code competition", "code": True}}
             self.datasets: dict[str, dict] = {}  # "owner/slug" -> title, description, license, private, versions
-            self.kernels: dict[str, dict] = {}  # "owner/slug" -> title, versions (what each push sent), states
+            self.kernels: dict[str, dict] = {}  # "owner/slug" -> title, versions (what each push sent, its run)
             self.blobs: dict[str, dict] = {}  # upload token -> name, length, data (None until it arrives)
+            self.submissions: list[dict] = []  # every submission made, oldest first
             self.calls: list[str] = []  # method names, in the order received
+            self.requests: list[tuple[str, dict]] = []  # (method, request body) of each call that reached the API
+            self.downloads: list[str] = []  # output files fetched: "owner/slug/version/name"
             self.bytes_received = 0  # file bytes PUT to upload urls
             self.faults: dict[str, list[Fault]] = {}
             self.not_ready_polls = 1  # GetDatasetStatus answers "not ready yet" this many times per new version
-            self.run_states = ["QUEUED", "RUNNING", "COMPLETE"]  # a pushed kernel walks these, one per status call
-            self.failure_message = ""
-            self.outputs = {"submission.csv": b"image_id,label\n100001.jpg,normal\n100002.jpg,blast\n"}
+            # a pushed version's run walks these states, one per status call, and ends with that output and log;
+            # per kernel, "*" for any kernel not named
+            self.run_states = {"*": ["QUEUED", "RUNNING", "COMPLETE"]}
+            self.failure_messages: dict[str, str] = {}  # kernel -> failureMessage of a run that ends in ERROR
+            self.outputs = {TRAIN: training_output(), INFER: inference_output(), "*": {}}
             self.log = '[{"stream_name":"stdout","time":1.5,"data":"training done\\n"}]'
+            # a new submission walks these states, one per ListSubmissions call, and ends with these scores or
+            # this error
+            self.scoring = ["PENDING", "COMPLETE"]
+            self.public_score, self.private_score, self.scoring_error = "0.97412", "0.96830", ""
+            self.daily_limit = 5
 
     def fail(self, method: str, status: int = 500, message: str = "stand-in fault", times: int = 1,
-             drop: bool = False, body: dict | None = None) -> None:
+             drop: bool = False, body: dict | None = None, after: bool = False) -> None:
         """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail."""
         with self.lock:
-            self.faults.setdefault(method, []).append(Fault(status, message, body, drop, times))
+            self.faults.setdefault(method, []).append(Fault(status, message, body, drop or after, after, times))
 
     def start(self) -> None:
         self.server = ThreadingHTTPServer((HOST, PORT), _handler(self))
@@ -77,10 +120,21 @@ class KaggleStandin:
             self.server.server_close()
             self.server = None
 
-    # ---- what the tests look at
+    # ---- what the tests look at, and set up
 
     def dataset_files(self, ref: str, version: int = -1) -> dict[str, bytes]:
         return self.datasets[ref]["versions"][version]["files"]
+
+    def received(self, method: str) -> list[dict]:
+        """The request bodies of every `method` call that reached the API, in order."""
+        return [r for m, r in self.requests if m == method]
+
+    def submitted(self, competition: str, description: str, status: str = "COMPLETE", public: str = "",
+                  private: str = "", error: str = "", date: str | None = None) -> dict:
+        """A submission as if made earlier (on the site, by hand), for `status` and the daily limit."""
+        with self.lock:
+            return self._submission(USERNAME, competition, description, {}, [status], public, private, error,
+                                    date)
 
     # ---- the API, one method per Kaggle call: (authenticated user, request dict) -> response dict
 
@@ -114,10 +168,13 @@ class KaggleStandin:
         ds["versions"].append({"number": len(ds["versions"]) + 1, "notes": notes, "files": files,
                                "status": "READY", "polls": self.not_ready_polls})
 
-    def StartBlobUpload(self, user, r):
+    def _blob(self, name: str, length) -> dict:
         token = f"blob-{len(self.blobs) + 1}"
-        self.blobs[token] = {"name": r["name"], "length": int(r.get("contentLength", 0)), "data": None}
+        self.blobs[token] = {"name": name, "length": int(length or 0), "data": None}
         return {"token": token, "createUrl": f"{URL}/upload/{token}"}
+
+    def StartBlobUpload(self, user, r):
+        return self._blob(r["name"], r.get("contentLength"))
 
     def GetDatasetStatus(self, user, r):
         v = self._dataset(r.get("ownerSlug", ""), r.get("datasetSlug", ""), user)["versions"][-1]
@@ -152,42 +209,146 @@ class KaggleStandin:
         return {"ref": ref, "url": f"{URL}/datasets/{ref}", "status": "Ok"}
 
     def SaveKernel(self, user, r):
+        """A new version of the kernel, which starts running. Attached kernels (kernelDataSources) are their
+        latest version's output, recorded with that version's number and its run state at the time of the push."""
         ref = r.get("slug", "")
         self._own(ref, user, "kernels.create")
         sources = r.get("datasetDataSources", [])
         bad = [s for s in sources if s not in self.datasets or s.split("/")[0] != user]
         bad_comps = [c for c in r.get("competitionDataSources", []) if c not in self.competitions]
+        kernel_sources = r.get("kernelDataSources", [])
+        bad_kernels = [s for s in kernel_sources if s not in self.kernels or s.split("/")[0] != user]
         k = self.kernels.setdefault(ref, {"title": r.get("newTitle", ""), "versions": []})
         # what the kernel will see: each attached dataset's latest version, and whether it was ready to be read
         attached = {s: (self.datasets[s]["versions"][-1]["number"],
                         self.datasets[s]["versions"][-1]["polls"] == 0) for s in sources if s not in bad}
+        kernels = {s: (self.kernels[s]["versions"][-1]["number"], self.kernels[s]["versions"][-1]["states"][0])
+                   for s in kernel_sources if s not in bad_kernels}
         k["versions"].append({"number": len(k["versions"]) + 1, "text": r.get("text", ""), "datasets": attached,
-                              "competitions": r.get("competitionDataSources", []),
-                              **{f: r.get(f, False) for f in ("isPrivate", "enableGpu", "enableInternet")}})
-        k["states"] = list(self.run_states)
+                              "kernels": kernels, "competitions": r.get("competitionDataSources", []),
+                              **{f: r.get(f, False) for f in ("isPrivate", "enableGpu", "enableInternet")},
+                              "states": list(self.run_states.get(ref, self.run_states["*"])),
+                              "failure": self.failure_messages.get(ref, ""),
+                              "outputs": dict(self.outputs.get(ref, self.outputs["*"])), "log": self.log})
         answer = {"ref": ref, "url": f"{URL}/code/{ref}", "versionNumber": len(k["versions"])}
         if bad: answer["invalidDatasetSources"] = bad
         if bad_comps: answer["invalidCompetitionSources"] = bad_comps
+        if bad_kernels: answer["invalidKernelSources"] = bad_kernels
         return answer
 
-    def _kernel(self, r, user) -> tuple[str, dict]:
+    def _kernel(self, r, user) -> tuple[str, dict, dict]:
+        """(ref, kernel, version) a request names: userName, kernelSlug, versionLabel ("v3"; else the latest)."""
         ref = f"{r.get('userName', '')}/{r.get('kernelSlug', '')}"
         if ref not in self.kernels: raise ApiError(404, f"Notebook {ref} not found")
         self._own(ref, user, "kernels.get")
-        return ref, self.kernels[ref]
+        k, label = self.kernels[ref], r.get("versionLabel")
+        if not label: return ref, k, k["versions"][-1]
+        if not (label.startswith("v") and label[1:].isdigit() and 1 <= int(label[1:]) <= len(k["versions"])):
+            raise ApiError(404, f"Notebook {ref} has no version {label}")
+        return ref, k, k["versions"][int(label[1:]) - 1]
+
+    def GetKernel(self, user, r):
+        ref, k, v = self._kernel(r, user)
+        owner, slug = ref.split("/")
+        return {"metadata": {"ref": ref, "title": k["title"], "author": owner, "slug": slug,
+                             "language": "python", "kernelType": "notebook", "isPrivate": v["isPrivate"],
+                             "enableGpu": v["enableGpu"], "enableInternet": v["enableInternet"],
+                             "datasetDataSources": list(v["datasets"]), "kernelDataSources": list(v["kernels"]),
+                             "competitionDataSources": v["competitions"],
+                             "currentVersionNumber": len(k["versions"])},
+                "blob": {"source": v["text"], "language": "python", "kernelType": "notebook", "slug": slug}}
 
     def GetKernelSessionStatus(self, user, r):
-        _, k = self._kernel(r, user)
-        state = k["states"].pop(0) if len(k["states"]) > 1 else k["states"][0]
+        _, _, v = self._kernel(r, user)
+        state = v["states"].pop(0) if len(v["states"]) > 1 else v["states"][0]
         answer = {"status": state}
-        if state == "ERROR": answer["failureMessage"] = self.failure_message
+        if state == "ERROR": answer["failureMessage"] = v["failure"]
         return answer
 
     def ListKernelSessionOutput(self, user, r):
-        ref, k = self._kernel(r, user)
-        if k["states"][0] not in ("COMPLETE", "ERROR"): return {}
-        return {"files": [{"url": f"{URL}/output/{ref}/{name}", "fileName": name} for name in self.outputs],
-                "log": self.log}
+        ref, _, v = self._kernel(r, user)
+        if v["states"][0] not in ("COMPLETE", "ERROR"): return {}
+        names = sorted(v["outputs"])
+        start, size = int(r.get("pageToken") or 0), int(r.get("pageSize") or 20)
+        answer = {"files": [{"url": f"{URL}/output/{ref}/{v['number']}/{quote(n)}", "fileName": n}
+                            for n in names[start:start + size]], "log": v["log"]}
+        if start + size < len(names): answer["nextPageToken"] = str(start + size)
+        return answer
+
+    # ---- competitions and submissions
+
+    def _competition(self, name: str) -> dict:
+        if name not in self.competitions: raise ApiError(404, f"Competition {name!r} not found")
+        return self.competitions[name]
+
+    def GetCompetition(self, user, r):
+        c = self._competition(r.get("competitionName", ""))
+        return {"ref": r["competitionName"], "title": c["title"], "maxDailySubmissions": self.daily_limit,
+                "isKernelsSubmissionsOnly": c["code"]}
+
+    def _submission(self, user, competition, description, what, states, public, private, error,
+                    date=None) -> dict:
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        s = {"ref": 50000 + len(self.submissions) + 1, "user": user, "competition": competition,
+             "description": description, "date": date or now, "states": states, "public": public,
+             "private": private, "error": error, **what}
+        self.submissions.append(s)
+        return s
+
+    def _submit(self, user, r, code: bool, what: dict) -> dict:
+        """A new submission, refused over the daily limit (see the module's docstring) or of the wrong kind."""
+        name = r.get("competitionName", "")
+        c = self._competition(name)
+        if c["code"] != code:
+            raise ApiError(400, "This competition only accepts submissions from notebooks" if c["code"]
+                           else "This competition does not accept code submissions")
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        if sum(s["user"] == user and s["competition"] == name and s["date"].startswith(today)
+               for s in self.submissions) >= self.daily_limit:
+            now = datetime.now(timezone.utc)
+            raise ApiError(400, f"Submission not allowed:  Your team has used its daily Submission allowance "
+                                f"({self.daily_limit}) today, please try again tomorrow UTC "
+                                f"({24 - now.hour - now.minute / 60:.1f} hours from now).")
+        s = self._submission(user, name, r.get("submissionDescription", ""), what, list(self.scoring),
+                             self.public_score, self.private_score, self.scoring_error)
+        return {"message": "Successfully submitted", "ref": s["ref"]}
+
+    def StartSubmissionUpload(self, user, r):
+        self._competition(r.get("competitionName", ""))
+        return self._blob(r.get("fileName", ""), r.get("contentLength"))
+
+    def CreateSubmission(self, user, r):
+        blob = self.blobs.get(r.get("blobFileTokens", ""))
+        if blob is None or blob["data"] is None: raise ApiError(400, "The submission file did not arrive")
+        return self._submit(user, r, False, {"fileName": blob["name"], "file": blob["data"]})
+
+    def CreateCodeSubmission(self, user, r):
+        kernel = {"userName": r.get("kernelOwner", ""), "kernelSlug": r.get("kernelSlug", ""),
+                  "versionLabel": f"v{r['kernelVersion']}" if r.get("kernelVersion") else None}
+        ref, _, v = self._kernel(kernel, user)
+        if v["states"][0] != "COMPLETE":
+            raise ApiError(400, f"Notebook {ref} version {v['number']} did not complete")
+        if r.get("fileName") not in v["outputs"]:
+            raise ApiError(400, f"Notebook {ref} version {v['number']} has no output file {r.get('fileName')!r}")
+        return self._submit(user, r, True, {"fileName": r["fileName"], "kernel": ref,
+                                            "kernelVersion": v["number"]})
+
+    def ListSubmissions(self, user, r):
+        """The team's submissions to the competition, newest first; each call moves each one a scoring step on."""
+        name = r.get("competitionName", "")
+        self._competition(name)
+        mine = [s for s in reversed(self.submissions) if s["user"] == user and s["competition"] == name]
+        start, size = int(r.get("pageToken") or 0), int(r.get("pageSize") or 20)
+        answer = {"submissions": []}
+        for s in mine[start:start + size]:
+            state = s["states"].pop(0) if len(s["states"]) > 1 else s["states"][0]
+            wire = {"ref": s["ref"], "date": s["date"], "description": s["description"],
+                    "fileName": s.get("fileName"), "submittedBy": user, "status": state}
+            if state == "COMPLETE": wire.update(publicScore=s["public"], privateScore=s["private"])
+            if state == "ERROR": wire["errorDescription"] = s["error"]
+            answer["submissions"].append({k: v for k, v in wire.items() if v})
+        if start + size < len(mine): answer["nextPageToken"] = str(start + size)
+        return answer
 
 
 def _handler(standin: KaggleStandin):
@@ -218,9 +379,9 @@ def _handler(standin: KaggleStandin):
                 raise ApiError(401, "Unauthenticated")
             return user
 
-        def _faulted(self, method: str) -> bool:
-            fault = standin._fault(method)
-            if fault is None: return False
+        def _faulted(self, fault: Fault | None) -> bool:
+            """Answer as the fault says; False when there is none, or it drops the answer after the call."""
+            if fault is None or fault.after: return False
             if fault.drop: self.close_connection = True  # no answer at all: the client sees the connection drop
             elif fault.body is not None: self._json(200, fault.body)
             else: self._json(fault.status, {"code": fault.status, "message": fault.message})
@@ -231,13 +392,18 @@ def _handler(standin: KaggleStandin):
             parts = self.path.strip("/").split("/")  # api/v1/<service>/<Method>
             method = parts[-1] if len(parts) == 4 and parts[:2] == ["api", "v1"] else ""
             with standin.lock: standin.calls.append(method)
-            if self._faulted(method): return
+            fault = standin._fault(method)
+            if self._faulted(fault): return
             try:
                 user = self._user()
                 call = getattr(standin, method, None) if method[:1].isupper() else None
                 if call is None: raise ApiError(404, f"no method {self.path} in the stand-in")
-                with standin.lock: answer = call(user, json.loads(body or b"{}"))
-                self._json(200, answer)
+                request = json.loads(body or b"{}")
+                with standin.lock:
+                    standin.requests.append((method, request))
+                    answer = call(user, request)
+                if fault: self.close_connection = True  # done, and the answer lost on the way
+                else: self._json(200, answer)
             except ApiError as e:
                 self._json(e.status, {"code": e.status, "message": str(e)})
 
@@ -245,7 +411,7 @@ def _handler(standin: KaggleStandin):
             """A file upload to the url StartBlobUpload handed out (signed, so no auth header)."""
             data = self._body()
             with standin.lock: standin.calls.append("Upload")
-            if self._faulted("Upload"): return
+            if self._faulted(standin._fault("Upload")): return
             blob = standin.blobs.get(self.path.removeprefix("/upload/"))
             if blob is None: return self._json(404, {"code": 404, "message": "unknown upload"})
             if self.headers.get("Content-Range", "").startswith("bytes */"):  # "how much arrived?" before a resume
@@ -256,10 +422,14 @@ def _handler(standin: KaggleStandin):
             self._send(200, b"")
 
         def do_GET(self):
-            """Kernel output files, at the urls ListKernelSessionOutput lists."""
-            name = self.path.rsplit("/", 1)[-1]
-            if not self.path.startswith("/output/") or name not in standin.outputs:
+            """Kernel output files, at the urls ListKernelSessionOutput lists: /output/<owner>/<slug>/<v>/<name>."""
+            owner, slug, number, name = (unquote(self.path.removeprefix("/output/")).split("/", 3) + [""] * 4)[:4]
+            k = standin.kernels.get(f"{owner}/{slug}")
+            known = k and number.isdigit() and 0 < int(number) <= len(k["versions"])
+            v = k["versions"][int(number) - 1] if known else None
+            if not self.path.startswith("/output/") or v is None or name not in v["outputs"]:
                 return self._json(404, {"code": 404, "message": "not found"})
-            self._send(200, standin.outputs[name], "application/octet-stream")
+            with standin.lock: standin.downloads.append(f"{owner}/{slug}/{number}/{name}")
+            self._send(200, v["outputs"][name], "application/octet-stream")
 
     return Handler

@@ -2,7 +2,8 @@
 
 Every command runs as the user runs it, `python build.py ...` in a subprocess, in a copy of the repo (so a
 test can change the package), with a temp HOME, fake credentials and KAGGLE_API_ENVIRONMENT=TEST, which points
-the client at the stand-in on 127.0.0.1:7777.
+the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights (no test reaches the Hugging Face
+hub) and train a small architecture, whose memory preflight is quick (PUSH).
 """
 import base64
 import json
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from kaggle_standin import KEY, USERNAME, KaggleStandin
+from kaggle_standin import KEY, PADDY, TRAIN, USERNAME, KaggleStandin, training_output
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", f"{USERNAME}/paddy-kernel-kit-train"
+DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", TRAIN
+PUSH = ("push", "--no-pretrained", "--arch", "resnet10t")
 SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())  # the key, and as an auth header carries it
 
 
@@ -91,7 +93,7 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     for p in (repo.parent / "home" / ".kaggle" / "kaggle.json", repo / "kaggle.json", repo / "kernel" / "kaggle.json"):
         p.write_text(cred)
         p.chmod(0o600)
-    push = lambda: run(repo, "push", KAGGLE_USERNAME=None, KAGGLE_KEY=None)
+    push = lambda: run(repo, *PUSH, KAGGLE_USERNAME=None, KAGGLE_KEY=None)
 
     said = ok(push())
     assert "dataset pkk-tester/paddy-kernel-kit: created" in said and "/code/pkk-tester/paddy-kernel-kit-train" in said
@@ -133,48 +135,54 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
 
 def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle, repo):
     kaggle.stop()  # network down
-    fails(run(repo, "push"), "cannot reach Kaggle", "internet connection", "rerun `python build.py push`")
+    fails(run(repo, *PUSH), "cannot reach Kaggle", "internet connection", "rerun `python build.py push`")
     kaggle.start()
 
-    fails(run(repo, "push", KAGGLE_KEY="not-the-key"), "refused your credentials (401)", "kaggle.json")
+    fails(run(repo, *PUSH, KAGGLE_KEY="not-the-key"), "refused your credentials (401)", "kaggle.json")
     assert DATASET not in kaggle.datasets
 
     kaggle.fail("CreateDataset", 409, "slug in use")  # after the wheel arrived
-    fails(run(repo, "push"), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
+    fails(run(repo, *PUSH), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
     size = wheel(repo).stat().st_size
     assert DATASET not in kaggle.datasets and kaggle.bytes_received == size
 
     kaggle.not_ready_polls = 10**6  # Kaggle takes its time over the dataset
-    fails(run(repo, "push", "--timeout", "2"), "still not ready after 2 s", "rerun")
+    fails(run(repo, *PUSH, "--timeout", "2"), "still not ready after 2 s", "rerun")
     assert kaggle.bytes_received == size, "the wheel that arrived before the conflict was uploaded again"
     assert DATASET in kaggle.datasets and KERNEL not in kaggle.kernels
     kaggle.datasets[DATASET]["versions"][-1]["polls"] = 0  # ... and then it is done
 
     kaggle.fail("SaveKernel", drop=True)  # the network goes between the dataset and the kernel
-    fails(run(repo, "push"), "cannot reach Kaggle while pushing kernel pkk-tester/paddy-kernel-kit-train")
+    fails(run(repo, *PUSH), "cannot reach Kaggle while pushing kernel pkk-tester/paddy-kernel-kit-train")
     kaggle.fail("SaveKernel", 403, "Permission 'kernels.create' was denied")
-    fails(run(repo, "push"), "denied pushing kernel", "403", "competition's rules")
+    fails(run(repo, *PUSH), "denied pushing kernel", "403", "competition's rules")
     assert KERNEL not in kaggle.kernels
 
-    said = ok(run(repo, "push"))
+    said = ok(run(repo, *PUSH))
     assert "unchanged on Kaggle" in said and "version 1 pushed" in said
     assert kaggle.bytes_received == size and len(kaggle.datasets[DATASET]["versions"]) == 1
     assert kaggle.calls.count("CreateDataset") == 2 and "CreateDatasetVersion" not in kaggle.calls
     assert kaggle.kernels[KERNEL]["versions"][0]["datasets"] == {DATASET: (1, True)}
 
 
-def test_status_and_output(kaggle, repo, tmp_path):
+def test_status_and_output_fetch_what_the_user_needs_not_the_checkpoints(kaggle, repo, tmp_path):
     kernel = repo / "build" / "kernel"
     kernel.mkdir(parents=True)
-    (kernel / "kernel-metadata.json").write_text(json.dumps({"id": KERNEL}))
+    (kernel / "kernel-metadata.json").write_text(json.dumps({"id": KERNEL, "competition_sources": [PADDY]}))
     kaggle.SaveKernel(USERNAME, {"slug": KERNEL, "newTitle": "paddy-kernel-kit-train"})  # as if pushed
 
-    assert f"kernel {KERNEL}: queued" in ok(run(repo, "status"))
+    said = ok(run(repo, "status"))
+    assert f"kernel {KERNEL}: queued" in said and f"no submissions to {PADDY} yet" in said
     fails(run(repo, "output"), "is running, not finished", "--wait")
     r = run(repo, "output", "--wait", "--out", str(tmp_path / "got"))
     assert f"kernel {KERNEL}: complete" in ok(r) and "complete" in r.stderr  # the progress line
-    assert (tmp_path / "got" / "submission.csv").read_bytes() == kaggle.outputs["submission.csv"]
-    assert (tmp_path / "got" / "paddy-kernel-kit-train.log").read_text() == kaggle.log
+    # everything but the checkpoints and the lock, from both pages of the listing (21 files, 20 to a page)
+    wanted = {n: b for n, b in training_output().items() if "checkpoints/" not in n and not n.endswith(".lock")}
+    got = {str(p.relative_to(tmp_path / "got")): p.read_bytes()
+           for p in (tmp_path / "got").rglob("*") if p.is_file()}
+    assert got == {**wanted, "paddy-kernel-kit-train.log": kaggle.log.encode()}
+    assert {"members/a/model.safetensors", "members/b/log.txt", "submission.csv", "ensemble.json"} <= set(got)
+    assert sorted(kaggle.downloads) == sorted(f"{KERNEL}/1/{n}" for n in wanted), "checkpoints were downloaded"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "home", "repo", "tmp"]  # no partial download left
 
     fails(run(repo, "status", KAGGLE_USERNAME=None, KAGGLE_KEY=None), "no Kaggle credentials",
