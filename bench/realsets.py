@@ -105,11 +105,16 @@ def jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def claim(out: Path) -> Path:
-    """A fresh temp folder beside `out`; refuses an `out` holding anything that is not one of these sets."""
+def refuse_foreign(out: Path) -> None:
+    """Refuse an `out` holding anything that is not one of these sets: writing replaces `out` whole."""
     if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / PROVENANCE).is_file()):
         raise UserError(f"{out} exists and is not a set written by bench/realsets.py "
                         "(it would be replaced whole); pick another folder")
+
+
+def claim(out: Path) -> Path:
+    """A fresh temp folder beside `out`, once `out` is known to be free or one of these sets."""
+    refuse_foreign(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "test_images").mkdir(parents=True)
@@ -241,6 +246,7 @@ def main(argv: list[str]) -> None:
     try: seed = int(opts.pop("--seed", 0))
     except ValueError: raise UserError("--seed takes a whole number") from None
     if opts: raise UserError(f"unknown option {next(iter(opts))}; the only option is --seed N")
+    for name in SETS: refuse_foreign(Path(argv[0]).resolve() / name)  # all or none of the sets written
     for name, make in SETS.items():
         path = make(Path(argv[0]) / name, seed=seed)
         train = pd.read_csv(path / "train.csv")

@@ -155,14 +155,14 @@ def test_refuses_to_replace_a_folder_that_is_not_one_of_its_sets(tmp_path, capsy
     assert (precious / "train.csv").read_text() == "image_id,label\n"
     assert sorted(p.name for p in sample.iterdir()) == ["test_answers.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["competition", "sample"]  # no temp folder left
-    (tmp_path / "cli" / "digits").mkdir(parents=True)
-    (tmp_path / "cli" / "digits" / "notes.txt").write_text("mine")
+    (tmp_path / "cli" / "textures").mkdir(parents=True)  # the second set: the first must not be written
+    (tmp_path / "cli" / "textures" / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit) as exit:
         realsets.cli(realsets.main, [str(tmp_path / "cli")])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.startswith("error: ") and "not a set written by" in err
-    assert (tmp_path / "cli" / "digits" / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["digits"]
+    assert (tmp_path / "cli" / "textures" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["textures"]
 
 
 def test_cli_writes_every_set_and_prints_its_class_counts(tmp_path, monkeypatch, capsys):
