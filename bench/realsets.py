@@ -11,8 +11,8 @@ downloaded, ever), of two different kinds, cut into Paddy's layout and class imb
   of 43 writers). Class = the digit; orientation carries the class (6 vs 9), so no flips.
 - `textures`: patches cut from ten real photographs bundled with scikit-image, scikit-learn and
   matplotlib. Class = the photo; random crops at random scales, random 90-degree turns, flips,
-  greyscale, tint, brightness and contrast, so mean colour does not give the class away and a CNN must
-  learn the photo's texture. Test patches come from a band of each photo that no train patch touches.
+  greyscale, exposure, white balance, contrast and tint, so mean colour does not give the class away
+  and a CNN must learn the photo's texture. Test patches come from a band of each photo that no train patch touches.
 
 Both are laid out as Paddy: `train.csv` (image_id,label,variety,age), `train_images/<label>/<id>`,
 `test_images/<id>`, `sample_submission.csv` (rows shuffled), plus `test_answers.csv` for scoring with
@@ -67,14 +67,15 @@ DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 # Class -> (package, file inside it): real photographs inside the installed wheels, read as files, so
 # no loader can reach for the network (skimage.data fetches what it lacks with pooch). In Paddy's
-# order: "grass" takes the place of Paddy's largest class, "coffee" of its rarest.
+# order: "grass" takes the place of Paddy's largest class, "coffee" of its rarest; the three grey
+# photos are not all at the top, so that "grey or colour" does not split big classes from small.
 TEXTURE_SOURCES = {
     "grass": ("skimage", "data/grass.png"),        # 512x512 grey: blades of grass
-    "gravel": ("skimage", "data/gravel.png"),      # 512x512 grey: pebbles
-    "brick": ("skimage", "data/brick.png"),        # 512x512 grey: a brick wall, courses one way
     "tissue": ("skimage", "data/ihc.png"),         # 512x512 colour: stained tissue under a microscope
-    "galaxies": ("skimage", "data/hubble_deep_field.jpg"),  # 1000x872 colour: Hubble deep field
+    "gravel": ("skimage", "data/gravel.png"),      # 512x512 grey: pebbles
     "temple": ("sklearn", "datasets/images/china.jpg"),     # 640x427 colour: roofs, trees, sky
+    "brick": ("skimage", "data/brick.png"),        # 512x512 grey: a brick wall, courses one way
+    "galaxies": ("skimage", "data/hubble_deep_field.jpg"),  # 1000x872 colour: Hubble deep field
     "dahlia": ("sklearn", "datasets/images/flower.jpg"),    # 640x427 colour: petals on green leaves
     "portrait": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # 512x600 colour: face, uniform
     "cat": ("skimage", "data/chelsea.png"),        # 451x300 colour: fur, eyes
@@ -191,8 +192,8 @@ def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> t
 
     The window's long side is 40%..100% of the largest that fits the test band, so patches of one
     photo span a factor 2.5 in scale; a landscape window is turned by 90 degrees to portrait. Then
-    flips, and colour: greyscale (a third of colour photos), a tint, brightness and contrast, so that
-    neither greyness nor mean colour nor contrast names the photo.
+    flips, and colour: greyscale (half the patches of colour photos), a random exposure and white
+    balance, contrast and tint, so that neither greyness nor mean colour names the photo.
     """
     w, h = photo.size
     band = round(w * (1 - TEST_BAND))
@@ -206,12 +207,12 @@ def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> t
     flip_h, flip_v = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
     if flip_h: patch = ImageOps.mirror(patch)
     if flip_v: patch = ImageOps.flip(patch)
-    grey = photo.mode == "L" or bool(rng.random() < 1 / 3)
+    grey = photo.mode == "L" or bool(rng.random() < 0.5)
     a = np.asarray(patch.convert("L").convert("RGB") if grey else patch.convert("RGB"), dtype=np.float32)
-    tint = rng.uniform(0.85, 1.15, 3)
-    contrast, brightness = float(rng.uniform(0.6, 1.4)), float(rng.uniform(-40, 40))
-    mean = a.mean()
-    a = np.clip(((a - mean) * contrast + mean + brightness) * tint, 0, 255)
+    # A camera's auto exposure and white balance: each channel's mean set to one random level, then a
+    # random tint. The photo's own brightness and colour cast are gone; its texture and colours stay.
+    level, contrast, tint = float(rng.uniform(70, 180)), float(rng.uniform(0.6, 1.4)), rng.uniform(0.85, 1.15, 3)
+    a = np.clip((a - a.mean((0, 1))) * contrast + level * tint, 0, 255)
     img = Image.fromarray(a.astype(np.uint8)).resize((WIDTH, HEIGHT), Image.BICUBIC)
     return img, {"x": x, "y": y, "w": cw, "h": ch, "turn": int(turn), "flip_h": int(flip_h),
                  "flip_v": int(flip_v), "grey": int(grey)}

@@ -125,18 +125,24 @@ def test_texture_patches_come_from_their_own_photo(sets):
         assert max(scores, key=scores.get) == row.label and scores[row.label] > 0.9, (row, scores)
 
 
-def test_texture_colour_is_jittered(sets):
-    """Patches of one photo differ in greyness, brightness and tint: no single colour names the class."""
-    prov = pd.read_csv(sets["textures"] / realsets.PROVENANCE)
+def test_texture_mean_colour_does_not_name_the_photo(sets):
+    """Patches of one photo differ in greyness, exposure and tint, and mean colour varies as much
+    within a class as between classes (one-way ANOVA F near 1; the photos' own means give F ~ 30)."""
+    from scipy.stats import f_oneway
+    data = sets["textures"]
+    prov = pd.read_csv(data / realsets.PROVENANCE)
     colour = prov[~prov.label.isin(["grass", "gravel", "brick"])]
     assert 0 < colour.grey.mean() < 1 and prov[prov.label == "grass"].grey.all()
     means = []
-    for row in prov[prov.label == "grass"].itertuples():
-        folder = sets["textures"] / ("train_images/grass" if row.split == "train" else "test_images")
+    for row in prov.itertuples():
+        folder = data / "train_images" / row.label if row.split == "train" else data / "test_images"
         with Image.open(folder / row.image_id) as im:
-            means.append(np.asarray(im, dtype=np.float64).reshape(-1, 3).mean(0))
+            means.append(np.asarray(im.resize(SMALL, Image.BOX), dtype=np.float64).reshape(-1, 3).mean(0))
     means = np.array(means)
-    assert np.ptp(means.mean(1)) > 30 and np.abs(means - means.mean(1, keepdims=True)).max() > 5  # brightness, tint
+    grass = means[prov.label == "grass"]
+    assert np.ptp(grass.mean(1)) > 30 and np.abs(grass - grass.mean(1, keepdims=True)).max() > 5  # exposure, tint
+    for channel in range(3):
+        assert f_oneway(*[means[prov.label == c, channel] for c in realsets.TEXTURE_SOURCES]).statistic < 4
 
 
 def test_refuses_to_replace_a_folder_that_is_not_one_of_its_sets(tmp_path, capsys):
