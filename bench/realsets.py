@@ -56,7 +56,7 @@ DIGITS_AUG = dict(
 TEXTURES_AUG = dict(
     flip=True, flip_vert=True,    # a texture has no left or right, no up or down
     max_rotate=180.0,             # nor any preferred angle (the patches already come turned by 90s)
-    min_zoom=1.0, max_zoom=1.5,   # patches are cut at scales a factor 2.5 apart: zoom is no cue
+    min_zoom=1.0, max_zoom=1.5,   # patches are cut at scales a factor 1.8 apart: zoom is no cue
     max_warp=0.2,
     max_lighting=0.3,             # patches come brightened, darkened and tinted: so may training's
     min_scale=0.5,                # any part of a patch shows the same texture
@@ -190,15 +190,15 @@ def digits(out: str | Path, n_train: int = 750, n_test: int = 250, seed: int = 0
 def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     """A 240x320 patch of `photo`, from its train area (left 65%) or test band (right 35%).
 
-    The window's long side is 40%..100% of the largest that fits the test band, so patches of one
-    photo span a factor 2.5 in scale; a landscape window is turned by 90 degrees to portrait. Then
+    The window's long side is 55%..100% of the largest that fits the test band, so patches of one
+    photo span a factor 1.8 in scale; a landscape window is turned by 90 degrees to portrait. Then
     flips, and colour: greyscale (half the patches of colour photos), a random exposure and white
     balance, contrast and tint, so that neither greyness nor mean colour names the photo.
     """
     w, h = photo.size
     band = round(w * (1 - TEST_BAND))
     x0, x1 = (0, band) if split == "train" else (band, w)
-    long = round(float(rng.uniform(0.4, 1.0)) * min(w - band, h))
+    long = round(float(rng.uniform(0.55, 1.0)) * min(w - band, h))
     turn = bool(rng.random() < 0.5)
     cw, ch = (long, long * 3 // 4) if turn else (long * 3 // 4, long)
     x, y = int(rng.integers(x0, x1 - cw + 1)), int(rng.integers(0, h - ch + 1))
@@ -211,7 +211,7 @@ def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> t
     a = np.asarray(patch.convert("L").convert("RGB") if grey else patch.convert("RGB"), dtype=np.float32)
     # A camera's auto exposure and white balance: each channel's mean set to one random level, then a
     # random tint. The photo's own brightness and colour cast are gone; its texture and colours stay.
-    level, contrast, tint = float(rng.uniform(70, 180)), float(rng.uniform(0.6, 1.4)), rng.uniform(0.85, 1.15, 3)
+    level, contrast, tint = float(rng.uniform(70, 180)), float(rng.uniform(0.75, 1.33)), rng.uniform(0.85, 1.15, 3)
     a = np.clip((a - a.mean((0, 1))) * contrast + level * tint, 0, 255)
     img = Image.fromarray(a.astype(np.uint8)).resize((WIDTH, HEIGHT), Image.BICUBIC)
     return img, {"x": x, "y": y, "w": cw, "h": ch, "turn": int(turn), "flip_h": int(flip_h),
