@@ -12,7 +12,8 @@ downloaded, ever), of two different kinds, cut into Paddy's layout and class imb
 - `textures`: patches cut from ten real photographs bundled with scikit-image, scikit-learn and
   matplotlib. Class = the photo; random crops at random scales, random 90-degree turns, flips,
   greyscale, exposure, white balance, contrast and tint, so mean colour does not give the class away
-  and a CNN must learn the photo's texture. Test patches come from a band of each photo that no train patch touches.
+  and a CNN must learn the photo's texture. Test patches come from a band of each photo that no
+  train patch touches.
 
 Both are laid out as Paddy: `train.csv` (image_id,label,variety,age), `train_images/<label>/<id>`,
 `test_images/<id>`, `sample_submission.csv` (rows shuffled), plus `test_answers.csv` for scoring with
@@ -138,7 +139,8 @@ def write_set(out: str | Path, items: list[tuple[str, str, Image.Image, dict]],
         if split == "train":
             (tmp / "train_images" / label).mkdir(parents=True, exist_ok=True)
             (tmp / "train_images" / label / image_id).write_bytes(jpeg(img))
-            rows.append((image_id, label, VARIETIES[int(rng.integers(len(VARIETIES)))], int(rng.integers(45, 83))))
+            variety, age = VARIETIES[int(rng.integers(len(VARIETIES)))], int(rng.integers(45, 83))
+            rows.append((image_id, label, variety, age))
         else:
             (tmp / "test_images" / image_id).write_bytes(jpeg(img))
             answers.append((image_id, label))
@@ -183,7 +185,8 @@ def digits(out: str | Path, n_train: int = 750, n_test: int = 250, seed: int = 0
                             "ask for fewer images (n_train + n_test up to about 1,050)")
         for k, index in enumerate(scans[:k_train + k_test]):
             img, record = digit_image(data.images[index], rng)
-            items.append(("train" if k < k_train else "test", name, img, {"source": f"load_digits[{index}]", **record}))
+            split = "train" if k < k_train else "test"
+            items.append((split, name, img, {"source": f"load_digits[{index}]", **record}))
     return write_set(out, items, rng, seed)
 
 
@@ -211,7 +214,8 @@ def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> t
     a = np.asarray(patch.convert("L").convert("RGB") if grey else patch.convert("RGB"), dtype=np.float32)
     # A camera's auto exposure and white balance: each channel's mean set to one random level, then a
     # random tint. The photo's own brightness and colour cast are gone; its texture and colours stay.
-    level, contrast, tint = float(rng.uniform(70, 180)), float(rng.uniform(0.75, 1.33)), rng.uniform(0.85, 1.15, 3)
+    level, contrast = float(rng.uniform(70, 180)), float(rng.uniform(0.75, 1.33))
+    tint = rng.uniform(0.85, 1.15, 3)
     a = np.clip((a - a.mean((0, 1))) * contrast + level * tint, 0, 255)
     img = Image.fromarray(a.astype(np.uint8)).resize((WIDTH, HEIGHT), Image.BICUBIC)
     return img, {"x": x, "y": y, "w": cw, "h": ch, "turn": int(turn), "flip_h": int(flip_h),
