@@ -1,62 +1,110 @@
-"""Does `--preset cpu` learn? Against fastai's stock `vision_learner(resnet18, pretrained=False)`, same time.
+"""Does the CPU preset (the dry run's default) learn, on real images too? Side by side with stock fastai, same time.
 
-    python bench/cpu_preset.py [--n 1000] [--seconds 60]
+    python bench/cpu_preset.py [--sets sample,digits,textures] [--seeds 1] [--field value ...]
 
-On a generated sample of about a thousand 480x640 JPEGs (kernel.sample), runs `kernel.train.run` with
-the CPU preset, then trains fastai's stock pipeline (DataBlock + Resize + aug_transforms, torchvision
-resnet18 from scratch, fit_one_cycle) for as many epochs as fit in the same wall time, and prints both
-test accuracies. Not a CI test: numbers depend on the machine.
+For each set — the generated sample (kernel.sample, 1,000 train images) and two real sets that installed
+packages ship (bench/realsets.py: digit scans, photo textures), all in Paddy's layout and imbalance — it runs
+`kernel.train` with `--preset cpu` (plus the set's augmentation, as a user would choose it, and any
+`--field value` given), then fastai's stock recipe: `vision_learner(resnet18, pretrained=False)`, `Resize` and
+`aug_transforms` with the same augmentation, `fit_one_cycle` at 64x48 (fastai's "64 px"), bs 32, for as many
+epochs as fit in the kit's wall time (the whole run: data checks, training, TTA, submission). It prints both
+test accuracies, and their ratio. Not a CI test: the figures depend on the machine; run it on an idle one
+(both sides run in the same process, one after the other, so shared load slows both alike).
 """
+import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, RandomSplitter, Resize, aug_transforms,
-                               error_rate, resnet18, vision_learner)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, RandomSplitter, Resize,
+                               aug_transforms, error_rate, resnet18, set_seed, vision_learner)
 
+import realsets
 from kernel import Config
-from kernel.data import test_items, train_items
+from kernel.config import given, options
 from kernel.sample import accuracy, make_sample
-from kernel.submission import make_submission, write_csv
 from kernel.train import run
 
+STOCK_SIZE, STOCK_BS, STOCK_LR = (64, 48), 32, 3e-3
+SAMPLE_AUG = {}  # the generated shapes have no orientation that matters: fastai's defaults
 
-def stock(cfg: Config, seconds: float, out: Path) -> tuple[float, int]:
-    """fastai's stock recipe at the preset's last size, epochs chosen to fill `seconds`; (accuracy, epochs)."""
-    items, (test, _) = train_items(cfg, print), test_items(cfg, print)
-    size = cfg.stages[-1].size
+
+def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | None = None,
+          seed: int = 42) -> tuple[float, int, float]:
+    """fastai's stock recipe on `data`: (test accuracy, epochs, wall seconds). With `seconds`, the epochs that
+    fit in them, timed on a first epoch (a separate model, thrown away)."""
+    train = pd.read_csv(data / "train.csv", dtype={"image_id": str})
+    train["path"] = [str(data / "train_images" / l / i) for i, l in zip(train.image_id, train.label)]
+    aug = {**dict(flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1, max_warp=0.2,
+                  max_lighting=0.2, min_scale=1.0), **aug}
+    tfms = aug_transforms(size=STOCK_SIZE, min_scale=aug["min_scale"], do_flip=aug["flip"],
+                          flip_vert=aug["flip_vert"], max_rotate=aug["max_rotate"], min_zoom=aug["min_zoom"],
+                          max_zoom=aug["max_zoom"], max_warp=aug["max_warp"], max_lighting=aug["max_lighting"])
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader("label"),
-                      splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed), item_tfms=Resize(size),
-                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
-    dls = block.dataloaders(items, bs=32, num_workers=0)
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
-    t0 = time.time(); learn.fit_one_cycle(1, 3e-3); per_epoch = time.time() - t0
-    epochs = max(1, round((seconds - per_epoch) / per_epoch))
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
-    learn.fit_one_cycle(epochs, 3e-3)
-    probs = learn.get_preds(dl=dls.test_dl(test))[0]
-    pred = dict(zip(test.image_id, [dls.vocab[i] for i in probs.argmax(1)]))
-    sub = write_csv(make_submission(pred, list(dls.vocab), Path(cfg.data) / "sample_submission.csv"), out / "stock.csv")
-    return accuracy(sub, Path(cfg.data) / "test_answers.csv"), epochs
+                      splitter=RandomSplitter(0.2, seed=seed), item_tfms=Resize(STOCK_SIZE), batch_tfms=tfms)
+    t0 = time.time()
+    dls = block.dataloaders(train, bs=STOCK_BS, num_workers=0)
+
+    def fit(n: int):
+        set_seed(seed)
+        learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(n, STOCK_LR)
+        return learn
+    if epochs is None:
+        t1 = time.time()
+        fit(1)
+        epochs = max(1, round((seconds - (t1 - t0)) / (time.time() - t1)) - 1)  # one epoch's worth for predicting
+        t0 = time.time()
+    learn = fit(epochs)
+    answers = pd.read_csv(data / "test_answers.csv", dtype={"image_id": str})
+    probs = learn.get_preds(dl=dls.test_dl([str(data / "test_images" / i) for i in answers.image_id]))[0]
+    acc = float((np.array(dls.vocab)[probs.argmax(1).numpy()] == answers.label.to_numpy()).mean())
+    return acc, epochs, time.time() - t0
+
+
+def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int) -> tuple[float, float, Config]:
+    """The kit's CPU preset on `data`: (test accuracy, wall seconds, the config it ran)."""
+    cfg = Config.make("cpu", data=str(data), out=str(out), seed=seed, **{**aug, **overrides})
+    t0 = time.time()
+    path = run(cfg, log=lambda *_: None)
+    return accuracy(path, data / "test_answers.csv"), time.time() - t0, cfg
 
 
 def main(argv: list[str]) -> None:
-    opts = dict(zip(argv[::2], argv[1::2]))
-    n = int(opts.get("--n", 1000))
+    p = options(argparse.ArgumentParser(description=__doc__.splitlines()[0]), skip=("data", "out"), preset=False)
+    p.add_argument("--sets", default="sample,digits,textures")
+    p.add_argument("--seeds", default="1", help="seeds to run, comma separated: each gives a row per set")
+    p.add_argument("--n", type=int, default=1000, help="train images of the generated sample")
+    args = p.parse_args(argv)
+    overrides = given(args, skip=("data", "out"))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_sample(Path(tmp) / "sample", n_train=n, n_test=n // 3)
-        cfg = Config.make("cpu", data=str(data), out=str(Path(tmp) / "ours"))
-        t0 = time.time()
-        ours = accuracy(run(cfg), data / "test_answers.csv")
-        secs = float(opts.get("--seconds", time.time() - t0))
-        theirs, epochs = stock(cfg, secs, Path(tmp))
-    print(f"\n{'pipeline':<44} {'seconds':>8} {'test accuracy':>14}")
-    print(f"{'kit --preset cpu (' + cfg.arch + ', ' + ','.join(map(str, cfg.stages)) + ')':<44} {secs:>8.0f} {ours:>14.3f}")
-    print(f"{f'fastai stock resnet18, {epochs} epochs':<44} {secs:>8.0f} {theirs:>14.3f}")
-    print(f"ratio (kit / stock): {ours / max(theirs, 1e-9):.2f}")
+        for name in args.sets.split(","):
+            data = Path(tmp) / name
+            if name == "sample":
+                make_sample(data, n_train=args.n, n_test=args.n // 3)
+                aug = SAMPLE_AUG
+            else:
+                realsets.SETS[name](data)
+                aug = getattr(realsets, f"{name.upper()}_AUG")
+            for seed in map(int, args.seeds.split(",")):
+                ours, secs, cfg = kit(data, Path(tmp) / f"{name}-out-{seed}", aug, overrides, seed)
+                theirs, epochs, stock_secs = stock(data, aug, seconds=secs, seed=seed)
+                rows.append((name, seed, ours, secs, theirs, epochs, stock_secs))
+                print(f"{name} seed {seed}: kit {ours:.3f} in {secs:.0f} s; stock {theirs:.3f} "
+                      f"({epochs} epochs, {stock_secs:.0f} s)", flush=True)
+    print(f"\nkit: --preset cpu ({cfg.arch}, stages {','.join(map(str, cfg.stages))}, lr {cfg.lr}"
+          + (f", {overrides}" if overrides else "") + f"); stock: resnet18 from scratch, "
+          f"{STOCK_SIZE[0]}x{STOCK_SIZE[1]}, bs {STOCK_BS}, fit_one_cycle lr {STOCK_LR}; the same augmentation")
+    print(f"{'set':<9} {'seed':>4} {'kit acc':>8} {'kit s':>6} {'stock acc':>10} {'epochs':>6} {'stock s':>8} {'ratio':>6}")
+    for name, seed, ours, secs, theirs, epochs, stock_secs in rows:
+        print(f"{name:<9} {seed:>4} {ours:>8.3f} {secs:>6.0f} {theirs:>10.3f} {epochs:>6} {stock_secs:>8.0f} "
+              f"{ours / max(theirs, 1e-9):>6.2f}")
 
 
 if __name__ == "__main__":

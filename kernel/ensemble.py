@@ -61,7 +61,8 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "" if slot == "cpu" else slot,
            # the child imports the same kernel package as this process (the dry run installs it elsewhere)
-           "PYTHONPATH": os.pathsep.join([str(Path(train.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(train.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
     if slot == "cpu": env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // 2))
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
     log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}")
@@ -140,5 +141,6 @@ def run(cfg: Config, log=print) -> Path:
         probs = average(done, {m.name: m.weight for m in cfg.members}, cfg.id_col)
         write_csv(probs, out / "probs.csv")
         path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
-        log(f"wrote {path}: the mean of {', '.join(done)}" + (f"; missing: {', '.join(missing)}" if missing else ""))
+        log(f"wrote {path}: the mean of {', '.join(done)}"
+            + (f"; missing: {', '.join(missing)}" if missing else ""))
     return path

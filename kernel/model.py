@@ -35,7 +35,7 @@ def weights_file(weights: str | None, arch: str) -> Path | None:
         if not found.is_file():
             have = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "none"
             raise UserError(f"no pretrained weights for {arch} in {path} (it has: {have}); rebuild with "
-                            f"`build.py build`, which fetches them, or pass --weights none to train from scratch")
+                            "`build.py build`, which fetches them, or pass --weights none to train from scratch")
         return found
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass --weights PATH to a file saved from the "
@@ -100,7 +100,8 @@ def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         if not weights:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
-            raise UserError(f"timm cannot build {arch!r} ({first}); pick a name from timm.list_models()") from None
+            raise UserError(f"timm cannot build {arch!r} ({first}); "
+                            "pick a name from timm.list_models()") from None
         raise UserError(f"weights file {weights} does not fit {arch} ({type(e).__name__}: {first}); give a "
                         f"weights file saved from {arch}, or set --arch to the file's architecture") from None
     if weights:

@@ -23,7 +23,8 @@ def plot_schedule(phases: list, n_stages: int, path: Path) -> Path:
     epoch = 0
     for p in phases:
         if not p.epochs: continue
-        what = "weighted" if p.weighted else f"stage {p.stage + 1}/{n_stages}" + (", body frozen" if p.frozen else "")
+        what = "weighted" if p.weighted else \
+            f"stage {p.stage + 1}/{n_stages}" + (", body frozen" if p.frozen else "")
         ax.bar(range(epoch, epoch + p.epochs), [p.size[0]] * p.epochs, color=f"C{p.stage}",
                hatch="//" if p.weighted else ".." if p.frozen else None,
                label=f"{what}: {p.size[0]}x{p.size[1]}, bs {p.micro_bs}x{p.accum}")

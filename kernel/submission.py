@@ -19,7 +19,8 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def check_ids(ids: list[str], sample: Path | None, id_col: str = "image_id") -> list[str]:
-    """The submission's ids in row order: sample_submission's (which must list exactly `ids`), else `ids` sorted."""
+    """The submission's ids in row order: sample_submission's (which must list exactly `ids`), else `ids`
+    sorted."""
     if sample is None or not sample.exists(): return sorted(ids)
     order = pd.read_csv(sample, dtype={id_col: str})
     if id_col not in order.columns:
@@ -40,7 +41,8 @@ def make_submission(pred: dict[str, str], vocab: list[str], sample: Path | None,
     ids = check_ids(list(pred), sample, id_col)
     sub = pd.DataFrame({id_col: ids, label_col: [pred[i] for i in ids]})
     unknown = set(sub[label_col]) - set(vocab)
-    if unknown: raise UserError(f"labels {sorted(unknown)} are not in the training vocabulary")  # a bug, not user input
+    if unknown:  # a bug, not user input
+        raise UserError(f"labels {sorted(unknown)} are not in the training vocabulary")
     return sub
 
 

@@ -12,6 +12,7 @@ learning rate follows one one-cycle over the whole schedule, so a new stage carr
 one left off instead of restarting at full rate; a time budget may shorten what remains, and the cycle
 still anneals to its end.
 """
+import contextlib
 import math
 import sys
 import time
@@ -32,6 +33,7 @@ from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.learner import default_split
+from torch import nn
 from torch.amp import GradScaler, autocast
 
 from . import data, model, predict, report
@@ -114,7 +116,8 @@ def resolve(cfg: Config, n_out: int, log=print) -> tuple[Stage, ...]:
             if accum is None:
                 raise UserError(f"stage {s}: {cfg.arch} at {s.size[0]}x{s.size[1]} does not fit "
                                 f"{capacity / 2**30:.1f} GiB even one image at a time; use a smaller size")
-            log(f"stage {s}: accumulation {accum} (micro-batch {s.bs // accum}) fits {capacity / 2**30:.1f} GiB")
+            log(f"stage {s}: accumulation {accum} (micro-batch {s.bs // accum}) "
+                f"fits {capacity / 2**30:.1f} GiB")
             s = replace(s, accum=accum)
         stages.append(s)
     return tuple(stages)
@@ -131,7 +134,8 @@ class RunMixedPrecision(MixedPrecision):
         self.device, self.scaler = device, GradScaler(device)
 
     def before_fit(self):
-        self.autocast, self.learn.scaler, self.scales = autocast(self.device, dtype=torch.float16), self.scaler, []
+        self.autocast = autocast(self.device, dtype=torch.float16)
+        self.learn.scaler, self.scales = self.scaler, []
 
 
 class Accumulate(GradientAccumulation):
@@ -165,6 +169,30 @@ class OneCycle(Callback):
         pos = min(1.0, self.phase.start + self.phase.step * (self.epoch + self.iter / self.n_iter))
         self.opt.set_hyper("lr", self.lr(pos))
         self.opt.set_hyper("mom", self.mom(pos))
+
+
+def recalibrate(learn: Learner, batches: int = 100) -> None:
+    """Re-estimate the BatchNorm running statistics on training batches of a new stage's size.
+
+    A network trained at one size sees another through the statistics of the first. On the sample, resnet10t
+    at the end of a 64x48 stage had valid loss 0.90 at 64x48 and 1.62 at 96x72, before any training at the new
+    size; with its statistics re-estimated at 96x72 (no weight changed), 0.96. Without this, the first epoch of
+    each new stage starts by undoing the last. Models without BatchNorm (ConvNeXt's LayerNorm) are left as
+    they are.
+    """
+    norms = [m for m in learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms: return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches, not a running one
+    mp = next((c for c in learn.cbs if isinstance(c, RunMixedPrecision)), None)
+    learn.model.to(learn.dls.device).train()
+    with torch.no_grad(), autocast(mp.device, dtype=torch.float16) if mp else contextlib.nullcontext():
+        for i, (x, _) in enumerate(learn.dls.train):
+            if i >= batches: break
+            learn.model(x)
+    for m, momentum in zip(norms, momenta): m.momentum = momentum
 
 
 class Run:
@@ -218,6 +246,7 @@ class Budget(Callback):
 
     def before_epoch(self):
         r, k = self.run, self.k
+        if self.epoch >= r.phases[k].epochs: raise CancelFitException  # this phase was cut short earlier
         if not r.seconds or math.isinf(r.deadline) or self.epoch < self.start: return
         left = r.deadline - time.time() - r.reserve()
         if self.need() <= left: return
@@ -237,7 +266,7 @@ class Budget(Callback):
 
     def after_batch(self):
         r = self.run
-        if self.training and time.time() + r.reserve() > r.deadline:
+        if time.time() + r.reserve() > r.deadline:  # a validation pass too: prediction comes first
             r.log("time budget: only prediction still fits before the time limit; training stops here")
             r.stopped = True
             raise CancelFitException
@@ -270,7 +299,8 @@ class EpochEnd(Callback):
         row = dict(stage=p.stage, epoch=p.first + self.epoch, stage_epochs=r.stage_epochs(p.stage),
                    size=f"{p.size[0]}x{p.size[1]}", frozen=p.frozen, weighted=p.weighted, **metrics,
                    seconds=round(r.seconds[self.k], 1))
-        write_csv(pd.concat([read_history(r.out), pd.DataFrame([row])], ignore_index=True), r.out / "history.csv")
+        history = pd.concat([read_history(r.out), pd.DataFrame([row])], ignore_index=True)
+        write_csv(history, r.out / "history.csv")
         if self.lines:
             what = "weighted epochs" if p.weighted else f"stage {p.stage + 1}/{len(r.cfg.stages)}"
             shown = " ".join(f"{n} {v:.4f}" for n, v in metrics.items())
@@ -294,12 +324,14 @@ def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}); add --restart to start over") from None
+        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
+                        "add --restart to start over") from None
     if state.get("fingerprint") != cfg.fingerprint():
         resumable = {k for k, f in Config.__dataclass_fields__.items() if f.metadata.get("resume", True)}
         changed = [k for k, v in cfg.to_dict().items()
                    if k in resumable and str(state.get("config", {}).get(k)) != str(v)]
-        raise UserError(f"{path} was made with a different config (changed: {', '.join(changed) or 'version'}); "
+        raise UserError(f"{path} was made with a different config "
+                        f"(changed: {', '.join(changed) or 'version'}); "
                         "rerun with the same options to resume, or add --restart to start over")
     phases, (k, e) = [Phase(**p) for p in state["phases"]], state["position"]
     if remaining(phases, (k, e)):
@@ -310,7 +342,8 @@ def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
 
 def make_learner(cfg: Config, dls, net, has_valid: bool, lines: bool) -> Learner:
     """fastai's Learner over our network, with the config's loss, and fp16 mixed precision on CUDA."""
-    loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing else CrossEntropyLossFlat()
+    loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing \
+        else CrossEntropyLossFlat()
     learn = Learner(dls, net, loss_func=loss, metrics=error_rate if has_valid else None,
                     splitter=default_split, wd=cfg.wd)
     if not has_valid: learn.recorder.valid_metrics = False
@@ -389,10 +422,12 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
         p = phases[k]
         if run.stopped or not p.epochs: continue  # stopped by the time budget, or cut to nothing by it
         if k != built: learn.dls, built = loaders(p), k
-        if frozen is None or p.frozen == frozen: learn.opt.freeze_to(-1 if p.frozen else 0)
-        else: learn.freeze() if p.frozen else learn.unfreeze()  # and fastai clears the optimiser state, as fine_tune
-        frozen = p.frozen
         start = pos[1] if k == pos[0] else 0
+        last = next((q for q in reversed(phases[:k]) if q.epochs), None)  # the phase trained before this one
+        if start == 0 and last is not None and last.size != p.size: recalibrate(learn)
+        if frozen is None or p.frozen == frozen: learn.opt.freeze_to(-1 if p.frozen else 0)
+        else: learn.freeze() if p.frozen else learn.unfreeze()  # fastai clears the optimiser state, as fine_tune
+        frozen = p.frozen
         what = "weighted epochs (rare classes drawn more often)" if p.weighted else \
             f"stage {p.stage + 1}/{len(cfg.stages)}"
         log(f"{what}: {p.size[0]}x{p.size[1]}, {p.epochs} epoch{'s' * (p.epochs > 1)}"
@@ -446,7 +481,8 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         state = load_checkpoint(out, cfg, log)
         if state is not None and state["vocab"] != vocab:
             raise UserError(f"the checkpoint in {out} was trained on other classes ({len(state['vocab'])}: "
-                            f"{state['vocab'][:3]}...) than {cfg.data} has; use another --out, or add --restart")
+                            f"{state['vocab'][:3]}...) than {cfg.data} has; "
+                            "use another --out, or add --restart")
         done = state is not None and not remaining([Phase(**p) for p in state["phases"]], state["position"])
         n_test = len(test) + len(undecodable)
         learn = None if done and predict.exported(out, cfg.fingerprint()) else \
