@@ -25,17 +25,20 @@ NOT_AT_BUILD = ("data", "out", "weights", "restart")
 def main(argv: list[str]) -> None:
     p = _Parser(prog="build.py", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="the Kaggle dataset (wheels, weights) and the two kernel notebooks, under --out")
+    b = sub.add_parser("build", help="the Kaggle dataset (wheels, weights) and the two kernel notebooks, "
+                       "under --out")
     d = sub.add_parser("dry-run", help="build, then execute the built notebooks here on CPU")
     u = sub.add_parser("push", help="build, then create/version the dataset and push the training kernel")
     for s in (b, d, u):
         s.add_argument("--out", default="build", help="build folder (default: build)")
-        s.add_argument("--weights", help="a pretrained weights file to ship instead of fetching the arch's own")
+        s.add_argument("--weights",
+                       help="a pretrained weights file to ship instead of fetching the arch's own")
         s.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                        help="ship no pretrained weights: train from scratch")
         s.add_argument("--user", help="Kaggle username for the ids (default: from your Kaggle credentials)")
         s.add_argument("--wheel", action="append", default=[], metavar="FILE",
-                       help="an extra wheel to ship and install offline (repeatable), for a package Kaggle lacks")
+                       help="an extra wheel to ship and install offline (repeatable), "
+                       "for a package Kaggle lacks")
         options(s, skip=NOT_AT_BUILD, preset=s is d)
     d.add_argument("--data", help="competition folder (default: a generated sample)")
     u.add_argument("--timeout", type=float, default=600,
@@ -49,20 +52,24 @@ def main(argv: list[str]) -> None:
                      "competition takes submissions")
     how.add_argument("--file", dest="code", action="store_const", const=False,
                      help="submit the inference kernel's submission.csv as a file")
-    m.add_argument("--timeout", type=float, default=13 * 3600, help="seconds to wait, in all, for the training "
-                   "run, the inference run and the score (default: 13 hours)")
-    t = sub.add_parser("status", help="the pushed kernel's run state, your latest submissions and their scores")
+    m.add_argument("--timeout", type=float, default=13 * 3600,
+                   help="seconds to wait, in all, for the training run, the inference run and the score "
+                   "(default: 13 hours)")
+    t = sub.add_parser("status",
+                       help="the pushed kernel's run state, your latest submissions and their scores")
     o = sub.add_parser("output", help="download the kernel's output files once it is complete")
     o.add_argument("--out", default="output", help="where to put them (default: output)")
-    o.add_argument("--wait", action="store_true", help="poll until the kernel finishes (bounded by --timeout)")
-    o.add_argument("--timeout", type=float, default=12 * 3600, help="seconds --wait waits at most (default: 12 hours)")
+    o.add_argument("--wait", action="store_true",
+                   help="poll until the kernel finishes (bounded by --timeout)")
+    o.add_argument("--timeout", type=float, default=12 * 3600,
+                   help="seconds --wait waits at most (default: 12 hours)")
     for s in (m, t, o):
         s.add_argument("--build", default="build", help="the build folder pushed from (default: build)")
     args = p.parse_args(argv)
 
     if args.cmd in ("build", "dry-run", "push"):
-        kw = dict(overrides=given(args, NOT_AT_BUILD), weights=args.weights, pretrained=args.pretrained, user=args.user,
-                  wheels=args.wheel)
+        kw = dict(overrides=given(args, NOT_AT_BUILD), weights=args.weights, pretrained=args.pretrained,
+                  user=args.user, wheels=args.wheel)
     if args.cmd == "build":
         from kit.bundle import build
         build(Path(args.out), **kw)

@@ -85,7 +85,8 @@ def main(argv: list[str]) -> None:
     cfg = Config.make(args.preset or "kaggle", **given(args))
     steps, n_out, capacity = args.steps, args.classes, int(args.gib * GiB)
     # `auto` accumulation: the smallest that fits, as kernel.train resolves it
-    cfg.stages = tuple(replace(s, accum=s.accum or memory.fit_accum(cfg.arch, n_out, s.size, s.bs, capacity) or 1)
+    cfg.stages = tuple(replace(s, accum=s.accum
+                               or memory.fit_accum(cfg.arch, n_out, s.size, s.bs, capacity) or 1)
                        for s in cfg.stages)
     gpu = torch.cuda.is_available()
     print(f"{cfg.arch}, {n_out} classes, capacity {capacity / GiB:.1f} GiB, fp16 (torch {torch.__version__})")

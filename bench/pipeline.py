@@ -4,8 +4,8 @@
 
 Both read the same 480x640 JPEGs (a sample competition made in a temp folder), at each default Kaggle
 stage size, with the same batch size, number of workers and batch augmentation (`data.augmentations`,
-fastai's `aug_transforms`, and normalisation), in the same run. Stock is fastai's `ImageBlock` (full decode) + `Resize`
-(squish); ours differs only in how an image is opened (`data.load_image`: decoded at a JPEG DCT
+fastai's `aug_transforms`, and normalisation), in the same run. Stock is fastai's `ImageBlock` (full decode)
++ `Resize` (squish); ours differs only in how an image is opened (`data.load_image`: decoded at a JPEG DCT
 scale, squished by PIL).
 
 Two figures per row:
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 import torch
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, Normalize, Pipeline, RandomSplitter,
-                               Resize, ResizeMethod, imagenet_stats)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, Normalize, Pipeline,
+                               RandomSplitter, Resize, ResizeMethod, imagenet_stats)
 
 from kernel import data
 from kernel.config import KAGGLE_STAGES, Config, Stage
@@ -48,7 +48,8 @@ STAGES = [replace(s, accum=s.accum or 4) for s in KAGGLE_STAGES]
 
 def stock_datablock(cfg: Config, stage: Stage) -> DataBlock:
     """fastai's stock way to read images (full decode, then `Resize`), with our batch augmentation."""
-    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
+    return DataBlock(blocks=(ImageBlock, CategoryBlock),
+                     get_x=ColReader("path"), get_y=ColReader(cfg.label_col),
                      splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
                      item_tfms=Resize(stage.size, method=ResizeMethod.Squish),
                      batch_tfms=[*data.augmentations(cfg, stage.size), Normalize.from_stats(*STATS)])
@@ -87,8 +88,9 @@ def main() -> None:
         max_bs = max(s.micro_bs for s in STAGES)
         repeat = math.ceil((args.images + 2 * max_bs) / (len(items) * (1 - cfg.valid_pct)))
         items = pd.concat([items] * repeat, ignore_index=True)
-        print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, batch augmentation on {device}, "
-              f"load average {os.getloadavg()[0]:.1f}; {len(items) // repeat} sample JPEGs 480x640 listed {repeat} times")
+        print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
+              f"batch augmentation on {device}, load average {os.getloadavg()[0]:.1f}; "
+              f"{len(items) // repeat} sample JPEGs 480x640 listed {repeat} times")
         print(f"{'stage hxw':>9} {'workers':>7} {'bs':>3} | {'loader: stock':>13} {'ours':>6} {'ratio':>6} | "
               f"{'+aug: stock':>11} {'ours':>6} {'ratio':>6}   (img/s)")
         for stage in STAGES:
@@ -97,14 +99,18 @@ def main() -> None:
                 for aug, n_images in ((False, args.images), (True, args.aug_images)):
                     best = {"stock": 0.0, "ours": 0.0}
                     for _ in range(args.rounds):
-                        for name, block in (("stock", stock_datablock(cfg, stage)), ("ours", our_datablock(cfg, stage, items))):
-                            dls = block.dataloaders(items, bs=stage.micro_bs, num_workers=workers, device=device)
+                        for name, block in (("stock", stock_datablock(cfg, stage)),
+                                            ("ours", our_datablock(cfg, stage, items))):
+                            dls = block.dataloaders(items, bs=stage.micro_bs, num_workers=workers,
+                                                    device=device)
                             best[name] = max(best[name], images_per_second(dls.train, aug, n_images))
                     row += [best["stock"], best["ours"], best["ours"] / best["stock"]]
                 h, w = stage.size
-                print(f"{f'{h}x{w}':>9} {workers:>7} {stage.micro_bs:>3} | {row[0]:>13.0f} {row[1]:>6.0f} {row[2]:>5.2f}x | "
+                print(f"{f'{h}x{w}':>9} {workers:>7} {stage.micro_bs:>3} | "
+                      f"{row[0]:>13.0f} {row[1]:>6.0f} {row[2]:>5.2f}x | "
                       f"{row[3]:>11.0f} {row[4]:>6.0f} {row[5]:>5.2f}x", flush=True)
-        print(f"load average {os.getloadavg()[0]:.1f} at the end (above {os.cpu_count()}, other work shared the cores)")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end "
+              f"(above {os.cpu_count()}, other work shared the cores)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _need(path: Path, what: str, fix: str) -> Path:
-    if not path.exists(): raise UserError(f"{what} not found at {path}; {fix}")
+    if not path.exists():
+        raise UserError(f"{what} not found at {path}; {fix}")
     return path
 
 
@@ -75,7 +76,8 @@ def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
     folder = _need(Path(cfg.data) / "test_images", "test_images/",
                    "the data folder must hold test_images/<image_id>")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths: raise UserError(f"no images in {folder}; put the test images there")
+    if not paths:
+        raise UserError(f"no images in {folder}; put the test images there")
     df = pd.DataFrame({cfg.id_col: [p.name for p in paths], "path": [str(p) for p in paths]})
     good = _drop_undecodable(df, "test", log)
     return good, sorted(set(df[cfg.id_col]) - set(good[cfg.id_col]))

@@ -29,24 +29,31 @@ WIDTH, HEIGHT = 480, 640
 def _shape(draw: ImageDraw.ImageDraw, kind: int, cx: float, cy: float, r: float, colour: tuple, angle: float):
     """Draw shape number `kind` centred at (cx, cy) with radius r."""
     w = max(8, int(r / 3))  # thick strokes survive shrinking to 64x48
-    pts = lambda n, a0: [(cx + r * math.cos(a0 + 2 * math.pi * k / n), cy + r * math.sin(a0 + 2 * math.pi * k / n)) for k in range(n)]
+    pts = lambda n, a0: [(cx + r * math.cos(a0 + 2 * math.pi * k / n),
+                          cy + r * math.sin(a0 + 2 * math.pi * k / n)) for k in range(n)]
     box = [cx - r, cy - r, cx + r, cy + r]
     if kind == 0: draw.ellipse(box, fill=colour)                                   # disc
     elif kind == 1: draw.ellipse(box, outline=colour, width=w)                     # ring
     elif kind == 2: draw.polygon(pts(3, angle), fill=colour)                       # triangle
     elif kind == 3: draw.polygon(pts(4, angle), outline=colour, width=w)           # hollow square
     elif kind == 4:                                                                # horizontal bars
-        for k in (-1, 0, 1): draw.rectangle([cx - r, cy + k * r / 1.5 - w / 2, cx + r, cy + k * r / 1.5 + w / 2], fill=colour)
+        for k in (-1, 0, 1):
+            draw.rectangle([cx - r, cy + k * r / 1.5 - w / 2, cx + r, cy + k * r / 1.5 + w / 2], fill=colour)
     elif kind == 5:                                                                # vertical bars
-        for k in (-1, 0, 1): draw.rectangle([cx + k * r / 1.5 - w / 2, cy - r, cx + k * r / 1.5 + w / 2, cy + r], fill=colour)
+        for k in (-1, 0, 1):
+            draw.rectangle([cx + k * r / 1.5 - w / 2, cy - r, cx + k * r / 1.5 + w / 2, cy + r], fill=colour)
     elif kind == 6:                                                                # X
-        draw.line([cx - r, cy - r, cx + r, cy + r], fill=colour, width=w); draw.line([cx - r, cy + r, cx + r, cy - r], fill=colour, width=w)
+        draw.line([cx - r, cy - r, cx + r, cy + r], fill=colour, width=w)
+        draw.line([cx - r, cy + r, cx + r, cy - r], fill=colour, width=w)
     elif kind == 7:                                                                # plus
-        draw.line([cx - r, cy, cx + r, cy], fill=colour, width=w); draw.line([cx, cy - r, cx, cy + r], fill=colour, width=w)
+        draw.line([cx - r, cy, cx + r, cy], fill=colour, width=w)
+        draw.line([cx, cy - r, cx, cy + r], fill=colour, width=w)
     elif kind == 8: draw.polygon(pts(6, angle), fill=colour)                       # hexagon
     else:                                                                          # dots grid
         for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1): draw.ellipse([cx + dx * r / 1.4 - w, cy + dy * r / 1.4 - w, cx + dx * r / 1.4 + w, cy + dy * r / 1.4 + w], fill=colour)
+            for dy in (-1, 0, 1):
+                draw.ellipse([cx + dx * r / 1.4 - w, cy + dy * r / 1.4 - w,
+                              cx + dx * r / 1.4 + w, cy + dy * r / 1.4 + w], fill=colour)
 
 
 def draw_image(kind: int, rng: np.random.Generator) -> bytes:
@@ -76,19 +83,22 @@ def make_sample(out: str | Path, n_train: int = 300, n_test: int = 100, seed: in
     """Write the sample competition to `out` (replacing it whole) and return its path."""
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not (out / "test_answers.csv").is_file():
-        raise UserError(f"{out} exists and is not a generated sample (it would be replaced whole); pick another folder")
+        raise UserError(f"{out} exists and is not a generated sample (it would be replaced whole); "
+                        "pick another folder")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
     classes = list(PADDY_COUNTS)
     train_labels = [c for c, k in class_counts(n_train).items() for _ in range(k)]
-    test_labels = list(rng.choice(classes, n_test, p=np.array(list(PADDY_COUNTS.values())) / sum(PADDY_COUNTS.values())))
+    test_labels = list(rng.choice(classes, n_test,
+                                  p=np.array(list(PADDY_COUNTS.values())) / sum(PADDY_COUNTS.values())))
     rows, answers = [], []
     for i, label in enumerate(train_labels):
         image_id = f"{100000 + i}.jpg"
         (tmp / "train_images" / label).mkdir(parents=True, exist_ok=True)
         (tmp / "train_images" / label / image_id).write_bytes(draw_image(classes.index(label), rng))
-        rows.append((image_id, label, VARIETIES[int(rng.integers(len(VARIETIES)))], int(rng.integers(45, 83))))
+        rows.append((image_id, label, VARIETIES[int(rng.integers(len(VARIETIES)))],
+                     int(rng.integers(45, 83))))
     (tmp / "test_images").mkdir(parents=True)
     for i, label in enumerate(test_labels):
         image_id = f"{200000 + i}.jpg"
@@ -112,11 +122,15 @@ def accuracy(submission: str | Path, answers: str | Path) -> float:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0].startswith("-"): raise UserError("usage: python -m kernel.sample OUT [--n-train N] [--n-test N]")
+    if not argv or argv[0].startswith("-"):
+        raise UserError("usage: python -m kernel.sample OUT [--n-train N] [--n-test N]")
     opts = dict(zip(argv[1::2], argv[2::2]))
-    try: n_train, n_test = int(opts.pop("--n-train", 300)), int(opts.pop("--n-test", 100))
-    except ValueError: raise UserError("--n-train and --n-test take whole numbers") from None
-    if opts: raise UserError(f"unknown option {next(iter(opts))}; use --n-train N or --n-test N")
+    try:
+        n_train, n_test = int(opts.pop("--n-train", 300)), int(opts.pop("--n-test", 100))
+    except ValueError:
+        raise UserError("--n-train and --n-test take whole numbers") from None
+    if opts:
+        raise UserError(f"unknown option {next(iter(opts))}; use --n-train N or --n-test N")
     out = make_sample(argv[0], n_train, n_test)
     print(f"sample competition written to {out} ({n_train} train, {n_test} test images)")
 

@@ -31,7 +31,8 @@ def _as_array(wgts, source, items) -> np.ndarray:
             raise ValueError(f"weights given as column name {wgts!r} but the source is not a DataFrame; "
                              "pass the weights themselves (a list, array, Series or callable)")
         if wgts not in source.columns:
-            raise ValueError(f"weights column {wgts!r} is not in the DataFrame; its columns are {list(source.columns)}")
+            raise ValueError(f"weights column {wgts!r} is not in the DataFrame; "
+                             f"its columns are {list(source.columns)}")
         wgts = source[wgts]
     if isinstance(wgts, pd.Series): return wgts.to_numpy()  # by position, whatever the index says
     if isinstance(wgts, torch.Tensor): return wgts.detach().cpu().numpy()
@@ -51,16 +52,19 @@ def check_weights(wgts, source, items, train_idxs) -> np.ndarray:
     """Return the training split's weights, normalised; raise one `ValueError` for anything else."""
     w = _as_array(wgts, source, items)
     if w.ndim != 1 or not np.issubdtype(w.dtype, np.number) or np.issubdtype(w.dtype, np.complexfloating):
-        raise ValueError(f"weights must be a flat list of real numbers, got dtype {w.dtype} and shape {w.shape}; "
-                         "give one number per item of the source")
+        raise ValueError(f"weights must be a flat list of real numbers, got dtype {w.dtype} "
+                         f"and shape {w.shape}; give one number per item of the source")
     w = w.astype(float)
     if len(w) != len(items):
-        raise ValueError(f"got {len(w)} weights for {len(items)} items; give one weight per item of the source "
+        raise ValueError(f"got {len(w)} weights for {len(items)} items; "
+                         "give one weight per item of the source "
                          "(all items, in source order: the training split is taken for you)")
     if not np.isfinite(w).all():
-        raise ValueError(f"{int((~np.isfinite(w)).sum())} weights are NaN or infinite; replace them with finite numbers >= 0")
+        raise ValueError(f"{int((~np.isfinite(w)).sum())} weights are NaN or infinite; "
+                         "replace them with finite numbers >= 0")
     if (w < 0).any():
-        raise ValueError(f"{int((w < 0).sum())} weights are negative (smallest {w.min():g}); weights must be >= 0")
+        raise ValueError(f"{int((w < 0).sum())} weights are negative (smallest {w.min():g}); "
+                         "weights must be >= 0")
     trn = w[np.asarray(train_idxs, dtype=int)]
     if trn.sum() <= 0:
         raise ValueError("all weights of the training split are zero; give some training items a weight > 0")
@@ -68,7 +72,8 @@ def check_weights(wgts, source, items, train_idxs) -> np.ndarray:
 
 
 @patch
-def weighted_dataloaders(self: DataBlock, source, wgts, bs: int = 64, verbose: bool = False, **kwargs) -> DataLoaders:
+def weighted_dataloaders(self: DataBlock, source, wgts, bs: int = 64, verbose: bool = False,
+                         **kwargs) -> DataLoaders:
     """Like `DataBlock.dataloaders`, with the training set drawn by `wgts` (one per item of `source`)."""
     # DataBlock.datasets, in its steps: Datasets' setup loads the first item, so the weights are
     # checked between the split and the Datasets, against the very split the Datasets then uses.
@@ -76,7 +81,8 @@ def weighted_dataloaders(self: DataBlock, source, wgts, bs: int = 64, verbose: b
     splits = (self.splitter or RandomSplitter())(items)
     trn = check_weights(wgts, source, items, splits[0])
     self.source = source
-    dss = Datasets(items, tfms=self._combine_type_tfms(), splits=splits, dl_type=self.dl_type, n_inp=self.n_inp, verbose=verbose)
+    dss = Datasets(items, tfms=self._combine_type_tfms(), splits=splits, dl_type=self.dl_type,
+                   n_inp=self.n_inp, verbose=verbose)
     kwargs = {**self.dls_kwargs, **kwargs, 'verbose': verbose}
     dl_kwargs = [{'wgts': trn}] + [{}] * (dss.n_subsets - 1)  # the validation set is not weighted
     return dss.dataloaders(bs=bs, dl_type=WeightedDL, dl_kwargs=dl_kwargs,

@@ -4,7 +4,8 @@
                   weights (`<arch>.safetensors` fetched through timm, or the --weights file),
                   dataset-metadata.json
     OUT/kernel/   the training notebook, kernel-metadata.json (machine_shape: the accelerator)
-    OUT/infer/    the inference notebook, its kernel-metadata.json (`<id>-infer`, the training kernel attached)
+    OUT/infer/    the inference notebook, its kernel-metadata.json (`<id>-infer`, the training kernel
+                  attached)
 
 On Kaggle the notebook installs the dataset's wheels with `pip install --no-index --no-deps`: nothing
 from the internet, and Kaggle's torch and fastai are never replaced. Everything is built in a temporary
@@ -33,13 +34,15 @@ CREDENTIALS = {"kaggle.json", "access_token"}  # the kaggle client's credential 
 def pip(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run this interpreter's pip, offline and blind to pip's config files and PIP_* variables (a local
     find-links would satisfy what Kaggle cannot), capturing its output."""
-    return subprocess.run([sys.executable, "-m", "pip", "--isolated", *args, "--no-index", "--disable-pip-version-check"],
+    return subprocess.run([sys.executable, "-m", "pip", "--isolated", *args, "--no-index",
+                           "--disable-pip-version-check"],
                           capture_output=True, text=True, env=env)
 
 
 def pip_error(done: subprocess.CompletedProcess) -> str:
     """pip's last ERROR line: the one that names what went wrong."""
-    lines = [l for l in (done.stderr + done.stdout).splitlines() if l.startswith("ERROR")] or done.stderr.strip().splitlines() or ["?"]
+    lines = ([l for l in (done.stderr + done.stdout).splitlines() if l.startswith("ERROR")]
+             or done.stderr.strip().splitlines() or ["?"])
     return lines[-1].removeprefix("ERROR: ")
 
 
@@ -52,10 +55,12 @@ def kernel_wheel(dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="pkk-wheel-") as src:
         shutil.copyfile(metadata.ROOT / "pyproject.toml", Path(src) / "pyproject.toml")
         (Path(src) / "kernel").mkdir()
-        for f in sorted((metadata.ROOT / "kernel").glob("*.py")): shutil.copyfile(f, Path(src) / "kernel" / f.name)
+        for f in sorted((metadata.ROOT / "kernel").glob("*.py")):
+            shutil.copyfile(f, Path(src) / "kernel" / f.name)
         done = pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), src,
                    env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
-    if done.returncode: raise UserError(f"could not build the kernel wheel: {pip_error(done)}")
+    if done.returncode:
+        raise UserError(f"could not build the kernel wheel: {pip_error(done)}")
     return next(dest.glob("paddy_kernel_kit-*.whl"))
 
 
@@ -76,9 +81,14 @@ def check_wheels(folder: Path, wheels: list[Path]) -> None:
 def _input(path: str | Path, flag: str, suffix: str | None = None) -> Path:
     """A file the user passed, checked to exist and not to be a credential."""
     p = Path(path).expanduser()
-    if not p.is_file(): raise UserError(f"{flag} {path}: no such file; give the path to an existing file")
-    if p.name in CREDENTIALS: raise UserError(f"{flag} {path} is a Kaggle credential file; it must never go into a dataset")
-    if suffix and p.suffix != suffix: raise UserError(f"{flag} {path} is not a {suffix} file; give a wheel built for Kaggle's Python")
+    if not p.is_file():
+        raise UserError(f"{flag} {path}: no such file; give the path to an existing file")
+    if p.name in CREDENTIALS:
+        raise UserError(f"{flag} {path} is a Kaggle credential file; "
+                        "it must never go into a dataset")
+    if suffix and p.suffix != suffix:
+        raise UserError(f"{flag} {path} is not a {suffix} file; "
+                        "give a wheel built for Kaggle's Python")
     return p
 
 
@@ -97,9 +107,9 @@ def replace_dir(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def build(out: Path, overrides: dict | None = None, weights: str | Path | None = None, pretrained: bool = True,
-          user: str | None = None, wheels: list[str | Path] = (), templates: Path = metadata.ROOT,
-          dry_run: bool = False) -> Path:
+def build(out: Path, overrides: dict | None = None, weights: str | Path | None = None,
+          pretrained: bool = True, user: str | None = None, wheels: list[str | Path] = (),
+          templates: Path = metadata.ROOT, dry_run: bool = False) -> Path:
     """Build OUT/dataset, OUT/kernel (training) and OUT/infer (inference) from the templates; returns OUT.
 
     `overrides` are kernel.Config fields for the Kaggle run (over the kaggle preset); the memory preflight
@@ -116,11 +126,14 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
     infer_meta = metadata.inference(kernel_meta)
     weights = _input(weights, "--weights") if weights else None
     wheels = [_input(w, "--wheel", ".whl") for w in wheels]
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "dataset" / metadata.DATASET_FILE).is_file())):
-        raise UserError(f"--out {out} exists and is not a build folder (the build replaces it whole); pick another --out")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
+                                               or (out / "dataset" / metadata.DATASET_FILE).is_file())):
+        raise UserError(f"--out {out} exists and is not a build folder (the build replaces it whole); "
+                        "pick another --out")
     preflight(cfg)  # before anything is downloaded or written
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside OUT: the rename stays on one disk
+    # beside OUT: the rename stays on one disk
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         dataset, kernel, infer = tmp / "dataset", tmp / "kernel", tmp / "infer"
         for d in (dataset, kernel, infer): d.mkdir()
@@ -133,7 +146,8 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
         nb = notebook.notebook(kernel_meta["title"], competition, dataset_meta["id"], overrides, shipped)
         notebook.write(nb, kernel / kernel_meta["code_file"])
         _write_json(kernel / metadata.KERNEL_FILE, kernel_meta)
-        nb = notebook.inference_notebook(infer_meta["title"], competition, dataset_meta["id"], kernel_meta["id"])
+        nb = notebook.inference_notebook(infer_meta["title"], competition, dataset_meta["id"],
+                                         kernel_meta["id"])
         notebook.write(nb, infer / infer_meta["code_file"])
         _write_json(infer / metadata.KERNEL_FILE, infer_meta)
         replace_dir(tmp, out)
@@ -141,8 +155,9 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = ", ".join(sorted(p.name for p in (out / "dataset").iterdir()))
-    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), {out / 'kernel'} ({kernel_meta['id']} on "
-          f"{kernel_meta['machine_shape']}) and {out / 'infer'} ({infer_meta['id']})")
+    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), "
+          f"{out / 'kernel'} ({kernel_meta['id']} on {kernel_meta['machine_shape']}) "
+          f"and {out / 'infer'} ({infer_meta['id']})")
     return out
 
 

@@ -1,4 +1,5 @@
-"""`build.py dry-run`: build, then run exactly the built notebooks here, on CPU, and check what they wrote.
+"""`build.py dry-run`: build, then run exactly the built notebooks here, on CPU, and check what they
+wrote.
 
 The build is the one `push` uploads for the same options (the Kaggle config, its memory preflight, its
 pretrained weights when they can be had). The notebooks are executed with nbclient on this interpreter's
@@ -37,7 +38,8 @@ EXECUTED, INFERRED, LOG = "dry-run.ipynb", "dry-run-infer.ipynb", "dry-run.log" 
 def _check_data(data: Path, out: Path, cfg: Config) -> None:
     """Refuse --data that is not a competition the kernel can read, with the kernel's own checks."""
     if out.resolve() in [data, *data.parents]:
-        raise UserError(f"--data {data} is inside --out {out}, which the build replaces; move it or pick another --out")
+        raise UserError(f"--data {data} is inside --out {out}, which the build replaces; "
+                        "move it or pick another --out")
     try:
         train_items(cfg, log=lambda *a: None)
         test_items(cfg, log=lambda *a: None)
@@ -63,14 +65,18 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> tuple[nbformat.NotebookNode
     def started(cell, cell_index, **_):
         running[0] = cell_index
         if cell.cell_type == "code":
-            print(f"  [{time.time() - t0:4.0f}s] cell {cell_index + 1}/{len(nb.cells)}: {first(cell)}", flush=True)
+            print(f"  [{time.time() - t0:4.0f}s] cell {cell_index + 1}/{len(nb.cells)}: {first(cell)}",
+                  flush=True)
     # kernel_dirs=[]: the kernel is ipykernel on this very interpreter, whatever kernelspecs are installed
     km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    client = Client(nb, km=km, timeout=None, on_cell_start=started, resources={"metadata": {"path": str(cwd)}})
+    client = Client(nb, km=km, timeout=None, on_cell_start=started,
+                    resources={"metadata": {"path": str(cwd)}})
     log = cwd / LOG
     try:
-        with open(log, "a") as f:  # the kernel process's own chatter goes to a file; cell outputs go into the notebook
-            client.execute(cleanup_kc=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, stdout=f, stderr=f)
+        # the kernel process's own chatter goes to a file; cell outputs go into the notebook
+        with open(log, "a") as f:
+            client.execute(cleanup_kc=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                           stdout=f, stderr=f)
     except (CellExecutionError, DeadKernelError) as e:
         why = f"{e.ename}: {e.evalue}" if isinstance(e, CellExecutionError) else \
             f"the kernel died ({e}; see {log}); out of memory?"
@@ -86,7 +92,8 @@ def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
     print(f"running {build / folder / meta['code_file']} ({meta['id']}) on CPU ...", flush=True)
     nb, failed = execute(nb, build)
     notebook.write(nb, build / executed)
-    if failed: raise UserError(f"{failed}; see {build / executed}")
+    if failed:
+        raise UserError(f"{failed}; see {build / executed}")
 
 
 def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: dict | None = None,
@@ -95,9 +102,11 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     """Build into OUT, run the built notebooks on CPU, and return OUT/submission.csv."""
     t0, out, overrides = time.time(), Path(out), dict(overrides or {})
     run = dict(overrides)
-    if weights and "arch" not in run:  # the weights are for the architecture Kaggle trains, not the CPU preset's
+    # the weights are for the architecture Kaggle trains, not the CPU preset's
+    if weights and "arch" not in run:
         run["arch"] = Config.make("kaggle", **overrides).arch
-        print(f"--weights given: the dry run trains {run['arch']}, the architecture they are for (pass --arch to change)")
+        print(f"--weights given: the dry run trains {run['arch']}, the architecture they are for "
+              "(pass --arch to change)")
     cfg = Config.make(preset, **run)  # a bad name or value: one line now, not a failed cell later
     if data is not None:
         data = Path(data).expanduser().resolve()
@@ -106,7 +115,8 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     except UserError:
         if user: raise
         user = "local"  # no Kaggle account needed to dry-run: the user only names the ids
-    bundle.build(out, overrides, weights=weights, pretrained=pretrained, user=user, wheels=wheels, dry_run=True)
+    bundle.build(out, overrides, weights=weights, pretrained=pretrained, user=user, wheels=wheels,
+                 dry_run=True)
     if data is None:
         print("generating the sample competition ...", flush=True)
         data = make_sample(out / "sample").resolve()
@@ -116,8 +126,8 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
     shipped = built["weights"]
     if shipped == "." and not archs <= have:
-        print(f"the dry run trains {', '.join(sorted(archs - have))} from scratch: the dataset holds pretrained "
-              f"weights for {', '.join(sorted(have))} (give --arch to dry-run that)")
+        print(f"the dry run trains {', '.join(sorted(archs - have))} from scratch: the dataset holds "
+              f"pretrained weights for {', '.join(sorted(have))} (give --arch to dry-run that)")
         shipped = None
 
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:

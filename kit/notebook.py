@@ -1,4 +1,5 @@
-"""The kernel notebooks: install the kit's wheels offline, take parameters, call the kernel package, show results.
+"""The kernel notebooks: install the kit's wheels offline, take parameters, call the kernel package, show
+results.
 
 Written with nbformat: valid nbformat 4.5, `kernelspec` and `language_info` set (Kaggle refuses a notebook
 without a kernel name), no outputs, fixed cell ids (so building twice gives the same bytes), and one
@@ -25,30 +26,39 @@ def mounted(path):
     """`path`, or where this Kaggle image mounted the same input: /kaggle/input/<slug>,
     /kaggle/input/competitions/<slug>, /kaggle/input/datasets/<owner>/<slug>, ... (found by its slug)."""
     slug = os.path.basename(path.rstrip("/"))
-    found = glob.glob(f"/kaggle/input/{slug}") + glob.glob(f"/kaggle/input/*/{slug}") + glob.glob(f"/kaggle/input/*/*/{slug}")
+    found = (glob.glob(f"/kaggle/input/{slug}") + glob.glob(f"/kaggle/input/*/{slug}")
+             + glob.glob(f"/kaggle/input/*/*/{slug}"))
     for p in [path, *sorted(found)]:
         if os.path.isdir(p): return p
-    raise FileNotFoundError(f"{path} is not mounted: attach it to the notebook (kernel-metadata.json sources)")
+    raise FileNotFoundError(f"{path} is not mounted: attach it to the notebook "
+                            "(kernel-metadata.json sources)")
 
 {mounts}
 # Every wheel in the dataset, offline and without dependencies: Kaggle's torch and fastai stay as they are.
 wheels = sorted(glob.glob(os.path.join(dataset, "*.whl")))
-pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check", *wheels]
+pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check",
+       *wheels]
 done = subprocess.run(pip + (["--target", target] if target else []), capture_output=True, text=True)
 print(done.stdout, done.stderr)
-if done.returncode: raise RuntimeError(f"pip could not install {wheels} offline: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+if done.returncode:
+    raise RuntimeError(f"pip could not install {wheels} offline: "
+                       f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
 if target: sys.path.insert(0, target)
 import fastai, kernel, timm, torch
 print("kernel", kernel.__version__, "from", os.path.dirname(kernel.__file__))
-print(f"python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, timm {timm.__version__}")
-# nvidia-smi, not torch.cuda: this process starts no CUDA context that members on the same GPU would lose memory to
-smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                                                   capture_output=True, text=True).stdout.strip()
+print(f"python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
+      f"timm {timm.__version__}")
+# nvidia-smi, not torch.cuda: this process starts no CUDA context that members on the same GPU would lose
+# memory to
+smi = shutil.which("nvidia-smi") and subprocess.run(
+    ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+    capture_output=True, text=True).stdout.strip()
 print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
 import kernel.ensemble
-cfg = kernel.Config.make(preset, data=data, out=out, weights=weights and os.path.join(dataset, weights), **overrides)
+cfg = kernel.Config.make(preset, data=data, out=out, weights=weights and os.path.join(dataset, weights),
+                         **overrides)
 submission = kernel.ensemble.run(cfg)'''
 
 PLOTS = '''\
@@ -74,7 +84,8 @@ def install(mounts: str) -> str:
 
 def _notebook(cells: list[tuple[str, nbformat.NotebookNode]]) -> nbformat.NotebookNode:
     for cid, cell in cells: cell.id = cid
-    nb = new_notebook(cells=[c for _, c in cells], metadata={"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
+    nb = new_notebook(cells=[c for _, c in cells],
+                      metadata={"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
     nbformat.validate(nb)
     return nb
 
@@ -86,26 +97,31 @@ def _params(lines: list[str]) -> nbformat.NotebookNode:
 def _inputs(competition: str, dataset_id: str) -> list[str]:
     owner, slug = dataset_id.split("/")
     return [f"data = '/kaggle/input/competitions/{competition}'  # the competition's files",
-            f"dataset = '/kaggle/input/datasets/{owner}/{slug}'  # the kit's dataset: wheels and pretrained weights",
+            f"dataset = '/kaggle/input/datasets/{owner}/{slug}'  "
+            "# the kit's dataset: wheels and pretrained weights",
             "out = '/kaggle/working'  # submission.csv, models, plots, checkpoints"]
 
 
 TARGET = "target = None  # None: install into this environment; a folder: install there (the dry run)"
 
 
-def notebook(title: str, competition: str, dataset_id: str, overrides: dict, weights: str | None) -> nbformat.NotebookNode:
+def notebook(title: str, competition: str, dataset_id: str, overrides: dict,
+             weights: str | None) -> nbformat.NotebookNode:
     """The training notebook, for Kaggle's paths: the kit's dataset installs, `overrides` (the kernel.Config
     fields given to build) over the kaggle preset, pretrained `weights` from the dataset."""
     params = [*_inputs(competition, dataset_id),
               "preset = 'kaggle'  # a kernel.Config preset: kaggle, or cpu for the dry run",
-              f"overrides = {overrides!r}  # any kernel.Config field, e.g. {{'tta': 8, 'members': 'a seed=1; b seed=2'}}",
-              f"weights = {weights!r}  # in the dataset: '.' = <arch>.safetensors for each arch, or a file; None: from scratch",
+              f"overrides = {overrides!r}  "
+              f"# any kernel.Config field, e.g. {{'tta': 8, 'members': 'a seed=1; b seed=2'}}",
+              f"weights = {weights!r}  # in the dataset: '.' = <arch>.safetensors for each arch, "
+              "or a file; None: from scratch",
               TARGET]
     return _notebook([
         ("title", new_markdown_cell(
-            f"# {title}\n\nTrains an image classifier with fastai on the `{competition}` competition and writes "
-            f"`/kaggle/working/submission.csv` and the exported models. The training code is the `paddy-kernel-kit` "
-            f"wheel in the dataset `{dataset_id}`; this notebook installs it offline, sets the parameters and calls it.")),
+            f"# {title}\n\nTrains an image classifier with fastai on the `{competition}` competition "
+            "and writes `/kaggle/working/submission.csv` and the exported models. The training code is "
+            f"the `paddy-kernel-kit` wheel in the dataset `{dataset_id}`; this notebook installs it "
+            "offline, sets the parameters and calls it.")),
         ("parameters", _params(params)),
         ("install", new_code_cell(install("data, dataset = mounted(data), mounted(dataset)"))),
         ("train", new_code_cell(TRAIN)),
@@ -114,26 +130,31 @@ def notebook(title: str, competition: str, dataset_id: str, overrides: dict, wei
     ])
 
 
-def inference_notebook(title: str, competition: str, dataset_id: str, train_kernel: str) -> nbformat.NotebookNode:
+def inference_notebook(title: str, competition: str, dataset_id: str,
+                       train_kernel: str) -> nbformat.NotebookNode:
     """The inference notebook: the training kernel's output attached, its exported models predict the test
     images, nothing is trained. Short enough for a code competition's rerun on the hidden test set."""
     params = [*_inputs(competition, dataset_id),
-              f"models = '/kaggle/input/{train_kernel.split('/')[1]}'  # the training kernel's output: exported models",
+              f"models = '/kaggle/input/{train_kernel.split('/')[1]}'  "
+              "# the training kernel's output: exported models",
               "tta = None  # augmented passes; None: each model's own setting",
               TARGET]
     return _notebook([
         ("title", new_markdown_cell(
             f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel "
-            f"`{train_kernel}` (attached as an input) and writes `/kaggle/working/submission.csv`. No training.")),
+            f"`{train_kernel}` (attached as an input) and writes `/kaggle/working/submission.csv`. "
+            "No training.")),
         ("parameters", _params(params)),
-        ("install", new_code_cell(install("data, dataset, models = mounted(data), mounted(dataset), mounted(models)"))),
+        ("install", new_code_cell(
+            install("data, dataset, models = mounted(data), mounted(dataset), mounted(models)"))),
         ("predict", new_code_cell(PREDICT)),
         ("submission", new_code_cell(SUBMISSION)),
     ])
 
 
 def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
-    """A copy of `nb` with a cell after the `parameters` cell that assigns `values` (papermill's convention)."""
+    """A copy of `nb` with a cell after the `parameters` cell that assigns `values` (papermill's
+    convention)."""
     nb = nbformat.from_dict(nb)  # a deep copy: the built notebook stays as pushed
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     cell = new_code_cell("# Injected by the dry run\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()),

@@ -32,8 +32,9 @@ def preflight(cfg: Config, log=print) -> None:
                                 "use a larger size") from None
             if accum is None:
                 one = memory.estimate(c.arch, N_CLASSES, s.size, 1).total
-                raise UserError(f"stage {s} of {c.arch}: even one image at a time needs ~{one / GIB:.1f} GiB, "
-                                f"more than {acc.name}'s {acc.memory / GIB:.1f} GiB; use a smaller size or --arch")
+                raise UserError(f"stage {s} of {c.arch}: even one image at a time needs "
+                                f"~{one / GIB:.1f} GiB, more than {acc.name}'s {acc.memory / GIB:.1f} GiB; "
+                                "use a smaller size or --arch")
             need = memory.estimate(c.arch, N_CLASSES, s.size, s.bs // accum).total
             log(f"  {c.arch:<28} {s.size[0]:>4}x{s.size[1]:<4} batch {s.bs} = {accum} x {s.bs // accum:<4} "
                 f"{need / GIB:5.1f} GiB  " + ("fits" if need <= acc.memory else "DOES NOT FIT")
@@ -41,7 +42,8 @@ def preflight(cfg: Config, log=print) -> None:
             if need > acc.memory:
                 fit = memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
                 h, w = s.size
-                fix = (f"write it {h}x{w}:{s.epochs}:{s.bs}:{fit} (accumulation {fit}) or {h}x{w}:{s.epochs}:{s.bs}:auto"
+                fix = (f"write it {h}x{w}:{s.epochs}:{s.bs}:{fit} (accumulation {fit}) "
+                       f"or {h}x{w}:{s.epochs}:{s.bs}:auto"
                        if fit else "use a smaller size or --arch")
                 raise UserError(f"stage {s} of {c.arch} needs ~{need / GIB:.1f} GiB of GPU memory, more than "
                                 f"{acc.name}'s {acc.memory / GIB:.1f} GiB; {fix}")

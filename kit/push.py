@@ -3,13 +3,15 @@
     push(out)     build; check the metadata; create the dataset, or version it only if its content changed;
                   wait (bounded) until Kaggle has processed it; push the training kernel attached to it
     status(out)   the pushed kernel's run state, your latest submissions to the competition and their scores
-    output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls, bounded
+    output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls,
+                  bounded
 
 (`build.py submit`, which builds on the helpers here, is kit/submit.py.)
 
 Whether the dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload
 carries `paddy-kernel-kit content sha256:<hash>` in the dataset's description, read back with the client's
-`dataset_metadata`. A push from another clone, or after deleting the build folder, still knows what Kaggle has.
+`dataset_metadata`. A push from another clone, or after deleting the build folder, still knows what
+Kaggle has.
 
 Every failure is one line saying what to do, and a rerun picks up where the last push stopped: the dataset is
 skipped once its content is on Kaggle, and files that arrived before a failed create call are not sent again
@@ -36,13 +38,16 @@ from kernel.errors import UserError
 
 from . import metadata
 
-with contextlib.redirect_stdout(io.StringIO()):  # importing kaggle authenticates, and prints a page of help when
-    from kaggle.api.kaggle_api_extended import KaggleApi  # there are no credentials; _api() says it in one line
+# importing kaggle authenticates, and prints a page of help when there are no credentials; _api() says it
+# in one line
+with contextlib.redirect_stdout(io.StringIO()):
+    from kaggle.api.kaggle_api_extended import KaggleApi
     from kagglesdk import KaggleClient
 
 T = TypeVar("T")
 MARKER = "paddy-kernel-kit content sha256:"
-DATASET_WAIT_S = 600  # how long push waits for Kaggle to process the dataset before giving up (a rerun resumes)
+# how long push waits for Kaggle to process the dataset before giving up (a rerun resumes)
+DATASET_WAIT_S = 600
 OUTPUT_WAIT_S = 12 * 3600  # a Kaggle GPU session lasts at most 12 hours
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
 
@@ -63,18 +68,21 @@ class Api(KaggleApi):
 
 
 def _api() -> Api:
-    """An authenticated client, with credentials found where the kaggle client looks: kaggle.json in its config
-    folder, KAGGLE_USERNAME and KAGGLE_KEY, KAGGLE_API_TOKEN or ~/.kaggle/access_token, or `kaggle auth login`."""
+    """An authenticated client, with credentials found where the kaggle client looks: kaggle.json in its
+    config folder, KAGGLE_USERNAME and KAGGLE_KEY, KAGGLE_API_TOKEN or ~/.kaggle/access_token, or
+    `kaggle auth login`."""
     api, said = Api(), io.StringIO()
     try:
         with contextlib.redirect_stdout(said): api.authenticate()
     except SystemExit:  # the client's way to say "no credentials", after a page of help we swallowed
-        raise UserError(f"no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api and save "
-                        f"kaggle.json as {api.config}, or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN)") from None
+        raise UserError(f"no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api "
+                        f"and save kaggle.json as {api.config}, or set KAGGLE_USERNAME and KAGGLE_KEY "
+                        "(or KAGGLE_API_TOKEN)") from None
     except requests.RequestException as e:  # a token is checked with Kaggle as it is read
-        raise UserError(f"could not check your Kaggle token with Kaggle ({type(e).__name__}): check your internet "
-                        "connection and rerun") from None
-    if said.getvalue().strip(): print(said.getvalue().strip(), file=sys.stderr)  # e.g. "kaggle.json is readable by others"
+        raise UserError(f"could not check your Kaggle token with Kaggle ({type(e).__name__}): "
+                        "check your internet connection and rerun") from None
+    if said.getvalue().strip():
+        print(said.getvalue().strip(), file=sys.stderr)  # e.g. "kaggle.json is readable by others"
     return api
 
 
@@ -90,29 +98,34 @@ def _call(what: str, fn: Callable[..., T], *args, rerun: str = "push", **kwargs)
     except Exception as e:
         # the client turns some HTTP errors into a ValueError of its own; the status code is on the original
         http = e if isinstance(e, requests.HTTPError) else e.__context__
-        code = http.response.status_code if isinstance(http, requests.HTTPError) and http.response is not None else None
+        code = (http.response.status_code
+                if isinstance(http, requests.HTTPError) and http.response is not None else None)
         said = (str(http if code else e).strip().splitlines() or [type(e).__name__])[0]
         if code == 401:
             line = (f"Kaggle refused your credentials (401) while {what}: create a new API token at "
                     f"https://www.kaggle.com/settings/api and save kaggle.json as {KaggleApi.config}, or fix "
                     "KAGGLE_USERNAME/KAGGLE_KEY, then " + again)
         elif code == 403:
-            line = (f"Kaggle denied {what} (403: {said}): the id must belong to the account of your credentials; "
-                    "for a competition kernel, accept the competition's rules on its page and verify your phone "
-                    "number (needed for GPU), then " + again)
+            line = (f"Kaggle denied {what} (403: {said}): the id must belong to the account of your "
+                    "credentials; for a competition kernel, accept the competition's rules on its page and "
+                    "verify your phone number (needed for GPU), then " + again)
         elif code == 404:
-            line = f"{what}: Kaggle has no such thing (404: {said}); check the id, or push it first with `python build.py push`"
+            line = (f"{what}: Kaggle has no such thing (404: {said}); check the id, or push it first with "
+                    "`python build.py push`")
         elif code == 409:
-            line = (f"Kaggle reported a conflict while {what} (409: {said}): if another dataset or notebook of yours "
-                    "already has this slug, change \"id\" and \"title\" in the metadata template; otherwise wait a minute and " + again)
+            line = (f"Kaggle reported a conflict while {what} (409: {said}): if another dataset or notebook "
+                    "of yours already has this slug, change \"id\" and \"title\" in the metadata template; "
+                    "otherwise wait a minute and " + again)
         elif code == 429:
             line = f"Kaggle is rate-limiting you (429) while {what}: wait a few minutes, then " + again
         elif code and code >= 500:
-            line = f"Kaggle failed with a server error while {what} ({code}: {said}): try again in a few minutes; " + again
+            line = (f"Kaggle failed with a server error while {what} ({code}: {said}): "
+                    "try again in a few minutes; " + again)
         elif code:
             line = f"Kaggle refused {what} ({code}: {said}); " + again
         elif isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError)):
-            line = f"cannot reach Kaggle while {what} ({type(e).__name__}): check your internet connection, then " + again
+            line = (f"cannot reach Kaggle while {what} ({type(e).__name__}): "
+                    "check your internet connection, then " + again)
         else:
             line = f"{what} failed: {said}; " + again
         raise UserError(line) from None
@@ -127,12 +140,14 @@ def _sha256(path: Path) -> str:
 
 def dataset_files(dataset: Path) -> dict[str, str]:
     """{name: sha256} of the files the client uploads from a dataset folder (top level, not the metadata)."""
-    return {p.name: _sha256(p) for p in sorted(dataset.iterdir()) if p.is_file() and p.name != metadata.DATASET_FILE}
+    return {p.name: _sha256(p) for p in sorted(dataset.iterdir())
+            if p.is_file() and p.name != metadata.DATASET_FILE}
 
 
 def content_hash(files: dict[str, str]) -> str:
     """One hash for the dataset's content: its files' names and bytes."""
-    return hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()).hexdigest()
+    return hashlib.sha256("".join(f"{name}\0{digest}\n"
+                                  for name, digest in sorted(files.items())).encode()).hexdigest()
 
 
 def stage(dataset: Path, out: Path, files: dict[str, str], digest: str) -> Path:
@@ -156,7 +171,8 @@ def stage(dataset: Path, out: Path, files: dict[str, str], digest: str) -> Path:
         os.replace(tmp, dst)
     meta = json.loads((dataset / metadata.DATASET_FILE).read_text())
     meta["description"] = f"{meta.get('description') or ''}\n\n{MARKER}{digest}".lstrip()
-    with atomic_write(folder / metadata.DATASET_FILE) as tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_write(folder / metadata.DATASET_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 
@@ -169,13 +185,15 @@ def _remote(api: Api, ref: str) -> tuple[str | None, str | None]:
         raise
     with tempfile.TemporaryDirectory(prefix="pkk-meta-") as tmp:
         info = json.loads(Path(api.dataset_metadata(ref, tmp)).read_text())
-    info = info.get("info", info)  # kaggle 2.2.5 writes the whole response, {"info": {...}}, not just the info
+    # kaggle 2.2.5 writes the whole response, {"info": {...}}, not just the info
+    info = info.get("info", info)
     m = re.search(re.escape(MARKER) + r"([0-9a-f]{64})", info.get("description") or "")
     return state, m and m[1]
 
 
 def _poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout: float) -> str:
-    """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last state."""
+    """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last
+    state."""
     start, pause, shown = time.monotonic(), 1.0, ""
     while True:
         state = get()
@@ -204,22 +222,29 @@ def push_dataset(api: Api, out: Path, timeout: float) -> str:
     if state is None or remote != digest or state == "failed":
         folder = stage(dataset, out, files, digest)
         if state is None:
-            r = _call(f"creating dataset {ref}", api.dataset_create_new, str(folder), public=False, quiet=False)
+            r = _call(f"creating dataset {ref}", api.dataset_create_new, str(folder), public=False,
+                      quiet=False)
         else:
             r = _call(f"uploading a new version of dataset {ref}", api.dataset_create_version, str(folder),
                       f"paddy-kernel-kit {digest[:12]}", quiet=False)
-        if r.error: raise UserError(f"Kaggle refused dataset {ref}: {r.error.rstrip('.')}; fix dataset-metadata.json, then rerun `python build.py push`")
+        if r.error:
+            raise UserError(f"Kaggle refused dataset {ref}: {r.error.rstrip('.')}; "
+                            "fix dataset-metadata.json, then rerun `python build.py push`")
         size = sum((dataset / n).stat().st_size for n in files)
-        print(f"dataset {ref}: {'created' if state is None else 'new version'}, uploaded {', '.join(files)} ({_size(size)})")
+        print(f"dataset {ref}: {'created' if state is None else 'new version'}, "
+              f"uploaded {', '.join(files)} ({_size(size)})")
     else:
         print(f"dataset {ref}: unchanged on Kaggle (content {digest[:12]}), nothing uploaded")
     state = _poll(f"waiting for Kaggle to process dataset {ref}",
-                  lambda: _call(f"checking dataset {ref}", api.dataset_status, ref), lambda s: s in ("ready", "failed"), timeout)
+                  lambda: _call(f"checking dataset {ref}", api.dataset_status, ref),
+                  lambda s: s in ("ready", "failed"), timeout)
     if state == "failed":
-        raise UserError(f"Kaggle failed to process dataset {ref}; rerun `python build.py push` to upload it again")
+        raise UserError(f"Kaggle failed to process dataset {ref}; "
+                        "rerun `python build.py push` to upload it again")
     if state != "ready":
-        raise UserError(f"dataset {ref} is still not ready after {timeout:.0f} s (Kaggle says {state!r}); rerun "
-                        "`python build.py push` later (it is not uploaded again), or give it longer with --timeout SECONDS")
+        raise UserError(f"dataset {ref} is still not ready after {timeout:.0f} s (Kaggle says {state!r}); "
+                        "rerun `python build.py push` later (it is not uploaded again), "
+                        "or give it longer with --timeout SECONDS")
     return ref
 
 
@@ -229,15 +254,17 @@ def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
     ref = json.loads((kernel / metadata.KERNEL_FILE).read_text())["id"]
     r = _call(f"pushing kernel {ref}", api.kernels_push, str(kernel), rerun=rerun)
     problems = [f"{what} {', '.join(bad)}" for what, bad in (
-        ("dataset sources", r.invalid_dataset_sources), ("competition sources", r.invalid_competition_sources),
+        ("dataset sources", r.invalid_dataset_sources),
+        ("competition sources", r.invalid_competition_sources),
         ("kernel sources", r.invalid_kernel_sources), ("model sources", r.invalid_model_sources)) if bad]
     if r.error:
         raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, "
                         f"then rerun `python build.py {rerun}`")
     if problems:  # Kaggle saved the kernel, but without these: its run would fail
-        raise UserError(f"Kaggle pushed kernel {ref} without its {'; '.join(problems)} (unknown to Kaggle, or not yours): "
-                        "check kernel-metadata.json and that you accepted the competition's rules, then rerun "
-                        f"`python build.py {rerun}`"
+        raise UserError(f"Kaggle pushed kernel {ref} without its {'; '.join(problems)} "
+                        "(unknown to Kaggle, or not yours): "
+                        "check kernel-metadata.json and that you accepted the competition's rules, "
+                        f"then rerun `python build.py {rerun}`"
                         + (" (the dataset is not uploaded again)" if rerun == "push" else ""))
     print(f"kernel {ref}: version {r.version_number} pushed and running, {r.url}")
     return ref, r.version_number
@@ -245,7 +272,8 @@ def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
 
 def push(out: Path, overrides: dict | None = None, weights: str | None = None, pretrained: bool = True,
          user: str | None = None, wheels: list[str] = (), timeout: float = DATASET_WAIT_S) -> str:
-    """Build under OUT, check it, bring the dataset up to date on Kaggle, push the kernel; returns the kernel's id."""
+    """Build under OUT, check it, bring the dataset up to date on Kaggle, push the kernel; returns the
+    kernel's id."""
     from .bundle import build
     api = _api()
     # The build checks the metadata as Kaggle would (and the config, and GPU memory): everything that would
@@ -290,11 +318,13 @@ FINISHED = ("complete", "error", "cancel_acknowledged")
 # probs.csv, history.csv, the plots, the exported models (model.safetensors, model.json, ensemble.json), the
 # members' log.txt; not checkpoints/ (the optimiser's state besides the model's: large, and only a resume on
 # Kaggle needs it), nor .lock. The kaggle client matches it (re.search) against each name the server lists and
-# downloads only those: the server is not sent the pattern, so it lists every file, but only wanted bytes travel.
+# downloads only those: the server is not sent the pattern, so it lists every file, but only wanted bytes
+# travel.
 WANTED = r"^(?!(.*/)?checkpoints/).*\.(csv|png|json|safetensors|txt)$"
 
 
-def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: float = OUTPUT_WAIT_S) -> list[Path]:
+def output(dest: Path, wait: bool = False, out: Path = Path("build"),
+           timeout: float = OUTPUT_WAIT_S) -> list[Path]:
     """Download what the user needs of the output of the kernel pushed from OUT (WANTED) and its log into DEST
     once its run is over.
 
@@ -325,6 +355,6 @@ def output(dest: Path, wait: bool = False, out: Path = Path("build"), timeout: f
     print(f"kernel {ref}: {state}; downloaded {', '.join(str(p) for p in got) or 'nothing'}")
     if state != "complete":
         failure = _state(api, ref, rerun)[1] if state == "error" else "cancelled"
-        raise UserError(f"kernel {ref} did not finish ({state}: {failure or 'no message'}); read its log in {dest}, "
-                        "fix, and push again")
+        raise UserError(f"kernel {ref} did not finish ({state}: {failure or 'no message'}); "
+                        f"read its log in {dest}, fix, and push again")
     return got

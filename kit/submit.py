@@ -70,7 +70,8 @@ def wait_run(api: Api, ref: str, version: int, deadline: float, what: str, fix: 
     if state == "error":
         failure = _state(api, run, "submit")[1] or "no message"
         raise UserError(f"{what} kernel {ref} v{version} failed ({failure}); {fix}")
-    if state in FINISHED: raise UserError(f"{what} kernel {ref} v{version} was cancelled; {fix}")
+    if state in FINISHED:
+        raise UserError(f"{what} kernel {ref} v{version} was cancelled; {fix}")
     raise UserError(f"{what} kernel {ref} v{version} is still {state} when the --timeout runs out; rerun "
                     "`python build.py submit` later (it carries on where it stopped), or give it longer")
 
@@ -131,18 +132,21 @@ def _made(submit: Callable[[], ApiCreateSubmissionResponse], competition: str) -
     try:
         with contextlib.redirect_stdout(io.StringIO()): r = submit()  # it prints a failed upload's error
     except requests.HTTPError as e:
-        if DAILY.search(str(e)): raise _daily_limit(competition, str(e)) from None
+        if DAILY.search(str(e)):
+            raise _daily_limit(competition, str(e)) from None
         raise
     if r.ref: return r.ref
     why = (r.message or "no reason given").strip()
-    if DAILY.search(why): raise _daily_limit(competition, why)
+    if DAILY.search(why):
+        raise _daily_limit(competition, why)
     raise UserError(f"Kaggle did not take the submission to {competition} ({why.rstrip('.')}); rerun "
                     "`python build.py submit`")
 
 
 def submit_code(api: Api, competition: str, infer: str, version: int, description: str) -> int:
     """A code submission: Kaggle reruns inference kernel v`version` on the hidden test set."""
-    send = lambda: api.competition_submit_code(SUBMISSION, description, competition, infer, version, quiet=True)
+    send = lambda: api.competition_submit_code(SUBMISSION, description, competition, infer, version,
+                                               quiet=True)
     return _call(f"submitting {infer} v{version} to {competition}", _made, send, competition, rerun="submit")
 
 

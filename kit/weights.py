@@ -34,8 +34,10 @@ def fetch(arch: str, dest: Path) -> Path:
             body = timm.create_model(arch, pretrained=True, num_classes=0)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true") else ""
-        raise Unavailable(f"cannot get the pretrained weights of {arch}{offline}: {type(e).__name__}: {first}; "
+        offline = (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
+                   else "")
+        raise Unavailable(f"cannot get the pretrained weights of {arch}{offline}: "
+                          f"{type(e).__name__}: {first}; "
                           f"connect to the internet once so timm can download them into {cache_dir()}, "
                           "or pass --weights FILE, or --no-pretrained to train from scratch") from None
     path = dest / f"{arch}.safetensors"

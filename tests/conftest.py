@@ -28,27 +28,32 @@ KERNEL_HOME = Path(kernel.__file__).resolve().parents[1]  # the folder `import k
 def kernel_subprocess() -> dict:
     """subprocess.run/Popen keywords for `python -m kernel.<module>` that import this same `kernel`:
     cwd, which `-m` puts first on sys.path, is the folder it lives in, and PYTHONPATH starts with it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(KERNEL_HOME), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(KERNEL_HOME), os.environ.get("PYTHONPATH")]))}
     return dict(cwd=KERNEL_HOME, env=env)
 
 
 def pytest_configure(config):
-    if os.environ.get("PKK_EXPECT_WHEEL") == "1" and (ROOT in Path(kernel.__file__).resolve().parents
-                                                       or not list(KERNEL_HOME.glob("paddy_kernel_kit-*.dist-info"))):
-        raise pytest.UsageError(f"PKK_EXPECT_WHEEL=1 but kernel was imported from {kernel.__file__}, not from an installed "
-                                "paddy-kernel-kit wheel; run the Kaggle pass with tests/run")
+    if os.environ.get("PKK_EXPECT_WHEEL") == "1" and (
+            ROOT in Path(kernel.__file__).resolve().parents
+            or not list(KERNEL_HOME.glob("paddy_kernel_kit-*.dist-info"))):
+        raise pytest.UsageError(f"PKK_EXPECT_WHEEL=1 but kernel was imported from {kernel.__file__}, "
+                                "not from an installed paddy-kernel-kit wheel; "
+                                "run the Kaggle pass with tests/run")
 
 
 def pytest_ignore_collect(collection_path, config):
     """Under `-m kernel` a test module not marked kernel is not even imported: the laptop-side ones need
     packages (nbformat, nbclient, the kaggle client) that the Kaggle-versions env does not have."""
-    if config.option.markexpr == "kernel" and collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+    if (config.option.markexpr == "kernel" and collection_path.name.startswith("test_")
+            and collection_path.suffix == ".py"):
         return "pytestmark = pytest.mark.kernel" not in collection_path.read_text() or None
 
 
 def lay_out_hub(hf_home: Path, arch: str) -> dict:
-    """A Hugging Face hub cache under `hf_home` holding timm's weights for `arch` (e.g. test_resnet.r160_in1k), in
-    the cache's own layout (refs/main -> snapshots/<commit>/model.safetensors), as a download would leave it.
+    """A Hugging Face hub cache under `hf_home` holding timm's weights for `arch`
+    (e.g. test_resnet.r160_in1k), in the cache's own layout
+    (refs/main -> snapshots/<commit>/model.safetensors), as a download would leave it.
     The weights are a fresh model's, moved off their initial values as trained weights are; returns them."""
     import timm
     import torch

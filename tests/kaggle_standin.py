@@ -1,17 +1,18 @@
-"""A stand-in for Kaggle's public API on 127.0.0.1:7777, for the tests of `build.py push/submit/status/output`.
+"""A stand-in for Kaggle's public API on 127.0.0.1:7777, for the tests of
+`build.py push/submit/status/output`.
 
-The real kaggle client reaches it with KAGGLE_API_ENVIRONMENT=TEST (kagglesdk's http://localhost:7777): every call
-is a POST of JSON to /api/v1/<service>/<Method>, answered in the wire form of kagglesdk's request and response
-classes (camelCase fields, enums by name, default values left out). Errors are an HTTP status with a JSON body
-{"code", "message"}, as Kaggle sends them. Files go up by PUT to the createUrl that StartBlobUpload (datasets) or
-StartSubmissionUpload (a submission file) hands out; kernel output comes down by GET from the urls that
-ListKernelSessionOutput lists, 20 to a page by default, as the client asks.
+The real kaggle client reaches it with KAGGLE_API_ENVIRONMENT=TEST (kagglesdk's http://localhost:7777): every
+call is a POST of JSON to /api/v1/<service>/<Method>, answered in the wire form of kagglesdk's request and
+response classes (camelCase fields, enums by name, default values left out). Errors are an HTTP status with a
+JSON body {"code", "message"}, as Kaggle sends them. Files go up by PUT to the createUrl that StartBlobUpload
+(datasets) or StartSubmissionUpload (a submission file) hands out; kernel output comes down by GET from the
+urls that ListKernelSessionOutput lists, 20 to a page by default, as the client asks.
 
-It keeps what arrived (datasets with their versions and bytes; kernels with every pushed version, each with its
-own run, its own output and what was attached to it; submissions), counts the bytes uploaded, logs the calls and
-the downloads, and can be told to fail a call: `standin.fail("SaveKernel", 500)`, `standin.fail("SaveKernel",
-drop=True)` to close the connection unanswered, as a network outage does, or `after=True` to make the call and
-then drop the answer (the work done on Kaggle, the news of it lost).
+It keeps what arrived (datasets with their versions and bytes; kernels with every pushed version, each with
+its own run, its own output and what was attached to it; submissions), counts the bytes uploaded, logs the
+calls and the downloads, and can be told to fail a call: `standin.fail("SaveKernel", 500)`,
+`standin.fail("SaveKernel", drop=True)` to close the connection unanswered, as a network outage does, or
+`after=True` to make the call and then drop the answer (the work done on Kaggle, the news of it lost).
 
 The daily submission limit: Kaggle's public API does not document how it refuses a submission over the limit.
 The stand-in answers CreateSubmission and CreateCodeSubmission with HTTP 400 and the text users have long
@@ -27,10 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote
 
 HOST, PORT = "127.0.0.1", 7777
-URL = f"http://localhost:{PORT}"  # what kagglesdk's TEST environment calls; the server listens on loopback only
+# what kagglesdk's TEST environment calls; the server listens on loopback only
+URL = f"http://localhost:{PORT}"
 USERNAME, KEY = "pkk-tester", "f4k3-k3y-0123456789abcdef"  # the fake credentials the tests hand the client
-TRAIN, INFER = f"{USERNAME}/paddy-kernel-kit-train", f"{USERNAME}/paddy-kernel-kit-train-infer"  # the kit's ids
-PADDY, CODE = "paddy-disease-classification", "image-code-competition"  # a file competition, a code competition
+# the kit's ids
+TRAIN, INFER = f"{USERNAME}/paddy-kernel-kit-train", f"{USERNAME}/paddy-kernel-kit-train-infer"
+# a file competition, a code competition
+PADDY, CODE = "paddy-disease-classification", "image-code-competition"
 
 
 def training_output() -> dict[str, bytes]:
@@ -69,7 +73,8 @@ class ApiError(Exception):
 
 
 class KaggleStandin:
-    """The server and its state. `start()` listens, `stop()` closes; `reset()` forgets everything between tests."""
+    """The server and its state. `start()` listens, `stop()` closes; `reset()` forgets everything
+    between tests."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -79,20 +84,25 @@ class KaggleStandin:
     def reset(self) -> None:
         with self.lock:
             self.accounts = {USERNAME: KEY}
-            self.competitions = {PADDY: {"title": "Paddy Doctor: Paddy Disease Classification", "code": False},
-                                 CODE: {"title": "An image code competition", "code": True}}
-            self.datasets: dict[str, dict] = {}  # "owner/slug" -> title, description, license, private, versions
-            self.kernels: dict[str, dict] = {}  # "owner/slug" -> title, versions (what each push sent, its run)
+            self.competitions = {
+                PADDY: {"title": "Paddy Doctor: Paddy Disease Classification", "code": False},
+                CODE: {"title": "An image code competition", "code": True}}
+            # "owner/slug" -> title, description, license, private, versions
+            self.datasets: dict[str, dict] = {}
+            # "owner/slug" -> title, versions (what each push sent, its run)
+            self.kernels: dict[str, dict] = {}
             self.blobs: dict[str, dict] = {}  # upload token -> name, length, data (None until it arrives)
             self.submissions: list[dict] = []  # every submission made, oldest first
             self.calls: list[str] = []  # method names, in the order received
-            self.requests: list[tuple[str, dict]] = []  # (method, request body) of each call that reached the API
+            # (method, request body) of each call that reached the API
+            self.requests: list[tuple[str, dict]] = []
             self.downloads: list[str] = []  # output files fetched: "owner/slug/version/name"
             self.bytes_received = 0  # file bytes PUT to upload urls
             self.faults: dict[str, list[Fault]] = {}
-            self.not_ready_polls = 1  # GetDatasetStatus answers "not ready yet" this many times per new version
-            # a pushed version's run walks these states, one per status call, and ends with that output and log;
-            # per kernel, "*" for any kernel not named
+            # GetDatasetStatus answers "not ready yet" this many times per new version
+            self.not_ready_polls = 1
+            # a pushed version's run walks these states, one per status call, and ends with that output and
+            # log; per kernel, "*" for any kernel not named
             self.run_states = {"*": ["QUEUED", "RUNNING", "COMPLETE"]}
             self.failure_messages: dict[str, str] = {}  # kernel -> failureMessage of a run that ends in ERROR
             self.outputs = {TRAIN: training_output(), INFER: inference_output(), "*": {}}
@@ -107,7 +117,8 @@ class KaggleStandin:
              drop: bool = False, body: dict | None = None, after: bool = False) -> None:
         """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail."""
         with self.lock:
-            self.faults.setdefault(method, []).append(Fault(status, message, body, drop or after, after, times))
+            self.faults.setdefault(method, []).append(
+                Fault(status, message, body, drop or after, after, times))
 
     def start(self) -> None:
         self.server = ThreadingHTTPServer((HOST, PORT), _handler(self))
@@ -160,7 +171,8 @@ class KaggleStandin:
         files = {}
         for f in new_files:
             blob = self.blobs.get(f.get("token", ""))
-            if blob is None or blob["data"] is None: raise ApiError(400, f"Invalid upload token {f.get('token')!r}")
+            if blob is None or blob["data"] is None:
+                raise ApiError(400, f"Invalid upload token {f.get('token')!r}")
             files[blob["name"]] = blob["data"]
         return files
 
@@ -193,9 +205,10 @@ class KaggleStandin:
         ref = f"{r.get('ownerSlug', '')}/{r.get('slug', '')}"
         self._own(ref, user, "datasets.create")
         if ref in self.datasets:
-            return {"status": "error", "error": f"The requested slug \"{r['slug']}\" is already in use by a dataset."}
-        ds = {"title": r.get("title", ""), "description": r.get("description", ""), "license": r.get("licenseName", ""),
-              "private": r.get("isPrivate", False), "versions": []}
+            return {"status": "error",
+                    "error": f"The requested slug \"{r['slug']}\" is already in use by a dataset."}
+        ds = {"title": r.get("title", ""), "description": r.get("description", ""),
+              "license": r.get("licenseName", ""), "private": r.get("isPrivate", False), "versions": []}
         self._version(ds, self._files(r.get("files", [])), "Initial release")
         self.datasets[ref] = ds
         return {"ref": ref, "url": f"{URL}/datasets/{ref}", "status": "Ok"}
@@ -210,7 +223,8 @@ class KaggleStandin:
 
     def SaveKernel(self, user, r):
         """A new version of the kernel, which starts running. Attached kernels (kernelDataSources) are their
-        latest version's output, recorded with that version's number and its run state at the time of the push."""
+        latest version's output, recorded with that version's number and its run state at the time
+        of the push."""
         ref = r.get("slug", "")
         self._own(ref, user, "kernels.create")
         sources = r.get("datasetDataSources", [])
@@ -219,13 +233,16 @@ class KaggleStandin:
         kernel_sources = r.get("kernelDataSources", [])
         bad_kernels = [s for s in kernel_sources if s not in self.kernels or s.split("/")[0] != user]
         k = self.kernels.setdefault(ref, {"title": r.get("newTitle", ""), "versions": []})
-        # what the kernel will see: each attached dataset's latest version, and whether it was ready to be read
+        # what the kernel will see: each attached dataset's latest version,
+        # and whether it was ready to be read
         attached = {s: (self.datasets[s]["versions"][-1]["number"],
                         self.datasets[s]["versions"][-1]["polls"] == 0) for s in sources if s not in bad}
-        kernels = {s: (self.kernels[s]["versions"][-1]["number"], self.kernels[s]["versions"][-1]["states"][0])
+        kernels = {s: (self.kernels[s]["versions"][-1]["number"],
+                       self.kernels[s]["versions"][-1]["states"][0])
                    for s in kernel_sources if s not in bad_kernels}
-        k["versions"].append({"number": len(k["versions"]) + 1, "text": r.get("text", ""), "datasets": attached,
-                              "kernels": kernels, "competitions": r.get("competitionDataSources", []),
+        k["versions"].append({"number": len(k["versions"]) + 1, "text": r.get("text", ""),
+                              "datasets": attached, "kernels": kernels,
+                              "competitions": r.get("competitionDataSources", []),
                               **{f: r.get(f, False) for f in ("isPrivate", "enableGpu", "enableInternet")},
                               "states": list(self.run_states.get(ref, self.run_states["*"])),
                               "failure": self.failure_messages.get(ref, ""),
@@ -237,7 +254,8 @@ class KaggleStandin:
         return answer
 
     def _kernel(self, r, user) -> tuple[str, dict, dict]:
-        """(ref, kernel, version) a request names: userName, kernelSlug, versionLabel ("v3"; else the latest)."""
+        """(ref, kernel, version) a request names: userName, kernelSlug, versionLabel
+        ("v3"; else the latest)."""
         ref = f"{r.get('userName', '')}/{r.get('kernelSlug', '')}"
         if ref not in self.kernels: raise ApiError(404, f"Notebook {ref} not found")
         self._own(ref, user, "kernels.get")
@@ -253,7 +271,8 @@ class KaggleStandin:
         return {"metadata": {"ref": ref, "title": k["title"], "author": owner, "slug": slug,
                              "language": "python", "kernelType": "notebook", "isPrivate": v["isPrivate"],
                              "enableGpu": v["enableGpu"], "enableInternet": v["enableInternet"],
-                             "datasetDataSources": list(v["datasets"]), "kernelDataSources": list(v["kernels"]),
+                             "datasetDataSources": list(v["datasets"]),
+                             "kernelDataSources": list(v["kernels"]),
                              "competitionDataSources": v["competitions"],
                              "currentVersionNumber": len(k["versions"])},
                 "blob": {"source": v["text"], "language": "python", "kernelType": "notebook", "slug": slug}}
@@ -296,7 +315,8 @@ class KaggleStandin:
         return s
 
     def _submit(self, user, r, code: bool, what: dict) -> dict:
-        """A new submission, refused over the daily limit (see the module's docstring) or of the wrong kind."""
+        """A new submission, refused over the daily limit (see the module's docstring)
+        or of the wrong kind."""
         name = r.get("competitionName", "")
         c = self._competition(name)
         if c["code"] != code:
@@ -329,12 +349,14 @@ class KaggleStandin:
         if v["states"][0] != "COMPLETE":
             raise ApiError(400, f"Notebook {ref} version {v['number']} did not complete")
         if r.get("fileName") not in v["outputs"]:
-            raise ApiError(400, f"Notebook {ref} version {v['number']} has no output file {r.get('fileName')!r}")
+            raise ApiError(400, f"Notebook {ref} version {v['number']} "
+                                f"has no output file {r.get('fileName')!r}")
         return self._submit(user, r, True, {"fileName": r["fileName"], "kernel": ref,
                                             "kernelVersion": v["number"]})
 
     def ListSubmissions(self, user, r):
-        """The team's submissions to the competition, newest first; each call moves each one a scoring step on."""
+        """The team's submissions to the competition, newest first;
+        each call moves each one a scoring step on."""
         name = r.get("competitionName", "")
         self._competition(name)
         mine = [s for s in reversed(self.submissions) if s["user"] == user and s["competition"] == name]
@@ -382,7 +404,8 @@ def _handler(standin: KaggleStandin):
         def _faulted(self, fault: Fault | None) -> bool:
             """Answer as the fault says; False when there is none, or it drops the answer after the call."""
             if fault is None or fault.after: return False
-            if fault.drop: self.close_connection = True  # no answer at all: the client sees the connection drop
+            if fault.drop:
+                self.close_connection = True  # no answer at all: the client sees the connection drop
             elif fault.body is not None: self._json(200, fault.body)
             else: self._json(fault.status, {"code": fault.status, "message": fault.message})
             return True
@@ -414,7 +437,8 @@ def _handler(standin: KaggleStandin):
             if self._faulted(standin._fault("Upload")): return
             blob = standin.blobs.get(self.path.removeprefix("/upload/"))
             if blob is None: return self._json(404, {"code": 404, "message": "unknown upload"})
-            if self.headers.get("Content-Range", "").startswith("bytes */"):  # "how much arrived?" before a resume
+            # "how much arrived?" before a resume
+            if self.headers.get("Content-Range", "").startswith("bytes */"):
                 return self._send(200 if blob["data"] is not None else 404, b"")
             with standin.lock:
                 blob["data"] = data
@@ -422,8 +446,10 @@ def _handler(standin: KaggleStandin):
             self._send(200, b"")
 
         def do_GET(self):
-            """Kernel output files, at the urls ListKernelSessionOutput lists: /output/<owner>/<slug>/<v>/<name>."""
-            owner, slug, number, name = (unquote(self.path.removeprefix("/output/")).split("/", 3) + [""] * 4)[:4]
+            """Kernel output files, at the urls ListKernelSessionOutput lists:
+            /output/<owner>/<slug>/<v>/<name>."""
+            owner, slug, number, name = (unquote(self.path.removeprefix("/output/")).split("/", 3)
+                                         + [""] * 4)[:4]
             k = standin.kernels.get(f"{owner}/{slug}")
             known = k and number.isdigit() and 0 < int(number) <= len(k["versions"])
             v = k["versions"][int(number) - 1] if known else None

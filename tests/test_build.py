@@ -30,7 +30,8 @@ def files(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """Two builds of the same tree into different folders; the first is returned, the second kept beside it."""
+    """Two builds of the same tree into different folders; the first is returned,
+    the second kept beside it."""
     tmp = tmp_path_factory.mktemp("builds")
     bundle.build(tmp / "a", user="alice", pretrained=False)
     bundle.build(tmp / "b", user="alice", pretrained=False)
@@ -66,22 +67,24 @@ def make_wheel(tmp: Path, name: str, requires: list[str]) -> Path:
         version = "1.0"
         dependencies = {json.dumps(requires)}
         """))
-    subprocess.run([sys.executable, "-m", "pip", "--isolated", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(tmp), str(src)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "--isolated", "wheel", "--no-deps", "--no-build-isolation",
+                    "--no-index", "-q", "-w", str(tmp), str(src)], check=True, capture_output=True)
     return next(tmp.glob(f"{name}-1.0-*.whl"))
 
 
 def test_two_builds_are_byte_identical(built):
     a, b = files(built), files(built.parent / "b")
     assert sorted(a) == sorted(["dataset/" + WHEEL, "dataset/dataset-metadata.json", "kernel/kernel.ipynb",
-                                "kernel/kernel-metadata.json", "infer/infer.ipynb", "infer/kernel-metadata.json"])
+                                "kernel/kernel-metadata.json", "infer/infer.ipynb",
+                                "infer/kernel-metadata.json"])
     assert a == b
 
 
 def test_wheel_holds_only_the_package(built):
     names = zipfile.ZipFile(built / "dataset" / WHEEL).namelist()
     assert {n.split("/")[0] for n in names} == {"kernel", "paddy_kernel_kit-0.2.0.dist-info"}
-    assert {n for n in names if n.startswith("kernel/")} == {f"kernel/{p.name}" for p in (ROOT / "kernel").glob("*.py")}
+    assert ({n for n in names if n.startswith("kernel/")}
+            == {f"kernel/{p.name}" for p in (ROOT / "kernel").glob("*.py")})
 
 
 def test_notebook_is_clean_valid_and_has_a_kernelspec(built):
@@ -95,25 +98,31 @@ def test_notebook_is_clean_valid_and_has_a_kernelspec(built):
     assert [c.id for c in nb.cells if "parameters" in c.metadata.get("tags", [])] == ["parameters"]
     # the parameters point at Kaggle's inputs: the competition and the kit's own dataset
     params = notebook.parameters(built / "kernel")
-    assert params["data"].endswith("/paddy-disease-classification") and params["dataset"].endswith("/alice/paddy-kernel-kit")
-    assert (params["out"], params["preset"], params["weights"], params["target"]) == ("/kaggle/working", "kaggle", None, None)
+    assert (params["data"].endswith("/paddy-disease-classification")
+            and params["dataset"].endswith("/alice/paddy-kernel-kit"))
+    assert ((params["out"], params["preset"], params["weights"], params["target"])
+            == ("/kaggle/working", "kaggle", None, None))
     assert params["overrides"] == {}
     # short: the training code is in the wheel, the notebook calls it
-    assert "kernel.ensemble.run(cfg)" in nb.cells[3].source and sum(len(c.source.splitlines()) for c in code) < 60
+    assert ("kernel.ensemble.run(cfg)" in nb.cells[3].source
+            and sum(len(c.source.splitlines()) for c in code) < 60)
     assert str(ROOT) not in (built / "kernel" / "kernel.ipynb").read_text()
     # the log says what ran: versions, and the GPUs (without starting CUDA in the notebook's own process)
-    assert all(w in nb.cells[2].source for w in ("torch.__version__", "fastai.__version__", "timm.__version__",
-                                                  "platform.python_version()", "nvidia-smi"))
+    assert all(w in nb.cells[2].source for w in ("torch.__version__", "fastai.__version__",
+                                                  "timm.__version__", "platform.python_version()",
+                                                  "nvidia-smi"))
 
 
 def test_the_inference_notebook_predicts_with_the_training_kernels_models(built):
     nb = nbformat.read(built / "infer" / "infer.ipynb", as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)
     assert [c.id for c in nb.cells] == ["title", "parameters", "install", "predict", "submission"]
-    assert "kernel.predict.run([models], data, out" in nb.cells[3].source and "train" not in nb.cells[3].source
+    assert ("kernel.predict.run([models], data, out" in nb.cells[3].source
+            and "train" not in nb.cells[3].source)
     params = notebook.parameters(built / "infer")
     assert params["models"] == "/kaggle/input/paddy-kernel-kit-train" and params["tta"] is None
-    assert "mounted(models)" in nb.cells[2].source  # found wherever Kaggle mounts the attached kernel's output
+    # found wherever Kaggle mounts the attached kernel's output
+    assert "mounted(models)" in nb.cells[2].source
 
 
 def test_metadata_is_coherent(built):
@@ -123,23 +132,29 @@ def test_metadata_is_coherent(built):
     assert k["id"] == "alice/paddy-kernel-kit-train"
     assert k["dataset_sources"] == [ds["id"]]  # the kernel attaches the dataset
     assert k["competition_sources"] == ["paddy-disease-classification"]
-    assert (k["enable_internet"], k["enable_gpu"], k["kernel_type"], k["language"]) == (False, True, "notebook", "python")
+    assert ((k["enable_internet"], k["enable_gpu"], k["kernel_type"], k["language"])
+            == (False, True, "notebook", "python"))
     assert (built / "kernel" / k["code_file"]).is_file()
     assert k["machine_shape"] == "NvidiaTeslaT4"  # two T4s: the shape Kaggle runs GPU sessions on
     i = json.loads((built / "infer" / "kernel-metadata.json").read_text())
     assert (i["id"], i["title"], i["code_file"]) == (k["id"] + "-infer", k["title"] + "-infer", "infer.ipynb")
     assert i["kernel_sources"] == [k["id"]]  # the training kernel's output is attached: its exported models
-    assert {f: i[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu", "machine_shape")} \
-        == {f: k[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu", "machine_shape")}
+    assert ({f: i[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu",
+                               "machine_shape")}
+            == {f: k[f] for f in ("dataset_sources", "competition_sources", "enable_internet", "enable_gpu",
+                                  "machine_shape")})
 
 
 def test_wheel_installs_offline_into_an_empty_target(built, tmp_path):
     target = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "--isolated", "install", "--no-index", "--no-deps", "--target", str(target),
-                           str(built / "dataset" / WHEEL)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "--isolated", "install", "--no-index", "--no-deps",
+                           "--target", str(target), str(built / "dataset" / WHEEL)],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); import kernel; print(kernel.__file__, kernel.__version__)"],
-                          cwd=tmp_path, capture_output=True, text=True)  # not the repo: its kernel/ must not be the one imported
+    # not the repo: its kernel/ must not be the one imported
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+                           "import kernel; print(kernel.__file__, kernel.__version__)"],
+                          cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     path, version = done.stdout.split()
     assert Path(path).parent == target / "kernel" and version == "0.2.0"
@@ -148,11 +163,14 @@ def test_wheel_installs_offline_into_an_empty_target(built, tmp_path):
 def test_weights_and_extra_wheels_are_shipped(tmp_path):
     weights = tmp_path / "convnext.pth"
     weights.write_bytes(b"not really weights")
-    extra = make_wheel(tmp_path, "pkk_demo", ["numpy"])  # numpy is here (as on Kaggle): its requirement is met
+    # numpy is here (as on Kaggle): its requirement is met
+    extra = make_wheel(tmp_path, "pkk_demo", ["numpy"])
     out = bundle.build(tmp_path / "out", weights=weights, user="alice", wheels=[extra], pretrained=False)
-    assert sorted(p.name for p in (out / "dataset").iterdir()) == sorted([WHEEL, extra.name, "convnext.pth", "dataset-metadata.json"])
+    assert (sorted(p.name for p in (out / "dataset").iterdir())
+            == sorted([WHEEL, extra.name, "convnext.pth", "dataset-metadata.json"]))
     assert (out / "dataset" / "convnext.pth").read_bytes() == b"not really weights"
-    assert notebook.parameters(out / "kernel")["weights"] == "convnext.pth"  # a file in the dataset, wherever it is mounted
+    # a file in the dataset, wherever it is mounted
+    assert notebook.parameters(out / "kernel")["weights"] == "convnext.pth"
 
 
 def previous_build(built: Path, tmp_path: Path) -> tuple[Path, dict]:
@@ -175,12 +193,14 @@ BAD_TEMPLATES = [
     (metadata.DATASET_FILE, dict(id="paddy-kernel-kit"), "is not of the form user/slug"),
     (metadata.DATASET_FILE, dict(id="{username}/Paddy_Kit"), "slug must be lowercase"),
     (metadata.DATASET_FILE, dict(id="{username}/paddy"), "must be 6 to 50 characters"),
-    (metadata.DATASET_FILE, dict(title="Paddy kit weights"), "resolves to the slug 'paddy-kit-weights', not the id's 'paddy-kernel-kit'"),
+    (metadata.DATASET_FILE, dict(title="Paddy kit weights"),
+     "resolves to the slug 'paddy-kit-weights', not the id's 'paddy-kernel-kit'"),
     (metadata.DATASET_FILE, dict(licenses=[]), "exactly one license"),
     (metadata.KERNEL_FILE, dict(id="{username}/paddy-kernel-kit-train/3"), "is not of the form user/slug"),
     (metadata.KERNEL_FILE, dict(title="Paddy training"), "resolves to the slug 'paddy-training'"),
     (metadata.KERNEL_FILE, dict(competition_sources=[]), "competition_sources must name the one competition"),
-    (metadata.KERNEL_FILE, dict(competition_sources=None), "competition_sources must name the one competition"),
+    (metadata.KERNEL_FILE, dict(competition_sources=None),
+     "competition_sources must name the one competition"),
     (metadata.KERNEL_FILE, dict(enable_internet=True), "enable_internet is True; it must be false"),
     (metadata.KERNEL_FILE, dict(code_file="kernel.py"), "code_file 'kernel.py' must be a notebook"),
     (metadata.KERNEL_FILE, dict(machine_shape="NvidiaTeslaP100"), "NvidiaTeslaP100 is retired by Kaggle"),
@@ -202,7 +222,8 @@ def test_bad_template_is_one_line_and_leaves_out_as_it_was(built, tmp_path, temp
 
 
 def test_title_resolving_to_the_slug_is_accepted(tmp_path, templates):
-    edit(templates, metadata.DATASET_FILE, title="Paddy Kernel Kit!")  # Kaggle: lowercase, non-alphanumerics -> '-'
+    # Kaggle: lowercase, non-alphanumerics -> '-'
+    edit(templates, metadata.DATASET_FILE, title="Paddy Kernel Kit!")
     out = bundle.build(tmp_path / "out", user="bob", templates=templates, pretrained=False)
     assert json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"] == "bob/paddy-kernel-kit"
 
@@ -224,11 +245,13 @@ def test_cli_without_username_says_so_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2 and not (tmp_path / "out").exists()
-    assert [l for l in done.stderr.splitlines() if l.startswith("error:")] == [done.stderr.strip().splitlines()[-1]]
+    assert ([l for l in done.stderr.splitlines() if l.startswith("error:")]
+            == [done.stderr.strip().splitlines()[-1]])
     assert "no Kaggle username" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("weights,message", [("missing.pth", "no such file"), ("kaggle.json", "Kaggle credential file")])
+@pytest.mark.parametrize("weights,message", [("missing.pth", "no such file"),
+                                             ("kaggle.json", "Kaggle credential file")])
 def test_bad_weights_are_refused(tmp_path, weights, message):
     (tmp_path / "kaggle.json").write_text('{"username": "alice", "key": "secret"}')
     with pytest.raises(UserError, match=message):
@@ -244,10 +267,11 @@ def test_out_that_is_not_a_build_folder_is_left_alone(tmp_path):
 
 
 def build_cli(tmp_path: Path, *args: str, hf_home: Path | None = None) -> subprocess.CompletedProcess:
-    """`python build.py ARGS` as a user types it: no network to the hub (HF_HUB_OFFLINE), its cache in `hf_home`."""
+    """`python build.py ARGS` as a user types it: no network to the hub (HF_HUB_OFFLINE),
+    its cache in `hf_home`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home or tmp_path / "empty-hf-home")}
-    return subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600)
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
 
 
 def one_line(done: subprocess.CompletedProcess) -> str:
@@ -258,7 +282,8 @@ def one_line(done: subprocess.CompletedProcess) -> str:
 
 
 def test_pretrained_weights_come_from_the_hub_cache_through_timm(tmp_path):
-    """No --weights: the arch's pretrained tag, through timm and its hub cache (offline here), into the dataset."""
+    """No --weights: the arch's pretrained tag, through timm and its hub cache (offline here),
+    into the dataset."""
     state = lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
     done = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
                      "test_resnet.r160_in1k", hf_home=tmp_path / "hf")
@@ -294,17 +319,22 @@ def test_the_accelerator_is_the_machine_shape_and_a_retired_one_is_refused(tmp_p
 
 def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fits(tmp_path, capsys):
     with pytest.raises(UserError) as e:
-        bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice", pretrained=False)
+        bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice",
+                     pretrained=False)
     msg = str(e.value)
-    assert msg.startswith("stage 896x672:1:64:1 of convnext_small.fb_in22k needs ~") and "GiB of GPU memory, more " \
-        "than NvidiaTeslaT4's 15.0 GiB; write it 896x672:1:64:" in msg and "or 896x672:1:64:auto" in msg
+    assert (msg.startswith("stage 896x672:1:64:1 of convnext_small.fb_in22k needs ~")
+            and "GiB of GPU memory, more than NvidiaTeslaT4's 15.0 GiB; write it 896x672:1:64:" in msg
+            and "or 896x672:1:64:auto" in msg)
     assert not (tmp_path / "out").exists()
     accum = int(re.search(r"write it 896x672:1:64:(\d+)", msg)[1])
     assert accum > 1 and 64 % accum == 0
     capsys.readouterr()
-    bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:auto"}, user="alice", pretrained=False)
+    bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:auto"}, user="alice",
+                 pretrained=False)
     table = capsys.readouterr().out
-    assert re.search(rf"896x672 +batch 64 = {accum} x {64 // accum} +[0-9.]+ GiB  fits  \(accum auto\)", table), table
+    assert re.search(rf"896x672 +batch 64 = {accum} x {64 // accum} +[0-9.]+ GiB  fits  \(accum auto\)",
+                     table), table
     assert re.search(r"160x120 +batch 64 = 1 x 64 +[0-9.]+ GiB  fits", table)
     # the notebook keeps `auto`: the kernel resolves it against the GPU it gets, the same way
-    assert notebook.parameters(tmp_path / "out" / "kernel")["overrides"]["stages"].endswith("896x672:1:64:auto")
+    assert (notebook.parameters(tmp_path / "out" / "kernel")["overrides"]["stages"]
+            .endswith("896x672:1:64:auto"))

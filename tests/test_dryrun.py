@@ -1,7 +1,7 @@
-"""`build.py dry-run`: the built notebooks themselves run here on CPU, install the wheel offline into a throwaway
-folder, train with a line per epoch in the terminal, write a valid submission.csv, and the inference notebook
-predicts the same from the exported models; pretrained weights from the hub cache reach the run; failures are one
-line naming the cell."""
+"""`build.py dry-run`: the built notebooks themselves run here on CPU, install the wheel offline into a
+throwaway folder, train with a line per epoch in the terminal, write a valid submission.csv, and the inference
+notebook predicts the same from the exported models; pretrained weights from the hub cache reach the run;
+failures are one line naming the cell."""
 import json
 import os
 import re
@@ -29,13 +29,14 @@ def dry_cli(tmp: Path, *args: str, **env) -> subprocess.CompletedProcess:
     """The dry run as a user without Kaggle credentials types it (and, as in every test, without the hub)."""
     env = {**os.environ, "KAGGLE_CONFIG_DIR": str(tmp / "nokaggle"), **env}
     env.pop("KAGGLE_USERNAME", None)
-    return subprocess.run([sys.executable, str(ROOT / "build.py"), "dry-run", *args], capture_output=True, text=True,
-                          env=env, cwd=tmp, timeout=900)
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), "dry-run", *args],
+                          capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def dry(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The dry run on the generated sample, through the real CLI; the hub is out of reach, nothing is cached."""
+    """The dry run on the generated sample, through the real CLI; the hub is out of reach,
+    nothing is cached."""
     tmp = tmp_path_factory.mktemp("dry")
     done = dry_cli(tmp, "--out", str(tmp / "build"), *SMALL)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -52,24 +53,29 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
     printed = float(re.search(r"accuracy on the sample's answers: ([0-9.]+)", done.stdout)[1])
     assert printed == round(accuracy(out / "submission.csv", out / "sample" / "test_answers.csv"), 3)
     assert re.search(r"dry run finished in \d+m\d\ds", done.stdout)
-    epochs = re.findall(r"^    stage 1/1 64x48 epoch (\d)/2: train_loss [0-9.]+ valid_loss [0-9.]+ error_rate [0-9.]+",
+    epochs = re.findall(r"^    stage 1/1 64x48 epoch (\d)/2: train_loss [0-9.]+ valid_loss [0-9.]+ "
+                        r"error_rate [0-9.]+",
                         done.stdout, re.M)
     assert epochs == ["1", "2"], done.stdout  # in the terminal as they happen, one line each
-    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors", "model.json"):
+    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors",
+                 "model.json"):
         assert (out / name).is_file(), name
 
 
 def test_the_inference_notebook_predicts_what_training_did_from_the_exported_models(dry):
     out, done = dry
-    assert (out / INFERRED).is_file() and "inference:" in done.stdout and "the same as training's" in done.stdout
+    assert ((out / INFERRED).is_file() and "inference:" in done.stdout
+            and "the same as training's" in done.stdout)
     ran = nbformat.read(out / INFERRED, as_version=4)
     values = {}
     exec(next(c for c in ran.cells if c.id == "injected-parameters").source, values)
     assert Path(values["models"]) == out.resolve() and Path(values["out"]) == (out / "inference").resolve()
     predicted = "".join(o.get("text", "") for c in ran.cells if c.id == "predict" for o in c.outputs)
     assert "predicted 100 test images with" in predicted
-    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"), pd.read_csv(out / "submission.csv"))
-    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "probs.csv"), pd.read_csv(out / "probs.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"),
+                                  pd.read_csv(out / "submission.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "probs.csv"),
+                                  pd.read_csv(out / "probs.csv"))
 
 
 def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
@@ -84,15 +90,19 @@ def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
     assert ran.cells.index(injected[0]) == 2  # right after the parameters cell, which it overrides
     values = {}
     exec(injected[0].source, values)
-    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:1", "tta": "0", "progress": "lines"}
-    assert Path(values["data"]) == out.resolve() / "sample" and Path(values["dataset"]) == out.resolve() / "dataset"
+    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:1", "tta": "0",
+                                                                 "progress": "lines"}
+    assert (Path(values["data"]) == out.resolve() / "sample"
+            and Path(values["dataset"]) == out.resolve() / "dataset")
     # no hub and nothing cached: the build says so and the dry run trains from scratch
-    assert "no pretrained weights: cannot get the pretrained weights of convnext_small.fb_in22k" in done.stdout
+    assert ("no pretrained weights: cannot get the pretrained weights of convnext_small.fb_in22k"
+            in done.stdout)
     assert values["weights"] is None and not list((out / "dataset").glob("*.safetensors"))
     # the build's memory preflight is for the Kaggle config it built
     assert re.search(r"convnext_small.fb_in22k +64x48 +batch 32 = 1 x 32 +[0-9.]+ GiB  fits", done.stdout)
     # a user without credentials gets placeholder ids
-    assert json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"] == "local/paddy-kernel-kit"
+    assert (json.loads((out / "dataset" / "dataset-metadata.json").read_text())["id"]
+            == "local/paddy-kernel-kit")
     assert all(c.execution_count for c in ran.cells if c.cell_type == "code")
 
 
@@ -119,7 +129,8 @@ def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp
     said = "".join(o.get("text", "") for c in ran.cells if c.id == "train" for o in c.outputs)
     assert re.search(rf"loaded pretrained weights for test_resnet.r160_in1k from {re.escape(str(shipped))}: "
                      r"all \d+ tensors of the body", said), said
-    assert "epoch 1/2 (body frozen)" in done.stdout  # fastai's fine_tune: the first epoch trains the head alone
+    # fastai's fine_tune: the first epoch trains the head alone
+    assert "epoch 1/2 (body frozen)" in done.stdout
 
 
 def test_failing_cell_is_one_line_naming_it(dry, tmp_path):
@@ -128,11 +139,14 @@ def test_failing_cell_is_one_line_naming_it(dry, tmp_path):
     sub = pd.read_csv(data / "sample_submission.csv")
     sub.iloc[:-1].to_csv(data / "sample_submission.csv", index=False)  # test_images/ holds one more
     with pytest.raises(UserError) as e:
-        dry_run(tmp_path / "out", data=str(data), overrides={"stages": "64x48:1:8:1"}, user="alice", pretrained=False)
+        dry_run(tmp_path / "out", data=str(data), overrides={"stages": "64x48:1:8:1"}, user="alice",
+                pretrained=False)
     msg = str(e.value)
-    assert re.fullmatch(r"notebook cell 5 \(import kernel\.ensemble\) failed: UserError: test images do not match .*"
+    assert re.fullmatch(r"notebook cell 5 \(import kernel\.ensemble\) failed: "
+                        r"UserError: test images do not match .*"
                         r"; see .*dry-run\.ipynb", msg), msg
-    assert "\n" not in msg and (tmp_path / "out" / EXECUTED).is_file() and not (tmp_path / "out" / "submission.csv").exists()
+    assert ("\n" not in msg and (tmp_path / "out" / EXECUTED).is_file()
+            and not (tmp_path / "out" / "submission.csv").exists())
 
 
 @pytest.mark.parametrize("layout,message", [

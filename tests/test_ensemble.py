@@ -1,5 +1,5 @@
-"""Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a killed
-parent, and exported models that predict alone in a fresh process (kernel.predict)."""
+"""Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a
+killed parent, and exported models that predict alone in a fresh process (kernel.predict)."""
 import json
 import signal
 import subprocess
@@ -45,7 +45,8 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     out, logged = two
     for name in ("a", "b"):
         folder = out / "members" / name
-        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "checkpoints/last.pth", "log.txt"):
+        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "checkpoints/last.pth",
+                  "log.txt"):
             assert (folder / f).is_file(), f"{name}/{f}"
     assert json.loads((out / "members" / "b" / "model.json").read_text())["arch"] == "test_resnet"
     a, b, mean = read(out / "members/a/probs.csv"), read(out / "members/b/probs.csv"), read(out / "probs.csv")
@@ -53,7 +54,8 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     expected = (a + 3 * b.loc[a.index]) / 4  # member b weighs 3
     assert np.abs(mean.loc[a.index].to_numpy() - expected.to_numpy()).max() < 1e-6
     sub = pd.read_csv(out / "submission.csv", dtype={"image_id": str})
-    assert list(sub.image_id) == list(pd.read_csv(small / "sample_submission.csv", dtype={"image_id": str}).image_id)
+    assert list(sub.image_id) == list(pd.read_csv(small / "sample_submission.csv",
+                                                  dtype={"image_id": str}).image_id)
     assert list(sub.label) == list(mean.loc[sub.image_id].idxmax(axis=1))
     # concurrent: both started before either finished; each member's epoch lines stream with its name
     started = [i for i, l in enumerate(logged) if l.endswith("started on the CPU")]
@@ -67,10 +69,12 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
     """Only the package's code, a new process, no checkpoint: the same probabilities (no TTA) as the member,
     and over both members the same ensemble."""
     out, _ = two
-    for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"), (out, out / "probs.csv")):
+    for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"),
+                             (out, out / "probs.csv")):
         dest = tmp_path / models.name
-        r = subprocess.run([sys.executable, "-m", "kernel.predict", "--models", str(models), "--data", str(small),
-                            "--out", str(dest)], capture_output=True, text=True, timeout=300, **kernel_subprocess())
+        r = subprocess.run([sys.executable, "-m", "kernel.predict", "--models", str(models),
+                            "--data", str(small), "--out", str(dest)],
+                           capture_output=True, text=True, timeout=300, **kernel_subprocess())
         assert r.returncode == 0, r.stderr[-2000:]
         got, want = read(dest / "probs.csv"), read(expected)
         assert list(got.columns) == list(want.columns)
@@ -94,12 +98,13 @@ def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_pat
 
 def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_one(small, tmp_path):
     out = tmp_path / "out"
-    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1", "--tta", "0",
-            "--members", "a seed=1; b seed=2", "--devices", "cpu"]
+    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1",
+            "--tta", "0", "--members", "a seed=1; b seed=2", "--devices", "cpu"]
     parent = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
     deadline = time.time() + 300
-    while time.time() < deadline and parent.poll() is None and not (out / "members/b/checkpoints/last.pth").exists():
+    while (time.time() < deadline and parent.poll() is None
+           and not (out / "members/b/checkpoints/last.pth").exists()):
         time.sleep(0.05)
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=30)
@@ -114,8 +119,8 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
             assert time.time() < deadline, "member b went on training after its parent was killed"
             time.sleep(0.2)
     before = {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()}
-    r = subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True, timeout=600,
-                       **kernel_subprocess())
+    r = subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True,
+                       timeout=600, **kernel_subprocess())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "[a] finished earlier: not trained again" in r.stdout and "[b] resuming from" in r.stdout
     assert {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()} == before  # a untouched

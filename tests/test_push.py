@@ -2,8 +2,8 @@
 
 Every command runs as the user runs it, `python build.py ...` in a subprocess, in a copy of the repo (so a
 test can change the package), with a temp HOME, fake credentials and KAGGLE_API_ENVIRONMENT=TEST, which points
-the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights (no test reaches the Hugging Face
-hub) and train a small architecture, whose memory preflight is quick (PUSH).
+the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights (no test reaches the Hugging
+Face hub) and train a small architecture, whose memory preflight is quick (PUSH).
 """
 import base64
 import json
@@ -21,7 +21,8 @@ from kaggle_standin import KEY, PADDY, TRAIN, USERNAME, KaggleStandin, training_
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", TRAIN
 PUSH = ("push", "--no-pretrained", "--arch", "resnet10t")
-SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())  # the key, and as an auth header carries it
+# the key, and as an auth header carries it
+SECRETS = (KEY, base64.b64encode(f"{USERNAME}:{KEY}".encode()).decode())
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,8 @@ def server():
 @pytest.fixture
 def kaggle(server):
     server.reset()
-    if server.server is None: server.start()  # a test that stopped it (network down) may have failed before restarting
+    # a test that stopped it (network down) may have failed before restarting
+    if server.server is None: server.start()
     return server
 
 
@@ -43,7 +45,8 @@ def kaggle(server):
 def repo(tmp_path):
     """A copy of the repo to push from, with a temp HOME holding nothing but what a test puts there."""
     dst = tmp_path / "repo"
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(".*", "build", "output", "sample", "__pycache__", "*.pth"))
+    shutil.copytree(ROOT, dst,
+                    ignore=shutil.ignore_patterns(".*", "build", "output", "sample", "__pycache__", "*.pth"))
     (tmp_path / "home").mkdir()
     (tmp_path / "tmp").mkdir()
     return dst
@@ -52,9 +55,11 @@ def repo(tmp_path):
 def env(repo: Path, **changes) -> dict:
     """The user's environment: fake credentials in KAGGLE_USERNAME/KAGGLE_KEY, Kaggle = the stand-in."""
     home = repo.parent / "home"
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "XDG_")) and "PROXY" not in k.upper()}
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("KAGGLE_", "XDG_")) and "PROXY" not in k.upper()}
     e.update(HOME=str(home), KAGGLE_CONFIG_DIR=str(home / ".kaggle"), KAGGLE_API_ENVIRONMENT="TEST",
-             KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY, TMPDIR=str(repo.parent / "tmp"), PYTHONWARNINGS="ignore")
+             KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY, TMPDIR=str(repo.parent / "tmp"),
+             PYTHONWARNINGS="ignore")
     e.update(changes)
     return {k: v for k, v in e.items() if v is not None}
 
@@ -90,20 +95,25 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     # credentials from kaggle.json this time, and decoys where a careless build would pick them up
     cred = json.dumps({"username": USERNAME, "key": KEY})
     (repo.parent / "home" / ".kaggle").mkdir()
-    for p in (repo.parent / "home" / ".kaggle" / "kaggle.json", repo / "kaggle.json", repo / "kernel" / "kaggle.json"):
+    for p in (repo.parent / "home" / ".kaggle" / "kaggle.json", repo / "kaggle.json",
+              repo / "kernel" / "kaggle.json"):
         p.write_text(cred)
         p.chmod(0o600)
     push = lambda: run(repo, *PUSH, KAGGLE_USERNAME=None, KAGGLE_KEY=None)
 
     said = ok(push())
-    assert "dataset pkk-tester/paddy-kernel-kit: created" in said and "/code/pkk-tester/paddy-kernel-kit-train" in said
+    assert ("dataset pkk-tester/paddy-kernel-kit: created" in said
+            and "/code/pkk-tester/paddy-kernel-kit-train" in said)
     ds, k = kaggle.datasets[DATASET], kaggle.kernels[KERNEL]
     assert ds["private"] and kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
     v1 = k["versions"][0]
     assert v1["datasets"] == {DATASET: (1, True)}  # attached, and pushed only once the dataset was ready
-    assert v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"] and not v1["enableInternet"]
-    source = lambda nb: ["".join(c["source"]) for c in nb["cells"]]  # the client sends each cell's source as one string
-    assert source(json.loads(v1["text"])) == source(json.loads((repo / "build" / "kernel" / "kernel.ipynb").read_text()))
+    assert (v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"]
+            and not v1["enableInternet"])
+    # the client sends each cell's source as one string
+    source = lambda nb: ["".join(c["source"]) for c in nb["cells"]]
+    assert (source(json.loads(v1["text"]))
+            == source(json.loads((repo / "build" / "kernel" / "kernel.ipynb").read_text())))
 
     # nothing changed: no dataset bytes, no new dataset version; the kernel runs again
     sent, calls = kaggle.bytes_received, len(kaggle.calls)
@@ -116,7 +126,8 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
     assert "dataset pkk-tester/paddy-kernel-kit: new version" in ok(push())
     assert len(ds["versions"]) == 2 and kaggle.bytes_received > sent
-    assert kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()} != kaggle.dataset_files(DATASET, 0)
+    assert (kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+            != kaggle.dataset_files(DATASET, 0))
     assert k["versions"][-1]["datasets"] == {DATASET: (2, True)}
 
     # the dataset deleted on Kaggle: push asks Kaggle, not a local note, so it creates it again
@@ -177,13 +188,16 @@ def test_status_and_output_fetch_what_the_user_needs_not_the_checkpoints(kaggle,
     r = run(repo, "output", "--wait", "--out", str(tmp_path / "got"))
     assert f"kernel {KERNEL}: complete" in ok(r) and "complete" in r.stderr  # the progress line
     # everything but the checkpoints and the lock, from both pages of the listing (21 files, 20 to a page)
-    wanted = {n: b for n, b in training_output().items() if "checkpoints/" not in n and not n.endswith(".lock")}
+    wanted = {n: b for n, b in training_output().items()
+              if "checkpoints/" not in n and not n.endswith(".lock")}
     got = {str(p.relative_to(tmp_path / "got")): p.read_bytes()
            for p in (tmp_path / "got").rglob("*") if p.is_file()}
     assert got == {**wanted, "paddy-kernel-kit-train.log": kaggle.log.encode()}
     assert {"members/a/model.safetensors", "members/b/log.txt", "submission.csv", "ensemble.json"} <= set(got)
-    assert sorted(kaggle.downloads) == sorted(f"{KERNEL}/1/{n}" for n in wanted), "checkpoints were downloaded"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "home", "repo", "tmp"]  # no partial download left
+    assert (sorted(kaggle.downloads)
+            == sorted(f"{KERNEL}/1/{n}" for n in wanted)), "checkpoints were downloaded"
+    # no partial download left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "home", "repo", "tmp"]
 
     fails(run(repo, "status", KAGGLE_USERNAME=None, KAGGLE_KEY=None), "no Kaggle credentials",
           str(repo.parent / "home" / ".kaggle" / "kaggle.json"), "KAGGLE_USERNAME")

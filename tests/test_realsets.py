@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import realsets  # noqa: E402
 from kernel.errors import UserError  # noqa: E402
-from kernel.sample import class_counts, make_sample  # noqa: E402
+from kernel.sample import class_counts  # noqa: E402
 
 N_TRAIN, N_TEST = 60, 20
 SMALL = (realsets.WIDTH // 4, realsets.HEIGHT // 4)
@@ -33,7 +33,8 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("name", list(realsets.SETS))
@@ -52,7 +53,8 @@ def test_layout_is_paddys(sets, name):
     answers = pd.read_csv(data / "test_answers.csv")
     assert list(answers.image_id) == list(sub.image_id) and answers.label.isin(NAMES[name]).all()
     assert not set(answers.image_id) & set(train.image_id)
-    for path in [next((data / "test_images").iterdir()), data / "train_images" / train.label[0] / train.image_id[0]]:
+    for path in [next((data / "test_images").iterdir()),
+                 data / "train_images" / train.label[0] / train.image_id[0]]:
         with Image.open(path) as im:
             assert (im.format, im.size, im.mode) == ("JPEG", (realsets.WIDTH, realsets.HEIGHT), "RGB")
 
@@ -140,7 +142,8 @@ def test_texture_mean_colour_does_not_name_the_photo(sets):
             means.append(np.asarray(im.resize(SMALL, Image.BOX), dtype=np.float64).reshape(-1, 3).mean(0))
     means = np.array(means)
     grass = means[prov.label == "grass"]
-    assert np.ptp(grass.mean(1)) > 30 and np.abs(grass - grass.mean(1, keepdims=True)).max() > 5  # exposure, tint
+    # exposure, tint
+    assert np.ptp(grass.mean(1)) > 30 and np.abs(grass - grass.mean(1, keepdims=True)).max() > 5
     for channel in range(3):
         assert f_oneway(*[means[prov.label == c, channel] for c in realsets.TEXTURE_SOURCES]).statistic < 4
 
@@ -172,7 +175,8 @@ def test_refuses_to_replace_a_folder_that_is_not_one_of_its_sets(tmp_path, capsy
 
 
 def test_cli_writes_every_set_and_prints_its_class_counts(tmp_path, monkeypatch, capsys):
-    small = {name: (lambda out, seed, make=make: make(out, 30, 10, seed=seed)) for name, make in realsets.SETS.items()}
+    small = {name: (lambda out, seed, make=make: make(out, 30, 10, seed=seed))
+             for name, make in realsets.SETS.items()}
     monkeypatch.setattr(realsets, "SETS", small)
     realsets.main([str(tmp_path), "--seed", "1"])
     printed = capsys.readouterr().out

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kagg
 
 def test_sample_is_consistent_and_byte_identical(tmp_path):
     a = make_sample(tmp_path / "a", n_train=60, n_test=12)
-    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(tmp_path / "b"), "--n-train", "60", "--n-test", "12"],
+    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(tmp_path / "b"),
+                        "--n-train", "60", "--n-test", "12"],
                        capture_output=True, text=True, **kernel_subprocess())
     assert r.returncode == 0, r.stderr
     b = tmp_path / "b"
@@ -42,7 +43,8 @@ def test_sample_never_replaces_a_folder_that_is_not_a_sample(tmp_path):
     precious = tmp_path / "competition"
     precious.mkdir()
     (precious / "train.csv").write_text("image_id,label\n")
-    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(precious)], capture_output=True, text=True, **kernel_subprocess())
+    r = subprocess.run([sys.executable, "-m", "kernel.sample", str(precious)],
+                       capture_output=True, text=True, **kernel_subprocess())
     assert r.returncode == 2 and "is not a generated sample" in r.stderr and "Traceback" not in r.stderr
     assert (precious / "train.csv").read_text() == "image_id,label\n"
 
@@ -54,6 +56,8 @@ def test_class_counts_follow_paddy_imbalance():
 
 
 def test_accuracy_matches_on_image_id(tmp_path):
-    pd.DataFrame({"image_id": ["1.jpg", "2.jpg", "3.jpg"], "label": ["a", "b", "c"]}).to_csv(tmp_path / "ans.csv", index=False)
-    pd.DataFrame({"image_id": ["3.jpg", "1.jpg", "2.jpg"], "label": ["c", "a", "x"]}).to_csv(tmp_path / "sub.csv", index=False)
+    pd.DataFrame({"image_id": ["1.jpg", "2.jpg", "3.jpg"], "label": ["a", "b", "c"]}).to_csv(
+        tmp_path / "ans.csv", index=False)
+    pd.DataFrame({"image_id": ["3.jpg", "1.jpg", "2.jpg"], "label": ["c", "a", "x"]}).to_csv(
+        tmp_path / "sub.csv", index=False)
     assert accuracy(tmp_path / "sub.csv", tmp_path / "ans.csv") == 2 / 3

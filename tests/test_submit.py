@@ -1,4 +1,5 @@
-"""`build.py submit` and `status`, end to end: the real kaggle client against the stand-in Kaggle, as test_push.
+"""`build.py submit` and `status`, end to end: the real kaggle client against the stand-in Kaggle, as
+test_push.
 
 Two tests push for real, then submit: to a file competition (Paddy Doctor) and to a code competition. The
 others start from one build made once for the module, with Kaggle as push leaves it (the dataset there, the
@@ -33,7 +34,8 @@ def built(tmp_path_factory) -> Path:
 
 def training_run(kaggle) -> None:
     """A push of the training kernel, as far as Kaggle can tell: a new version, which starts running."""
-    kaggle.SaveKernel(USERNAME, {"slug": TRAIN, "newTitle": TRAIN.split("/")[1], "datasetDataSources": [DATASET],
+    kaggle.SaveKernel(USERNAME, {"slug": TRAIN, "newTitle": TRAIN.split("/")[1],
+                                 "datasetDataSources": [DATASET],
                                  "competitionDataSources": [PADDY], "enableGpu": True})
 
 
@@ -68,7 +70,8 @@ def test_push_then_submit_to_a_file_competition(kaggle, repo):
     assert create["competitionName"] == PADDY and create["blobFileTokens"] in kaggle.blobs
     assert create["submissionDescription"] == f"first try {MARK}"
     (s,) = kaggle.submissions
-    assert s["file"] == csv and s["fileName"] == "submission.csv" and "CreateCodeSubmission" not in kaggle.calls
+    assert (s["file"] == csv and s["fileName"] == "submission.csv"
+            and "CreateCodeSubmission" not in kaggle.calls)
     assert kaggle.downloads == [f"{INFER}/1/submission.csv"]  # the one file it needs
     assert f"submission {s['ref']} to {PADDY}: complete, public score 0.97412" in said
 
@@ -181,7 +184,8 @@ def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
 
     kaggle.run_states[TRAIN], kaggle.failure_messages[TRAIN] = ["RUNNING", "ERROR"], "CUDA out of memory"
     as_pushed(kaggle, repo, built)
-    fails(run(repo, "submit"), f"training kernel {TRAIN} v1 failed (CUDA out of memory)", "python build.py push")
+    fails(run(repo, "submit"), f"training kernel {TRAIN} v1 failed (CUDA out of memory)",
+          "python build.py push")
 
     kaggle.run_states[TRAIN] = ["RUNNING"]  # a run that takes longer than we wait
     training_run(kaggle)
@@ -211,14 +215,18 @@ def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggl
     as_pushed(kaggle, repo, built)
     kaggle.submitted(PADDY, "oldest", public="0.5")
     kaggle.submitted(PADDY, "resnet26d, 10 epochs", public="0.96121", private="0.95870")
-    kaggle.submitted(PADDY, "wrong columns", status="ERROR", error="Submission must have columns image_id,label")
+    kaggle.submitted(PADDY, "wrong columns", status="ERROR",
+                     error="Submission must have columns image_id,label")
     kaggle.submitted(PADDY, "still scoring", status="PENDING")
     for i in range(2): kaggle.submitted(PADDY, f"newer {i}", public="0.9")
     said = ok(run(repo, "status")).splitlines()
     assert said[0] == f"kernel {TRAIN}: running"
     rows = said[2:]
-    assert len(rows) == 5 and "newer 1" in rows[0] and "oldest" not in "".join(said)  # the 5 latest, newest first
+    # the 5 latest, newest first
+    assert len(rows) == 5 and "newer 1" in rows[0] and "oldest" not in "".join(said)
     row = lambda text: next(r for r in rows if text in r)
-    assert "complete" in row("resnet26d") and "public score 0.96121, private score 0.95870" in row("resnet26d")
-    assert "error" in row("wrong columns") and "Submission must have columns image_id,label" in row("wrong columns")
+    assert ("complete" in row("resnet26d")
+            and "public score 0.96121, private score 0.95870" in row("resnet26d"))
+    assert ("error" in row("wrong columns")
+            and "Submission must have columns image_id,label" in row("wrong columns"))
     assert "pending" in row("still scoring")

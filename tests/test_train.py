@@ -69,24 +69,38 @@ class Probe(Callback):
             setattr(self, e, lambda e=e: self.fn(self.learn, e) if predicting or fitting(self.learn) else None)
 
 
-def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_rerun_only_predicts(sample, tmp_path):
+def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_rerun_only_predicts(
+        sample, tmp_path):
     out = tmp_path / "out"
     cfg = Config.make("cpu", data=str(sample), out=str(out))
     assert len(cfg.stages) >= 2
-    path = run(cfg, log=quiet)
+    lrs = []  # (image size, the head's learning rate) of every training batch
+
+    def lr(learn, _):
+        if learn.training: lrs.append((tuple(learn.x.shape[-2:]), learn.opt.hypers[-1]["lr"]))
+    path = run(cfg, cbs=[Probe(lr, "before_batch")], log=quiet)
     sub = pd.read_csv(path)
     assert list(sub.image_id) == list(pd.read_csv(sample / "sample_submission.csv").image_id)  # its row order
     acc = accuracy(path, sample / "test_answers.csv")
     assert acc > 0.4, f"accuracy {acc:.2f}: chance is 0.10, the majority class 0.17"
     history = pd.read_csv(out / "history.csv")
-    assert list(zip(history.stage, history.epoch)) == [(i, e) for i, s in enumerate(cfg.stages) for e in range(s.epochs)]
+    assert list(zip(history.stage, history.epoch)) == \
+        [(i, e) for i, s in enumerate(cfg.stages) for e in range(s.epochs)]
     assert {"size", "train_loss", "valid_loss", "error_rate", "seconds", "stage_epochs"} <= set(history.columns)
-    # A stage change keeps what was learnt: the first epoch at the new size is at most 1.3 times the valid loss of
-    # the last epoch before it. (Restarting a one-cycle at full rate every stage made it jump 2-10x; the bound
-    # leaves room for the size change itself, seen at 0.9-1.1x with the run-long cycle.)
+    # A stage change keeps what was learnt. The learning rate carries on down at a new stage, never back up
+    # to a new warm-up (restarting a one-cycle per stage is what undid each stage)...
+    changes = [i for i in range(1, len(lrs)) if lrs[i][0] != lrs[i - 1][0]]
+    assert len(changes) == len(cfg.stages) - 1
+    for i in changes:
+        assert max(r for _, r in lrs[i:]) <= lrs[i - 1][1], f"the learning rate rises again at batch {i}"
+    # ...and the first epoch at the new size is at most 1.6x the valid loss of the last epoch before it.
+    # Measured on this sample (seeds 1-3, 42): a restarted one-cycle 1.9-4.2x, this run-long cycle
+    # 0.3-1.4x on most seeds (this config: 1.41 here, 1.12 on Kaggle's versions). The valid loss of one
+    # epoch at lr 5e-3 is noisy (BatchNorm statistics lag the weights), so the bound is loose.
     for s in range(1, len(cfg.stages)):
-        before, after = history[history.stage == s - 1].valid_loss.iloc[-1], history[history.stage == s].valid_loss.iloc[0]
-        assert after <= 1.3 * before, f"stage {s + 1} starts at valid loss {after:.3f} after {before:.3f}"
+        before = history[history.stage == s - 1].valid_loss.iloc[-1]
+        after = history[history.stage == s].valid_loss.iloc[0]
+        assert after <= 1.6 * before, f"stage {s + 1} starts at valid loss {after:.3f} after {before:.3f}"
     probs = pd.read_csv(out / "probs.csv")
     assert len(probs) == 100 and probs.drop(columns="image_id").sum(axis=1).round(4).eq(1).all()
     for png in ("schedule.png", "confusion.png"):
@@ -323,19 +337,24 @@ def test_a_time_limit_too_short_for_the_schedule_still_submits_before_it(small, 
 
 def test_a_second_run_on_a_locked_out_is_refused_while_the_first_goes_on(small, tmp_path):
     out = tmp_path / "out"
-    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:3:8:1", "--tta", "0"]
+    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:200:8:1", "--tta", "0"]
     first = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, **kernel_subprocess())
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "history.csv").exists() and first.poll() is None: time.sleep(0.05)
-    assert first.poll() is None, "the first run ended before the second could start"
-    second = train_cli(*args)
-    assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert second.stderr.strip().splitlines()[-1] == \
-        f"error: {out} is in use by another run (pid {first.pid}); wait for it to finish, or give this run another --out"
-    assert first.wait(timeout=300) == 0, first.stderr[-2000:]
-    assert len(pd.read_csv(out / "history.csv")) == 3 and (out / "submission.csv").is_file()
-    with locked(out): pass  # and the lock is free once the first run ended
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "history.csv").exists() and first.poll() is None:
+            time.sleep(0.05)
+        second = train_cli(*args)
+        assert first.poll() is None, "the first run ended before the second was refused"
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: {out} is in use by another run (pid {first.pid}); wait for it to finish, "
+            "or give this run another --out")
+    finally:
+        first.kill()  # SIGKILL: no chance to clean up
+        first.wait()
+    assert not (out / "submission.csv").exists()  # the second run wrote nothing either
+    with locked(out): pass  # a killed run leaves no stale lock behind
 
 
 def test_valid_pct_0_trains_on_every_image_and_submits(small, tmp_path):

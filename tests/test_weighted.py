@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter, Resize, Transform,
-                               TransformBlock)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter, Resize,
+                               Transform, TransformBlock)
 from PIL import Image
 
 import kernel
@@ -41,7 +41,8 @@ def make_block(loads: list | None = None) -> DataBlock:
 
 @pytest.fixture
 def df() -> pd.DataFrame:
-    return pd.DataFrame({"x": np.arange(N), "y": ["a", "b"] * (N // 2), "w": np.arange(1, N + 1, dtype=float)})
+    return pd.DataFrame({"x": np.arange(N), "y": ["a", "b"] * (N // 2),
+                         "w": np.arange(1, N + 1, dtype=float)})
 
 
 def expected(w) -> np.ndarray:
@@ -117,8 +118,8 @@ def test_bad_weights_fail_before_any_item_is_loaded(df, wgts, message):
 
 
 def test_fastai_stock_silently_accepts_wrong_length():
-    """Why the patch exists: fastai's own `DataBlock.weighted_dataloaders` takes 19 weights for 20 items without a
-    word. Run where kernel never patched DataBlock: a fresh interpreter importing fastai alone."""
+    """Why the patch exists: fastai's own `DataBlock.weighted_dataloaders` takes 19 weights for 20 items
+    without a word. Run where kernel never patched DataBlock: a fresh interpreter importing fastai alone."""
     code = textwrap.dedent("""
         import numpy as np, pandas as pd, torch
         from fastai.vision.all import CategoryBlock, ColReader, DataBlock, IndexSplitter, TransformBlock
@@ -152,6 +153,7 @@ def test_class_weights_powers():
     labels = ["a", "a", "a", "a", "b", "c", "c", "c", "c", "b"]  # a: 4, b: 2, c: 4
     counts = np.array([4, 4, 4, 4, 2, 4, 4, 4, 4, 2], dtype=float)
     np.testing.assert_allclose(class_weights(labels, 0), np.ones(10))
-    np.testing.assert_allclose(class_weights(pd.Series(labels, index=range(10, 0, -1)), 0.5), 1 / np.sqrt(counts))
+    np.testing.assert_allclose(class_weights(pd.Series(labels, index=range(10, 0, -1)), 0.5),
+                               1 / np.sqrt(counts))
     np.testing.assert_allclose(class_weights(np.array(labels), 1), 1 / counts)
     assert kernel.class_weights(labels).sum() == pytest.approx(8 / 2 + 2 / np.sqrt(2))
