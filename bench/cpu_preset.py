@@ -62,7 +62,8 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
         t0 = time.time()
     learn = fit(epochs)
     answers = pd.read_csv(data / "test_answers.csv", dtype={"image_id": str})
-    probs = learn.get_preds(dl=dls.test_dl([str(data / "test_images" / i) for i in answers.image_id]))[0]
+    with learn.no_bar():
+        probs = learn.get_preds(dl=dls.test_dl([str(data / "test_images" / i) for i in answers.image_id]))[0]
     acc = float((np.array(dls.vocab)[probs.argmax(1).numpy()] == answers.label.to_numpy()).mean())
     return acc, epochs, time.time() - t0
 

@@ -11,8 +11,8 @@ one training step of `kernel.train` needs, per part, before anything is pushed:
     allocator    the caching allocator's reserved-but-unused memory at the peak
     context      the CUDA context (cuDNN and cuBLAS kernels loaded), outside torch's allocator
 
-How. `model` builds the very model training builds (fastai's `create_timm_model`) on the meta device:
-shapes, no weights. `estimate` then runs one forward and backward of that model on fake tensors
+How. `model` builds the very model training builds (`model.timm_net`) on the meta device: shapes, no
+weights. `estimate` then runs one forward and backward of that model on fake tensors
 (`torch._subclasses.FakeTensorMode`, kernels that compute only shapes and dtypes; no fallback to real
 kernels) that claim to live on 'cuda'. On a CPU-only build of torch such tensors still carry CUDA's dispatch
 keys, so CUDA's autocast policy, the one compiled into torch, picks every dtype as it will on the T4:
@@ -55,12 +55,13 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from fastai.vision.learner import create_timm_model
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from .model import timm_net
 
 GiB = 2**30
 # The CUDA context is outside torch's allocator statistics, yet on the card: the driver's context and the
@@ -110,7 +111,7 @@ def model(arch: str, n_out: int) -> nn.Module:
     Cached per (arch, n_out): a table of stages costs one build. Do not modify the returned module.
     """
     with torch.device("meta"):
-        net, _ = create_timm_model(arch, n_out, pretrained=False)
+        net = timm_net(arch, n_out, pretrained=False)
     return net.train()
 
 

@@ -86,6 +86,21 @@ def check_arch(arch: str) -> None:
                         "e.g. convnext_small.fb_in22k")
 
 
+def timm_net(arch: str, n_out: int, **kwargs) -> nn.Module:
+    """fastai's `create_timm_model`, with a ViT-like body built to take any image size.
+
+    Stages train at sizes other than the 224x224 a ViT's position embeddings were made for (and 120 is not
+    a multiple of its 16-pixel patches); timm refuses those unless the model is built with
+    `dynamic_img_size` (the embeddings resampled per batch; the weights load unchanged) and
+    `dynamic_img_pad`. Models without these options (CNNs) do not take the keywords: built without them.
+    """
+    try:
+        return create_timm_model(arch, n_out, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)[0]
+    except TypeError as e:
+        if "dynamic_img" not in str(e): raise
+        return create_timm_model(arch, n_out, **kwargs)[0]
+
+
 def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.Module:
     """fastai's timm model (body + head) for `n_out` classes; with `weights`, checked to fill the whole body."""
     check_arch(arch)
@@ -93,8 +108,8 @@ def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.
     # then look for a .npz loader that a safetensors file does not need (a KeyError).
     overlay = dict(file=str(weights), hf_hub_id=None, url=None, custom_load=False) if weights else None
     try:
-        net, _ = create_timm_model(arch, n_out, pretrained=weights is not None,
-                                   **(dict(pretrained_cfg_overlay=overlay) if overlay else {}))
+        net = timm_net(arch, n_out, pretrained=weights is not None,
+                       **(dict(pretrained_cfg_overlay=overlay) if overlay else {}))
     except UserError:
         raise
     except Exception as e:

@@ -26,10 +26,11 @@ def preflight(cfg: Config, log=print) -> None:
             try:
                 accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
                 memory.estimate(c.arch, N_CLASSES, s.size, s.bs // (accum or 1))
-            except RuntimeError as e:  # e.g. an image too small for the network's downsampling
+            except (RuntimeError, AssertionError) as e:  # e.g. too small for the downsampling
                 first = (str(e).strip().splitlines() or ["?"])[0]
                 raise UserError(f"stage {s}: {c.arch} cannot train at {s.size[0]}x{s.size[1]} ({first}); "
-                                "use a larger size") from None
+                                "use a size it takes (larger; for a fixed-size model such as Swin, its own) "
+                                "or another --arch") from None
             if accum is None:
                 one = memory.estimate(c.arch, N_CLASSES, s.size, 1).total
                 raise UserError(f"stage {s} of {c.arch}: even one image at a time needs "

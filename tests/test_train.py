@@ -178,6 +178,18 @@ def test_weights_that_do_not_fill_the_body_are_refused(small, tmp_path):
             model.create("test_resnet", 7, tmp_path / bad, quiet)
 
 
+def test_a_vit_trains_and_predicts_at_a_size_it_was_not_made_for(small, tmp_path):
+    """test_vit3 takes 160x160 only, in 16-pixel patches; a stage at 40x24 (2.5 x 1.5 patches) trains, and
+    the exported model predicts the same again in a predict-only rerun (rebuilt as it was trained)."""
+    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_vit3",
+                      stages="40x24:2:8:1", tta=0)
+    path = run(cfg, log=quiet)
+    assert len(pd.read_csv(tmp_path / "out" / "history.csv")) == 2 and len(pd.read_csv(path)) == 12
+    probs = pd.read_csv(tmp_path / "out" / "probs.csv")
+    run(cfg, log=quiet)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "probs.csv"), probs)
+
+
 def test_leftover_gradients_never_carry_into_the_next_epoch(small, tmp_path):
     cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_resnet", stages="32x24:3:8:4",
                       tta=0)
