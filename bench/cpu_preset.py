@@ -1,10 +1,10 @@
-"""Does the CPU preset (the dry run's default) learn, on real images too? Side by side with stock fastai, same time.
+"""Compare the CPU preset (the dry run's default) with stock fastai in the same time, on real images too.
 
     python bench/cpu_preset.py [--sets sample,digits,textures] [--seeds 1] [--field value ...]
 
 For each set — the generated sample (kernel.sample, 1,000 train images) and two real sets that installed
-packages ship (bench/realsets.py: digit scans, photo textures), all in Paddy's layout and imbalance — it runs
-`kernel.train` with `--preset cpu` (plus the set's augmentation, as a user would choose it, and any
+packages ship (bench/realsets.py: digit scans, photo textures), all in Paddy's layout and imbalance — it
+runs `kernel.train` with `--preset cpu` (plus the set's augmentation, as a user would choose it, and any
 `--field value` given), then fastai's stock recipe: `vision_learner(resnet18, pretrained=False)`, `Resize` and
 `aug_transforms` with the same augmentation, `fit_one_cycle` at 64x48 (fastai's "64 px"), bs 32, for as many
 epochs as fit in the kit's wall time (the whole run: data checks, training, TTA, submission). It prints both
@@ -44,7 +44,8 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
                   max_lighting=0.2, min_scale=1.0), **aug}
     tfms = aug_transforms(size=STOCK_SIZE, min_scale=aug["min_scale"], do_flip=aug["flip"],
                           flip_vert=aug["flip_vert"], max_rotate=aug["max_rotate"], min_zoom=aug["min_zoom"],
-                          max_zoom=aug["max_zoom"], max_warp=aug["max_warp"], max_lighting=aug["max_lighting"])
+                          max_zoom=aug["max_zoom"], max_warp=aug["max_warp"],
+                          max_lighting=aug["max_lighting"])
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader("label"),
                       splitter=RandomSplitter(0.2, seed=seed), item_tfms=Resize(STOCK_SIZE), batch_tfms=tfms)
     t0 = time.time()
@@ -58,7 +59,8 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
     if epochs is None:
         t1 = time.time()
         fit(1)
-        epochs = max(1, round((seconds - (t1 - t0)) / (time.time() - t1)) - 1)  # one epoch's worth for predicting
+        # one epoch's worth for predicting
+        epochs = max(1, round((seconds - (t1 - t0)) / (time.time() - t1)) - 1)
         t0 = time.time()
     learn = fit(epochs)
     answers = pd.read_csv(data / "test_answers.csv", dtype={"image_id": str})
@@ -77,7 +79,8 @@ def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int) -> tuple[f
 
 
 def main(argv: list[str]) -> None:
-    p = options(argparse.ArgumentParser(description=__doc__.splitlines()[0]), skip=("data", "out"), preset=False)
+    p = options(argparse.ArgumentParser(description=__doc__.splitlines()[0]), skip=("data", "out"),
+                preset=False)
     p.add_argument("--sets", default="sample,digits,textures")
     p.add_argument("--seeds", default="1", help="seeds to run, comma separated: each gives a row per set")
     p.add_argument("--n", type=int, default=1000, help="train images of the generated sample")
@@ -101,8 +104,10 @@ def main(argv: list[str]) -> None:
                       f"({epochs} epochs, {stock_secs:.0f} s)", flush=True)
     print(f"\nkit: --preset cpu ({cfg.arch}, stages {','.join(map(str, cfg.stages))}, lr {cfg.lr}"
           + (f", {overrides}" if overrides else "") + f"); stock: resnet18 from scratch, "
-          f"{STOCK_SIZE[0]}x{STOCK_SIZE[1]}, bs {STOCK_BS}, fit_one_cycle lr {STOCK_LR}; the same augmentation")
-    print(f"{'set':<9} {'seed':>4} {'kit acc':>8} {'kit s':>6} {'stock acc':>10} {'epochs':>6} {'stock s':>8} {'ratio':>6}")
+          f"{STOCK_SIZE[0]}x{STOCK_SIZE[1]}, bs {STOCK_BS}, fit_one_cycle lr {STOCK_LR}; "
+          "the same augmentation")
+    print(f"{'set':<9} {'seed':>4} {'kit acc':>8} {'kit s':>6} {'stock acc':>10} {'epochs':>6} "
+          f"{'stock s':>8} {'ratio':>6}")
     for name, seed, ours, secs, theirs, epochs, stock_secs in rows:
         print(f"{name:<9} {seed:>4} {ours:>8.3f} {secs:>6.0f} {theirs:>10.3f} {epochs:>6} {stock_secs:>8.0f} "
               f"{ours / max(theirs, 1e-9):>6.2f}")

@@ -1,6 +1,6 @@
 """Real image sets that installed packages ship, laid out as Kaggle's Paddy Doctor competition.
 
-    python bench/realsets.py OUT [--seed 0]      # writes OUT/digits and OUT/textures
+    python bench/realsets.py OUT [--seed 0] [--n_train N --n_test N]   # OUT/digits, OUT/textures
 
 The generated sample (kernel.sample) tells whether the kit runs; it cannot tell whether the kit learns
 real images. These two sets are real pictures that come inside packages already installed (nothing is
@@ -26,6 +26,7 @@ Images are 240x320 portrait JPEGs, half Paddy's 480x640 each way: libjpeg's DCT-
 60x80 at 1/4 and 120x160 at 1/2, which cover the CPU stages (64x48, 96x72) at a quarter of Paddy's
 decoding cost, while still looking and loading like a competition's photos.
 """
+import argparse
 import importlib.util
 import io
 import shutil
@@ -131,25 +132,30 @@ def write_set(out: str | Path, items: list[tuple[str, str, Image.Image, dict]],
     """
     out = Path(out).resolve()
     tmp = claim(out)
-    order = rng.permutation(len(items))
-    rows, answers, provenance = [], [], []
-    for n, i in enumerate(order):
-        split, label, img, record = items[i]
-        image_id = f"{(100000 if split == 'train' else 200000) + n}.jpg"
-        if split == "train":
-            (tmp / "train_images" / label).mkdir(parents=True, exist_ok=True)
-            (tmp / "train_images" / label / image_id).write_bytes(jpeg(img))
-            variety, age = VARIETIES[int(rng.integers(len(VARIETIES)))], int(rng.integers(45, 83))
-            rows.append((image_id, label, variety, age))
-        else:
-            (tmp / "test_images" / image_id).write_bytes(jpeg(img))
-            answers.append((image_id, label))
-        provenance.append({"image_id": image_id, "split": split, "label": label, **record})
-    pd.DataFrame(rows, columns=["image_id", "label", "variety", "age"]).to_csv(tmp / "train.csv", index=False)
-    sub = pd.DataFrame(answers, columns=["image_id", "label"]).sample(frac=1, random_state=seed)
-    sub.assign(label="").to_csv(tmp / "sample_submission.csv", index=False)
-    sub.to_csv(tmp / "test_answers.csv", index=False)
-    pd.DataFrame(provenance).sort_values("image_id").to_csv(tmp / PROVENANCE, index=False)
+    try:
+        order = rng.permutation(len(items))
+        rows, answers, provenance = [], [], []
+        for n, i in enumerate(order):
+            split, label, img, record = items[i]
+            image_id = f"{(100000 if split == 'train' else 200000) + n}.jpg"
+            if split == "train":
+                (tmp / "train_images" / label).mkdir(parents=True, exist_ok=True)
+                (tmp / "train_images" / label / image_id).write_bytes(jpeg(img))
+                variety, age = VARIETIES[int(rng.integers(len(VARIETIES)))], int(rng.integers(45, 83))
+                rows.append((image_id, label, variety, age))
+            else:
+                (tmp / "test_images" / image_id).write_bytes(jpeg(img))
+                answers.append((image_id, label))
+            provenance.append({"image_id": image_id, "split": split, "label": label, **record})
+        train = pd.DataFrame(rows, columns=["image_id", "label", "variety", "age"])
+        train.to_csv(tmp / "train.csv", index=False)
+        sub = pd.DataFrame(answers, columns=["image_id", "label"]).sample(frac=1, random_state=seed)
+        sub.assign(label="").to_csv(tmp / "sample_submission.csv", index=False)
+        sub.to_csv(tmp / "test_answers.csv", index=False)
+        pd.DataFrame(provenance).sort_values("image_id").to_csv(tmp / PROVENANCE, index=False)
+    except BaseException:  # an error mid-way: nothing of this attempt stays beside `out`
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -246,14 +252,16 @@ SETS = {"digits": digits, "textures": textures}
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0].startswith("-"): raise UserError("usage: python bench/realsets.py OUT [--seed N]")
-    opts = dict(zip(argv[1::2], argv[2::2]))
-    try: seed = int(opts.pop("--seed", 0))
-    except ValueError: raise UserError("--seed takes a whole number") from None
-    if opts: raise UserError(f"unknown option {next(iter(opts))}; the only option is --seed N")
-    for name in SETS: refuse_foreign(Path(argv[0]).resolve() / name)  # all or none of the sets written
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", help="writes OUT/digits and OUT/textures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n_train", type=int, help="train images of each set (default: the set's own)")
+    p.add_argument("--n_test", type=int, help="test images of each set (default: the set's own)")
+    args = p.parse_args(argv)
+    sizes = {k: v for k, v in vars(args).items() if k.startswith("n_") and v is not None}
+    for name in SETS: refuse_foreign(Path(args.out).resolve() / name)  # all or none of the sets written
     for name, make in SETS.items():
-        path = make(Path(argv[0]) / name, seed=seed)
+        path = make(Path(args.out) / name, seed=args.seed, **sizes)
         train = pd.read_csv(path / "train.csv")
         n_test = len(pd.read_csv(path / "test_answers.csv"))
         print(f"{name}: {len(train)} train, {n_test} test images at {path}")

@@ -76,8 +76,10 @@ class Stage:
             h, w = (int(v) for v in size.lower().split("x"))
             stage = cls((h, w), int(epochs), int(bs), 0 if accum == "auto" else int(accum))
         except ValueError:
-            raise UserError(f"bad stage {text!r}; write it HxW:epochs:bs:accum, e.g. 448x336:3:64:4") from None
-        if min(h, w, stage.epochs, stage.bs) < 1 or stage.accum < 0 or (stage.accum and stage.bs % stage.accum):
+            raise UserError(f"bad stage {text!r}; write it HxW:epochs:bs:accum, "
+                            "e.g. 448x336:3:64:4") from None
+        if (min(h, w, stage.epochs, stage.bs) < 1 or stage.accum < 0
+                or (stage.accum and stage.bs % stage.accum)):
             raise UserError(f"bad stage {text!r}; sizes, epochs and bs must be positive, "
                             "and accum divide bs (or be auto)")
         return stage
@@ -134,7 +136,8 @@ def parse_members(value) -> tuple[Member, ...]:
 KAGGLE_STAGES = (Stage((160, 120), 6, 64, 1), Stage((320, 240), 4, 64, 2), Stage((448, 336), 3, 64, 0))
 # Dry run on a laptop CPU: tiny images, two short stages. Small batches: from scratch, a few hundred
 # images need many steps more than big batches. No accumulation: a CPU has the memory, and resnet10t's
-# BatchNorm learns worse from micro-batches of 8 (sample, 3 seeds: 0.73-0.80 accuracy without, 0.68-0.74 with).
+# BatchNorm learns worse from micro-batches of 8 (sample, 3 seeds: 0.73-0.80 accuracy without,
+# 0.68-0.74 with).
 CPU_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
 
 
@@ -144,7 +147,8 @@ class Config:
     data: str = field(default="/kaggle/input/paddy-disease-classification", metadata={"resume": False})
     out: str = field(default="/kaggle/working", metadata={"resume": False})
     arch: str = "convnext_small.fb_in22k"  # any timm name; top of Paddy Doctor's leaderboard is convnext
-    # Pretrained weights: a file, or a folder holding `<arch>.safetensors` (what build.py ships); None: scratch
+    # Pretrained weights: a file, or a folder holding `<arch>.safetensors` (what build.py ships);
+    # None: scratch
     weights: str | None = field(default=None, metadata={"resume": False})
     stages: tuple[Stage, ...] = KAGGLE_STAGES
     lr: float = 5e-3  # peak learning rate of the one-cycle that runs over the whole schedule
@@ -173,14 +177,16 @@ class Config:
     label_smoothing: float = 0.0  # eps of fastai's LabelSmoothingCrossEntropyFlat (its default: 0.1); 0: off
     precision: str = "auto"  # auto: fp16 mixed precision on CUDA, fp32 on CPU; or fp16, fp32
     tta: int = field(default=4, metadata={"resume": False})  # augmented passes averaged by learn.tta; 0: none
-    val_bs: int = field(default=0, metadata={"resume": False})  # validation/TTA batch; 0: the largest that fits
+    # validation/TTA batch; 0: the largest that fits
+    val_bs: int = field(default=0, metadata={"resume": False})
     time_limit: float = field(default=0, metadata={"resume": False})  # seconds for the whole run; 0: none
     accelerator: str = field(default="NvidiaTeslaT4", metadata={"resume": False})  # for accum auto off-GPU
     members: tuple[Member, ...] = ()  # an ensemble; none: one model, trained into `out` itself
     # where members run at once: auto (every visible GPU, else the CPU), or a list: 0,1 / cpu,cpu
     devices: str = field(default="auto", metadata={"resume": False})
     num_workers: int = field(default=4, metadata={"resume": False})
-    progress: str = field(default="auto", metadata={"resume": False})  # lines, table; auto: table in a notebook
+    # lines, table; auto: table in a notebook
+    progress: str = field(default="auto", metadata={"resume": False})
     label_col: str = "label"
     id_col: str = "image_id"
     restart: bool = field(default=False, metadata={"resume": False})
@@ -190,8 +196,8 @@ class Config:
         if not self.stages: raise UserError("no stages; give at least one, e.g. --stages 160x120:6:64:1")
         if not 0 <= self.valid_pct < 1:
             raise UserError(f"--valid_pct {self.valid_pct} must be at least 0 and below 1, e.g. 0.2")
-        for name in ("tta", "weighted_epochs", "num_workers", "freeze_epochs", "val_bs", "time_limit", "mixup",
-                     "cutmix", "label_smoothing", "max_rotate", "max_warp", "max_lighting"):
+        for name in ("tta", "weighted_epochs", "num_workers", "freeze_epochs", "val_bs", "time_limit",
+                     "mixup", "cutmix", "label_smoothing", "max_rotate", "max_warp", "max_lighting"):
             if getattr(self, name) < 0: raise UserError(f"--{name} {getattr(self, name)} must be 0 or more")
         if self.freeze_epochs > self.stages[0].epochs:
             raise UserError(f"--freeze_epochs {self.freeze_epochs} must be at most the first stage's "

@@ -35,7 +35,8 @@ def weights_file(weights: str | None, arch: str) -> Path | None:
         if not found.is_file():
             have = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "none"
             raise UserError(f"no pretrained weights for {arch} in {path} (it has: {have}); rebuild with "
-                            "`build.py build`, which fetches them, or pass --weights none to train from scratch")
+                            "`build.py build`, which fetches them, or pass --weights none to train "
+                            "from scratch")
         return found
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass --weights PATH to a file saved from the "
@@ -74,9 +75,9 @@ def check_loaded(net: nn.Module, path: Path, arch: str) -> int:
     if missed:
         n = len(mine) - len(missed)
         raise UserError(f"weights file {path} holds only {n} of the {len(mine)} tensors of {arch}'s body "
-                        f"({100 * n / len(mine):.0f}%; e.g. {missed[0]} is not in it), so the rest would train "
-                        f"from random init; give weights saved from {arch} (`build.py build` fetches them when "
-                        "--weights is left out), or set --arch to the file's architecture")
+                        f"({100 * n / len(mine):.0f}%; e.g. {missed[0]} is not in it), so the rest would "
+                        f"train from random init; give weights saved from {arch} (`build.py build` fetches "
+                        "them when --weights is left out), or set --arch to the file's architecture")
     return len(mine)
 
 
@@ -102,7 +103,8 @@ def timm_net(arch: str, n_out: int, **kwargs) -> nn.Module:
 
 
 def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.Module:
-    """fastai's timm model (body + head) for `n_out` classes; with `weights`, checked to fill the whole body."""
+    """fastai's timm model (body + head) for `n_out` classes; with `weights`, checked to fill the whole
+    body."""
     check_arch(arch)
     # custom_load=False: timm 1.0.26 keeps a tag's custom_load flag under this overlay, and augreg ViTs
     # then look for a .npz loader that a safetensors file does not need (a KeyError).

@@ -118,9 +118,11 @@ def run(models: list[str | Path], data_dir: str | Path, out: str | Path, tta: in
 def main(argv: list[str]) -> None:
     p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", required=True, help="exported models, or folders holding them")
-    p.add_argument("--data", required=True, help="the competition folder (test_images/, sample_submission.csv)")
+    p.add_argument("--data", required=True,
+                   help="the competition folder (test_images/, sample_submission.csv)")
     p.add_argument("--out", required=True, help="where to write probs.csv and submission.csv")
-    p.add_argument("--tta", type=int, default=None, help="augmented passes (default: each model's own setting)")
+    p.add_argument("--tta", type=int, default=None,
+                   help="augmented passes (default: each model's own setting)")
     p.add_argument("--val_bs", type=int, default=0, help="batch size (default: the largest that fits)")
     p.add_argument("--num_workers", type=int, default=0)
     a = p.parse_args(argv)

@@ -18,7 +18,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_schedule(phases: list, n_stages: int, path: Path) -> Path:
-    """One bar per epoch: its image height, labelled with batch x accumulation; frozen and weighted hatched."""
+    """One bar per epoch: its image height, labelled with batch x accumulation; frozen and weighted
+    hatched."""
     fig, ax = plt.subplots(figsize=(max(4, len(phases) * 2.5), 3))
     epoch = 0
     for p in phases:

@@ -29,8 +29,9 @@ def check_ids(ids: list[str], sample: Path | None, id_col: str = "image_id") -> 
     have = set(ids)
     missing, extra = [i for i in rows if i not in have], sorted(have - set(rows))
     if missing or extra or len(set(rows)) != len(rows):
-        raise UserError(f"test images do not match {sample}: {len(missing)} ids missing (e.g. {missing[:3]}), "
-                        f"{len(extra)} extra (e.g. {extra[:3]}), {len(rows) - len(set(rows))} repeated; "
+        raise UserError(f"test images do not match {sample}: {len(missing)} ids missing "
+                        f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]}), "
+                        f"{len(rows) - len(set(rows))} repeated; "
                         "test_images/ and sample_submission.csv must list the same images")
     return rows
 
@@ -72,8 +73,10 @@ def average(frames: dict[str, pd.DataFrame], weights: dict[str, float],
     return pd.concat([first[[id_col]].reset_index(drop=True), pd.DataFrame(mean, columns=classes)], axis=1)
 
 
-def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, label_col: str, path: Path) -> Path:
-    """submission.csv from class probabilities: each id's most probable class, in sample_submission's order."""
+def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, label_col: str,
+                     path: Path) -> Path:
+    """submission.csv from class probabilities: each id's most probable class, in sample_submission's
+    order."""
     vocab = [c for c in probs.columns if c != id_col]
     best = np.array(vocab)[probs[vocab].to_numpy().argmax(1)]
     return write_csv(make_submission(dict(zip(probs[id_col], best)), vocab, sample, id_col, label_col), path)

@@ -85,7 +85,8 @@ def spread(phases: list[Phase], k: int = 0, done: int = 0, here: float = 0.0) ->
 
 def remaining(phases: list[Phase], pos: tuple[int, int]) -> list[int]:
     """The phases with epochs still to run from position (phase, next epoch)."""
-    return [k for k, p in enumerate(phases) if p.epochs and (k > pos[0] or (k == pos[0] and pos[1] < p.epochs))]
+    return [k for k, p in enumerate(phases)
+            if p.epochs and (k > pos[0] or (k == pos[0] and pos[1] < p.epochs))]
 
 
 def plan(cfg: Config, stages: tuple[Stage, ...], pretrained: bool) -> list[Phase]:
@@ -97,7 +98,8 @@ def plan(cfg: Config, stages: tuple[Stage, ...], pretrained: bool) -> list[Phase
         if s.epochs > frozen: phases.append(Phase(i, s.size, s.bs, s.accum, frozen, s.epochs - frozen))
     if cfg.weighted_epochs:
         last = stages[-1]
-        phases.append(Phase(len(stages), last.size, last.bs, last.accum, 0, cfg.weighted_epochs, weighted=True))
+        phases.append(Phase(len(stages), last.size, last.bs, last.accum, 0, cfg.weighted_epochs,
+                            weighted=True))
     spread(phases)
     return phases
 
@@ -175,10 +177,10 @@ def recalibrate(learn: Learner, batches: int = 100) -> None:
     """Re-estimate the BatchNorm running statistics on training batches of a new stage's size.
 
     A network trained at one size sees another through the statistics of the first. On the sample, resnet10t
-    at the end of a 64x48 stage had valid loss 0.90 at 64x48 and 1.62 at 96x72, before any training at the new
-    size; with its statistics re-estimated at 96x72 (no weight changed), 0.96. Without this, the first epoch of
-    each new stage starts by undoing the last. Models without BatchNorm (ConvNeXt's LayerNorm) are left as
-    they are.
+    at the end of a 64x48 stage had valid loss 0.90 at 64x48 and 1.62 at 96x72, before any training at the
+    new size; with its statistics re-estimated at 96x72 (no weight changed), 0.96. Without this, the first
+    epoch of each new stage starts by undoing the last. Models without BatchNorm (ConvNeXt's LayerNorm) are
+    left as they are.
     """
     norms = [m for m in learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms: return
@@ -198,8 +200,8 @@ def recalibrate(learn: Learner, batches: int = 100) -> None:
 class Run:
     """What the callbacks share: the plan, where the run is, its deadline and how long epochs took."""
 
-    def __init__(self, cfg: Config, out: Path, phases: list[Phase], deadline: float, n_train: int, n_test: int,
-                 log):
+    def __init__(self, cfg: Config, out: Path, phases: list[Phase], deadline: float, n_train: int,
+                 n_test: int, log):
         self.cfg, self.out, self.phases, self.deadline, self.log = cfg, out, phases, deadline, log
         self.n_train, self.n_test = n_train, n_test
         self.seconds: dict[int, float] = {}  # phase -> seconds of its last epoch (training and validation)
@@ -426,7 +428,8 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
         last = next((q for q in reversed(phases[:k]) if q.epochs), None)  # the phase trained before this one
         if start == 0 and last is not None and last.size != p.size: recalibrate(learn)
         if frozen is None or p.frozen == frozen: learn.opt.freeze_to(-1 if p.frozen else 0)
-        else: learn.freeze() if p.frozen else learn.unfreeze()  # fastai clears the optimiser state, as fine_tune
+        else:  # fastai clears the optimiser state, as fine_tune
+            learn.freeze() if p.frozen else learn.unfreeze()
         frozen = p.frozen
         what = "weighted epochs (rare classes drawn more often)" if p.weighted else \
             f"stage {p.stage + 1}/{len(cfg.stages)}"

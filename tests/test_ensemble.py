@@ -1,6 +1,7 @@
 """Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a
 killed parent, and exported models that predict alone in a fresh process (kernel.predict)."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,10 +69,13 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
 def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_path):
     """Only the package's code, a new process, no checkpoint: the same probabilities (no TTA) as the member,
     and over both members the same ensemble."""
-    out, _ = two
+    trained, _ = two
+    out = tmp_path / "exported"  # what `build.py output` downloads: no checkpoints
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    assert not list(out.rglob("*.pth"))
     for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"),
                              (out, out / "probs.csv")):
-        dest = tmp_path / models.name
+        dest = tmp_path / f"predicted-{models.name}"
         r = subprocess.run([sys.executable, "-m", "kernel.predict", "--models", str(models),
                             "--data", str(small), "--out", str(dest)],
                            capture_output=True, text=True, timeout=300, **kernel_subprocess())

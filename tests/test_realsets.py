@@ -134,7 +134,8 @@ def test_texture_mean_colour_does_not_name_the_photo(sets):
     data = sets["textures"]
     prov = pd.read_csv(data / realsets.PROVENANCE)
     colour = prov[~prov.label.isin(["grass", "gravel", "brick"])]
-    assert 0 < colour.grey.mean() < 1 and prov[prov.label == "grass"].grey.all()
+    # half the patches of colour photos are made grey (p = 0.5), and every patch of a grey photo is
+    assert abs(colour.grey.mean() - 0.5) < 0.1 and prov[prov.label == "grass"].grey.all()
     means = []
     for row in prov.itertuples():
         folder = data / "train_images" / row.label if row.split == "train" else data / "test_images"
@@ -174,16 +175,15 @@ def test_refuses_to_replace_a_folder_that_is_not_one_of_its_sets(tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["textures"]
 
 
-def test_cli_writes_every_set_and_prints_its_class_counts(tmp_path, monkeypatch, capsys):
-    small = {name: (lambda out, seed, make=make: make(out, 30, 10, seed=seed))
-             for name, make in realsets.SETS.items()}
-    monkeypatch.setattr(realsets, "SETS", small)
-    realsets.main([str(tmp_path), "--seed", "1"])
+def test_cli_writes_every_set_and_prints_its_class_counts(tmp_path, capsys):
+    realsets.main([str(tmp_path), "--seed", "1", "--n_train", "30", "--n_test", "10"])
     printed = capsys.readouterr().out
     n_train, n_test = sum(class_counts(30).values()), sum(class_counts(10).values())
     assert f"digits: {n_train} train, {n_test} test" in printed and f"textures: {n_train} train" in printed
     assert f"zero {class_counts(30)['normal']}, one" in printed and "grass" in printed
-    assert (tmp_path / "digits" / "train.csv").is_file() and (tmp_path / "textures" / "train.csv").is_file()
+    for name in realsets.SETS:
+        assert len(pd.read_csv(tmp_path / name / "train.csv")) == n_train
+        assert len(pd.read_csv(tmp_path / name / "test_answers.csv")) == n_test
 
 
 def test_replaces_its_own_set_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -193,15 +193,16 @@ def test_replaces_its_own_set_whole_or_not_at_all(tmp_path, monkeypatch):
     assert files(out) != before
     after = files(out)
     calls = []
+    save = Image.Image.save
 
-    def broken(photo, split, rng):
+    def dies_mid_way(self, *args, **kwargs):  # PIL's save, failing at the sixth image: a crash mid-write
         calls.append(1)
-        if len(calls) > 5: raise RuntimeError("killed mid-way")
-        return real(photo, split, rng)
-    real = realsets.texture_patch
-    monkeypatch.setattr(realsets, "texture_patch", broken)
-    with pytest.raises(RuntimeError): realsets.textures(out, 30, 10, seed=2)
-    assert files(out) == after
+        if len(calls) > 5: raise OSError("killed mid-way")
+        return save(self, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", dies_mid_way)
+    with pytest.raises(OSError): realsets.textures(out, 30, 10, seed=2)
+    assert len(calls) == 6 and files(out) == after
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # no temp folder left
 
 
 def test_too_many_digits_is_one_clear_error(tmp_path):

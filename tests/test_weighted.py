@@ -141,12 +141,13 @@ def test_sampling_follows_the_weights_and_validation_is_whole(df):
     dls = make_block().weighted_dataloaders(df, w, bs=5, num_workers=0)
     seen = torch.cat([xb.flatten() for _ in range(40) for xb, _ in dls.train])
     xs = ((seen - 1) / 10).round().long()
+    assert torch.equal(seen, xs.float() * 10 + 1)  # item then batch transform, each applied once, in training
     assert set(xs.tolist()) <= set(range(15))
     heavy = (xs % 2 == 0).float().mean().item()
     # 8 heavy items x 9 vs 7 light x 1: p(heavy) = 72 / 79 = 0.911
     assert abs(heavy - 72 / 79) < 0.02, heavy
-    valid = sorted(((torch.cat([xb.flatten() for xb, _ in dls.valid]) - 1) / 10).round().long().tolist())
-    assert valid == VALID
+    seen = torch.cat([xb.flatten() for xb, _ in dls.valid])
+    assert sorted(seen.tolist()) == [x * 10.0 + 1 for x in VALID]
 
 
 def test_class_weights_powers():
