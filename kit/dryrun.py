@@ -130,10 +130,11 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
               f"pretrained weights for {', '.join(sorted(have))} (give --arch to dry-run that)")
         shipped = None
 
+    # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
-        _run(out, "kernel", EXECUTED, site, data=str(data), out=str(out.resolve()), preset=preset,
+        _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
              overrides={**run, "progress": "lines"}, weights=shipped)
-        _run(out, "infer", INFERRED, site, data=str(data), models=str(out.resolve()),
+        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=str(out.resolve()),
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
     same = pd.read_csv(submission).equals(pd.read_csv(inferred))
