@@ -212,7 +212,7 @@ class Config:
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained: a checkpoint resumes only under the same one."""
-        d = {f.name: str(getattr(self, f.name)) for f in fields(self) if f.metadata.get("resume", True)}
+        d = {name: str(getattr(self, name)) for name in RESUME_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
@@ -241,8 +241,10 @@ class Config:
 
 
 FIELDS = [f.name for f in fields(Config)]
+# What a checkpoint must match to resume: what is trained (fields not marked `resume=False`).
+RESUME_FIELDS = [f.name for f in fields(Config) if f.metadata.get("resume", True)]
 # What may differ between members: what is trained, not where the data or the output is.
-MEMBER_FIELDS = {f.name for f in fields(Config) if f.metadata.get("resume", True)} - {
+MEMBER_FIELDS = set(RESUME_FIELDS) - {
     "members", "label_col", "id_col"} | {"weights"}
 
 PRESETS: dict[str | None, dict] = {

@@ -17,6 +17,7 @@ from PIL import Image
 from . import weighted  # noqa: F401  (gives DataBlock its robust weighted_dataloaders)
 from .config import Config
 from .errors import UserError
+from .submission import check_ids
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -81,6 +82,15 @@ def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
     df = pd.DataFrame({cfg.id_col: [p.name for p in paths], "path": [str(p) for p in paths]})
     good = _drop_undecodable(df, "test", log)
     return good, sorted(set(df[cfg.id_col]) - set(good[cfg.id_col]))
+
+
+def checked_test(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str], Path]:
+    """`test_items` and the path of sample_submission.csv, whose ids are checked against the test images
+    now, not after hours of training."""
+    test, undecodable = test_items(cfg, log)
+    sample = Path(cfg.data) / "sample_submission.csv"
+    check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
+    return test, undecodable, sample
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> PILImage:

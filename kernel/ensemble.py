@@ -28,7 +28,7 @@ from .atomic import atomic_write
 from .config import Config
 from .errors import UserError
 from .lock import locked
-from .submission import average, check_ids, write_csv, write_submission
+from .submission import average, write_csv, write_submission
 
 MARGIN = 60.0  # seconds of the time limit kept for starting a member's process and averaging at the end
 
@@ -93,11 +93,8 @@ def run(cfg: Config, log=print) -> Path:
 
     with locked(out):
         # The competition is checked once here, in one line, rather than once per member.
-        items = data.train_items(cfg, log)
-        test, undecodable = data.test_items(cfg, log)
-        sample = Path(cfg.data) / "sample_submission.csv"
-        check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
-        del items
+        data.train_items(cfg, log)
+        *_, sample = data.checked_test(cfg, log)
         members = {m.name: cfg.member(m, str(out / "members" / m.name)) for m in cfg.members}
         with atomic_write(out / predict.ENSEMBLE) as tmp:
             tmp.write_text(json.dumps({"members": {m.name: m.weight for m in cfg.members}}, indent=1) + "\n")

@@ -7,6 +7,12 @@ class UserError(Exception):
     """A problem with the user's input or setup. Its message names the problem and the fix."""
 
 
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name if it has none), for a one-line error:
+    libraries' messages run to pages."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2."""
     try:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_write
-from .errors import UserError
+from .errors import UserError, first_line
 
 WEIGHTS, META = "model.safetensors", "model.json"
 
@@ -112,10 +112,8 @@ def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.
     try:
         net = timm_net(arch, n_out, pretrained=weights is not None,
                        **(dict(pretrained_cfg_overlay=overlay) if overlay else {}))
-    except UserError:
-        raise
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, 200)
         if not weights:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
             raise UserError(f"timm cannot build {arch!r} ({first}); "
                             "pick a name from timm.list_models()") from None

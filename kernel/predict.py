@@ -23,7 +23,7 @@ from fastai.torch_core import set_seed
 from . import data, model
 from .config import Config, _Parser
 from .errors import UserError, cli
-from .submission import average, check_ids, write_csv, write_submission
+from .submission import average, write_csv, write_submission
 
 ENSEMBLE = "ensemble.json"  # {"members": {name: weight}} beside OUT/members/
 
@@ -102,9 +102,7 @@ def run(models: list[str | Path], data_dir: str | Path, out: str | Path, tta: in
     found = find(models)
     first = read_meta(next(iter(found)))
     cfg = Config.make(None, **{**first["config"], "data": str(data_dir), "out": str(out), "members": ()})
-    test, undecodable = data.test_items(cfg, log)
-    sample = Path(cfg.data) / "sample_submission.csv"
-    check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
+    test, undecodable, sample = data.checked_test(cfg, log)
     frames = {str(f): predict(f, test, undecodable, tta, val_bs, num_workers, log=log) for f in found}
     probs = average(frames, {str(f): w for f, w in found.items()}, cfg.id_col)
     out = Path(out)

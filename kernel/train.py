@@ -38,10 +38,10 @@ from torch.amp import GradScaler, autocast
 
 from . import data, model, predict, report
 from .atomic import atomic_write
-from .config import Config, Stage, accelerator, parse_args
+from .config import RESUME_FIELDS, Config, Stage, accelerator, parse_args
 from .errors import UserError, cli
 from .lock import locked
-from .submission import check_ids, write_csv, write_submission
+from .submission import write_csv, write_submission
 from .weighted import class_weights
 
 CHECKPOINT = "checkpoints/last.pth"
@@ -329,15 +329,15 @@ def load_checkpoint(out: Path, cfg: Config, log=print) -> dict | None:
         raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
                         "add --restart to start over") from None
     if state.get("fingerprint") != cfg.fingerprint():
-        resumable = {k for k, f in Config.__dataclass_fields__.items() if f.metadata.get("resume", True)}
         changed = [k for k, v in cfg.to_dict().items()
-                   if k in resumable and str(state.get("config", {}).get(k)) != str(v)]
+                   if k in RESUME_FIELDS and str(state.get("config", {}).get(k)) != str(v)]
         raise UserError(f"{path} was made with a different config "
                         f"(changed: {', '.join(changed) or 'version'}); "
                         "rerun with the same options to resume, or add --restart to start over")
-    phases, (k, e) = [Phase(**p) for p in state["phases"]], state["position"]
-    if remaining(phases, (k, e)):
-        p = phases[k] if e < phases[k].epochs else phases[remaining(phases, (k, e))[0]]
+    state["phases"] = phases = [Phase(**p) for p in state["phases"]]
+    (k, e), todo = state["position"], remaining(phases, state["position"])
+    if todo:
+        p = phases[k] if e < phases[k].epochs else phases[todo[0]]
         log(f"resuming from {path}: stage {p.stage + 1}, epoch {p.first + (e if p is phases[k] else 0) + 1}")
     return state
 
@@ -383,8 +383,7 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     if not pretrained and (cfg.freeze_epochs or cfg.body_lr != 1):
         log("from scratch: the whole network trains at the full learning rate from the first epoch "
             "(freeze_epochs and body_lr are for pretrained bodies)")
-    if state: phases = [Phase(**p) for p in state["phases"]]
-    else: phases = plan(cfg, resolve(cfg, len(vocab), log), pretrained)
+    phases = state["phases"] if state else plan(cfg, resolve(cfg, len(vocab), log), pretrained)
     pos = tuple(state["position"]) if state else (0, 0)
     has_valid = cfg.valid_pct > 0
     if not has_valid: log("valid_pct 0: training on every image; no validation loss or error rate")
@@ -477,16 +476,14 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
         model.check_arch(cfg.arch)  # before reading every image
         items = data.train_items(cfg, log)
-        test, undecodable = data.test_items(cfg, log)
-        sample = Path(cfg.data) / "sample_submission.csv"
-        check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)  # now, not after hours of training
+        test, undecodable, sample = data.checked_test(cfg, log)
         vocab = sorted(items[cfg.label_col].unique())
         state = load_checkpoint(out, cfg, log)
         if state is not None and state["vocab"] != vocab:
             raise UserError(f"the checkpoint in {out} was trained on other classes ({len(state['vocab'])}: "
                             f"{state['vocab'][:3]}...) than {cfg.data} has; "
                             "use another --out, or add --restart")
-        done = state is not None and not remaining([Phase(**p) for p in state["phases"]], state["position"])
+        done = state is not None and not remaining(state["phases"], state["position"])
         n_test = len(test) + len(undecodable)
         learn = None if done and predict.exported(out, cfg.fingerprint()) else \
             fit(cfg, out, items, vocab, state, deadline, n_test, cbs, log)

@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kernel.errors import UserError
-
 from kernel.config import Config
+from kernel.errors import UserError
 
 from . import metadata, notebook
 from .preflight import preflight

@@ -6,7 +6,7 @@ accounting, no real convolution). A stage that does not fit is refused in one li
 accumulation that would; a stage whose accum is `auto` shows the one the kernel will take.
 """
 from kernel.config import GIB, Config, accelerator
-from kernel.errors import UserError
+from kernel.errors import UserError, first_line
 
 N_CLASSES = 10  # the competition's classes are not known here; the head is tiny next to the body either way
 
@@ -27,8 +27,8 @@ def preflight(cfg: Config, log=print) -> None:
                 accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
                 memory.estimate(c.arch, N_CLASSES, s.size, s.bs // (accum or 1))
             except (RuntimeError, AssertionError) as e:  # e.g. too small for the downsampling
-                first = (str(e).strip().splitlines() or ["?"])[0]
-                raise UserError(f"stage {s}: {c.arch} cannot train at {s.size[0]}x{s.size[1]} ({first}); "
+                raise UserError(f"stage {s}: {c.arch} cannot train at {s.size[0]}x{s.size[1]} "
+                                f"({first_line(e)}); "
                                 "use a size it takes (larger; for a fixed-size model such as Swin, its own) "
                                 "or another --arch") from None
             if accum is None:

@@ -34,7 +34,7 @@ from typing import Callable, TypeVar
 import requests
 
 from kernel.atomic import atomic_write
-from kernel.errors import UserError
+from kernel.errors import UserError, first_line
 
 from . import metadata
 
@@ -100,7 +100,7 @@ def _call(what: str, fn: Callable[..., T], *args, rerun: str = "push", **kwargs)
         http = e if isinstance(e, requests.HTTPError) else e.__context__
         code = (http.response.status_code
                 if isinstance(http, requests.HTTPError) and http.response is not None else None)
-        said = (str(http if code else e).strip().splitlines() or [type(e).__name__])[0]
+        said = first_line(http if code else e)
         if code == 401:
             line = (f"Kaggle refused your credentials (401) while {what}: create a new API token at "
                     f"https://www.kaggle.com/settings/api and save kaggle.json as {KaggleApi.config}, or fix "

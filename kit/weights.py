@@ -8,7 +8,7 @@ on), in the key layout the kernel's model has: the kernel loads them with timm a
 import os
 from pathlib import Path
 
-from kernel.errors import UserError
+from kernel.errors import UserError, first_line
 
 
 class Unavailable(UserError):
@@ -26,14 +26,14 @@ def fetch(arch: str, dest: Path) -> Path:
     import timm
     import torch
     from safetensors.torch import save_file
-    if not timm.is_model(arch):
-        raise UserError(f"unknown timm architecture {arch!r}; pick a name from timm.list_models(), "
-                        "e.g. convnext_small.fb_in22k")
+
+    from kernel.model import check_arch
+    check_arch(arch)
     try:
         with torch.device("cpu"):
             body = timm.create_model(arch, pretrained=True, num_classes=0)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        first = first_line(e, 160)
         offline = (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
                    else "")
         raise Unavailable(f"cannot get the pretrained weights of {arch}{offline}: "
