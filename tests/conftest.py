@@ -52,20 +52,14 @@ def pytest_ignore_collect(collection_path, config):
 
 def lay_out_hub(hf_home: Path, arch: str) -> dict:
     """A Hugging Face hub cache under `hf_home` holding timm's weights for `arch`
-    (e.g. test_resnet.r160_in1k), in the cache's own layout
-    (refs/main -> snapshots/<commit>/model.safetensors), as a download would leave it.
+    (e.g. test_resnet.r160_in1k), as a download would leave it (kit.weights.lay_out_hub).
     The weights are a fresh model's, moved off their initial values as trained weights are; returns them."""
     import timm
     import torch
-    from safetensors.torch import save_file
-    repo = timm.get_pretrained_cfg(arch).hf_hub_id
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-    (folder / "snapshots" / commit).mkdir(parents=True)
+
+    from kit.weights import lay_out_hub as lay_out
     g = torch.Generator().manual_seed(0)
     state = {k: (v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v).contiguous()
              for k, v in timm.create_model(arch.split(".")[0], pretrained=False).state_dict().items()}
-    save_file(state, str(folder / "snapshots" / commit / "model.safetensors"))
+    lay_out(hf_home, arch, state)
     return state

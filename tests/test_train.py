@@ -103,18 +103,11 @@ def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_r
     assert len(changes) == len(cfg.stages) - 1
     for i in changes:
         assert max(r for _, r in lrs[i:]) <= lrs[i - 1][1], f"the learning rate rises again at batch {i}"
-    # ...the BatchNorm statistics are re-estimated at the new size before it trains...
+    # ...and the BatchNorm statistics are re-estimated at the new size before it trains. (How the valid loss
+    # moves across a stage change is a property of many seeds, not of one run: bench/stage_change.py.)
     assert [e for e, _ in norms] == ["before_fit", "after_fit"] * len(cfg.stages)
     for s in range(1, len(cfg.stages)):
         assert not torch.equal(norms[2 * s - 1][1], norms[2 * s][1]), f"stage {s + 1} kept the old statistics"
-    # ...and the first epoch at the new size is at most 1.6x the valid loss of the last epoch before it.
-    # Measured on this sample (seeds 1-3, 42): a restarted one-cycle 1.9-4.2x, this run-long cycle
-    # 0.3-1.4x on most seeds (this config: 1.41 here, 1.12 on Kaggle's versions). The valid loss of one
-    # epoch at lr 5e-3 is noisy (BatchNorm statistics lag the weights), so the bound is loose.
-    for s in range(1, len(cfg.stages)):
-        before = history[history.stage == s - 1].valid_loss.iloc[-1]
-        after = history[history.stage == s].valid_loss.iloc[0]
-        assert after <= 1.6 * before, f"stage {s + 1} starts at valid loss {after:.3f} after {before:.3f}"
     probs = pd.read_csv(out / "probs.csv")
     assert len(probs) == 100 and probs.drop(columns="image_id").sum(axis=1).round(4).eq(1).all()
     for png in ("schedule.png", "confusion.png"):
