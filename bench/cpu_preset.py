@@ -72,7 +72,7 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
 
 def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int) -> tuple[float, float, Config]:
     """The kit's CPU preset on `data`: (test accuracy, wall seconds, the config it ran)."""
-    cfg = Config.make("cpu", data=str(data), out=str(out), seed=seed, **{**aug, **overrides})
+    cfg = Config.make("cpu-scratch", data=str(data), out=str(out), seed=seed, **{**aug, **overrides})
     t0 = time.time()
     path = run(cfg, log=lambda *_: None)
     return accuracy(path, data / "test_answers.csv"), time.time() - t0, cfg

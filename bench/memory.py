@@ -26,7 +26,8 @@ from fastai.callback.core import Callback, CancelFitException
 from kernel import data, memory, model
 from kernel.config import Config, given, parser
 from kernel.sample import make_sample
-from kernel.train import Accumulate, make_learner
+from kernel.callbacks import Accumulate
+from kernel.train import make_learner
 
 GiB = memory.GiB
 
@@ -60,8 +61,9 @@ def measure(cfg: Config, stage, items, steps: int) -> dict:
     learn = make_learner(cfg, dls, net, has_valid=True, lines=True)
     t0, ok = time.time(), True
     try:
-        acc = [Accumulate(n_acc=stage.bs)] if stage.accum > 1 else []
-        learn.fit(1, cfg.lr, cbs=[*acc, Steps(stage.accum, steps * stage.accum)])
+        acc = Accumulate()
+        acc.accum, acc.n_acc = stage.accum, stage.bs
+        learn.fit(1, cfg.lr, cbs=[acc, Steps(stage.accum, steps * stage.accum)])
     except torch.OutOfMemoryError:
         ok = False
     torch.cuda.synchronize()

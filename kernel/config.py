@@ -11,6 +11,7 @@ No torch or fastai here: the laptop side (`build.py status`) imports this and mu
 import argparse
 import hashlib
 import json
+import math
 import re
 import shlex
 import typing
@@ -121,7 +122,12 @@ def parse_members(value) -> tuple[Member, ...]:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise UserError(f"member name {name!r} must be letters, digits, '.', '_' or '-' "
                             "(it names a folder)")
-        weight = float(spec.pop("weight", 1.0))
+        given = spec.pop("weight", 1.0)
+        try: weight = float(given)
+        except ValueError: weight = math.nan
+        if not (weight > 0 and math.isfinite(weight)):  # all 0 would average to NaN: the first class, always
+            raise UserError(f"member {name}: weight={given} must be a positive number; "
+                            "leave the member out to give it no say")
         bad = [k for k in spec if k not in MEMBER_FIELDS]
         if bad: raise UserError(f"member {name}: {bad[0]!r} cannot differ between members; "
                                 f"a member may set {', '.join(sorted(MEMBER_FIELDS))}")
@@ -134,11 +140,14 @@ def parse_members(value) -> tuple[Member, ...]:
 # Paddy images are 480 wide x 640 high. 1/4 and 1/2 of that decode straight from the JPEG's DCT (see
 # data.py). The last stage's accumulation is `auto`: the memory preflight picks the smallest that fits.
 KAGGLE_STAGES = (Stage((160, 120), 6, 64, 1), Stage((320, 240), 4, 64, 2), Stage((448, 336), 3, 64, 0))
-# Dry run on a laptop CPU: tiny images, two short stages. Small batches: from scratch, a few hundred
-# images need many steps more than big batches. No accumulation: a CPU has the memory, and resnet10t's
-# BatchNorm learns worse from micro-batches of 8 (sample, 3 seeds: 0.73-0.80 accuracy without,
-# 0.68-0.74 with).
-CPU_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
+# Dry run on a laptop CPU, from scratch (no pretrained weights to be had): tiny images, two short stages.
+# Small batches: from scratch, a few hundred images need many steps more than big batches. No accumulation: a
+# CPU has the memory, and resnet10t's BatchNorm learns worse from micro-batches of 8 (sample, 3 seeds:
+# 0.73-0.80 accuracy without, 0.68-0.74 with).
+SCRATCH_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
+# The dry run's default has the Kaggle default's shape at a laptop's scale: pretrained EfficientNet-Lite0
+# (real ImageNet weights a package ships), the first epoch frozen, the last stage's accumulation `auto`.
+CPU_STAGES = (Stage((64, 48), 3, 16, 1), Stage((96, 72), 2, 16, 0))
 
 
 @dataclass
@@ -181,6 +190,7 @@ class Config:
     val_bs: int = field(default=0, metadata={"resume": False})
     time_limit: float = field(default=0, metadata={"resume": False})  # seconds for the whole run; 0: none
     accelerator: str = field(default="NvidiaTeslaT4", metadata={"resume": False})  # for accum auto off-GPU
+    gpu_memory: int = field(default=0, metadata={"resume": False})  # MiB a stage must fit; 0: the GPU's
     members: tuple[Member, ...] = ()  # an ensemble; none: one model, trained into `out` itself
     # where members run at once: auto (every visible GPU, else the CPU), or a list: 0,1 / cpu,cpu
     devices: str = field(default="auto", metadata={"resume": False})
@@ -252,8 +262,14 @@ PRESETS: dict[str | None, dict] = {
     # Two members, one per T4, each on its own validation split; the session is 12 hours, less a margin
     # for installing, loading and averaging.
     "kaggle": dict(members="a seed=42; b seed=43", time_limit=11.5 * 3600),
-    # resnet10t: on the sample it learns from scratch in minutes where resnet18 barely starts (0.64 vs 0.39).
-    "cpu": dict(arch="resnet10t", stages=CPU_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0, time_limit=0),
+    # The Kaggle default's shape on a laptop (see CPU_STAGES): two members side by side, one process each;
+    # the dry run gives it the packaged EfficientNet-Lite0 weights.
+    "cpu": dict(arch="tf_efficientnet_lite0", stages=CPU_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0,
+                time_limit=0, members="a seed=1; b seed=2", devices="cpu,cpu"),
+    # From scratch, one model, when no pretrained weights can be had. resnet10t: on the sample it learns
+    # from scratch in minutes where resnet18 barely starts (0.64 vs 0.39).
+    "cpu-scratch": dict(arch="resnet10t", stages=SCRATCH_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0,
+                        time_limit=0),
 }
 
 

@@ -8,7 +8,8 @@ device frees up; without a GPU the members run one after another. Each member's 
 its name in front; a failed member is one line, and the ensemble is made from the members that finished.
 OUT/probs.csv is the weighted mean of their probabilities and OUT/submission.csv its argmax.
 
-Run again after a crash: finished members are not trained again, unfinished ones resume.
+Run again after a crash (or after the time budget stopped a member): finished members are not trained
+again, unfinished ones resume.
 """
 import ctypes
 import json
@@ -44,15 +45,30 @@ def slots(devices: str) -> list[str]:
     return visible.split(",")[:n] if visible else [str(i) for i in range(n)]
 
 
+def _prctl():
+    """libc's prctl, looked up here in the parent: the child runs between fork and exec, where opening a
+    library (from one of several threads) is not safe."""
+    try: return ctypes.CDLL("libc.so.6").prctl if sys.platform == "linux" else None
+    except OSError: return None
+
+
+PRCTL = _prctl()
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: be killed when the parent dies (Linux), so that no orphan trains on."""
-    try: ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError: pass
+    PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def predicted(cfg: Config) -> bool:
+    """The member exported a model under this very config and predicted the test images with it."""
+    return predict.exported(Path(cfg.out), cfg.fingerprint()) and (Path(cfg.out) / "probs.csv").is_file()
 
 
 def finished(cfg: Config) -> bool:
-    """The member trained under this very config and predicted: it has nothing left to do."""
-    return predict.exported(Path(cfg.out), cfg.fingerprint()) and (Path(cfg.out) / "probs.csv").is_file()
+    """The member has nothing left to do: predicted, and its plan ran to the end (the time budget may have
+    stopped it early: a rerun resumes it)."""
+    return predicted(cfg) and predict.read_meta(Path(cfg.out)).get("complete") is True
 
 
 def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
@@ -69,7 +85,7 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
     last, error = "", None
     with open(out / "log.txt", "a") as f, subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None) as child:
+            preexec_fn=_die_with_parent if PRCTL else None) as child:
         for line in child.stdout:
             f.write(line)
             f.flush()
@@ -122,15 +138,18 @@ def run(cfg: Config, log=print) -> Path:
                     failed[name] = why
                     log(f"member {name} failed: {why} (its log: {out / 'members' / name / 'log.txt'}); "
                         "the others go on")
-                else:
+                elif finished(mcfg):
                     log(f"[{name}] finished")
+                else:
+                    log(f"[{name}] stopped by the time budget before the end of its schedule; "
+                        "its predictions count, and a rerun resumes it")
 
         threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in slots(cfg.devices)]
         for t in threads: t.start()
         for t in threads: t.join()
 
         done = {n: pd.read_csv(Path(c.out) / "probs.csv", dtype={cfg.id_col: str}) for n, c in members.items()
-                if n not in failed and finished(c)}
+                if n not in failed and predicted(c)}
         missing = [n for n in members if n not in done]
         if not done:
             raise UserError(f"no member finished ({'; '.join(f'{n}: {w}' for n, w in failed.items())}); "

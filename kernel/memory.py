@@ -126,12 +126,15 @@ def estimate(arch: str, n_out: int, size: tuple[int, int], micro_bs: int, fp16: 
     return _estimate(arch, n_out, tuple(size), micro_bs, fp16, train=True)
 
 
-def inference_peak(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool = True) -> Estimate:
-    """Peak GPU memory of a validation or TTA batch of `bs` images (eval mode, no grad), in or after training.
+def inference_peak(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool = True, *,
+                   resident: bool = True) -> Estimate:
+    """Peak GPU memory of a validation or TTA batch of `bs` images (eval mode, no grad).
 
-    Gradients and optimizer state stay allocated after training, so they count; nothing is saved for backward.
+    `resident`: training's gradients and optimizer state are allocated beside the model (validation, in
+    training), so they count; else the model alone (prediction once training is released). Nothing is saved
+    for backward.
     """
-    return _estimate(arch, n_out, tuple(size), bs, fp16, train=False)
+    return _estimate(arch, n_out, tuple(size), bs, fp16, train=False, resident=resident)
 
 
 def fit_accum(arch: str, n_out: int, size: tuple[int, int], bs: int, capacity: int,
@@ -147,15 +150,16 @@ def fit_accum(arch: str, n_out: int, size: tuple[int, int], bs: int, capacity: i
 
 
 def largest_batch(arch: str, n_out: int, size: tuple[int, int], capacity: int, fp16: bool = True,
-                  limit: int = 1024) -> int:
+                  limit: int = 1024, *, resident: bool = True) -> int:
     """The largest inference batch (up to `limit`) that fits in `capacity` bytes, e.g. for the validation
-    and TTA batch size; 0 if not even one image fits."""
-    fits = lambda bs: inference_peak(arch, n_out, size, bs, fp16).total <= capacity
+    and TTA batch size; 0 if not even one image fits. `resident` as for `inference_peak`."""
+    fits = lambda bs: inference_peak(arch, n_out, size, bs, fp16, resident=resident).total <= capacity
     return bisect.bisect_left(range(1, limit + 1), True, key=lambda bs: not fits(bs))  # = how many fit
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool, train: bool) -> Estimate:
+def _estimate(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool, train: bool,
+              resident: bool = True) -> Estimate:
     net = model(arch, n_out)
     weights = sum(_bytes(t) for t in [*net.parameters(), *net.buffers()])
     if train:
@@ -165,7 +169,7 @@ def _estimate(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool,
         peak = _inference(net, size, bs, fp16)
     # Only parameters that backward reaches get a gradient and Adam state (fastai's optimizer skips those
     # whose grad is None, e.g. the norm of timm's head, which fastai's head replaces). fp32 like the weights.
-    grads, optimizer = trained, 2 * trained
+    grads, optimizer = (trained, 2 * trained) if train or resident else (0, 0)
     # (The optimizer step itself adds at most two temporaries of the largest parameter, after the activations
     # are freed: never the peak.)
     workspace = peak - activations + CUDNN_WORKSPACE

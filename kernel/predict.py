@@ -38,27 +38,33 @@ def exported(folder: Path, fingerprint: str) -> bool:
     return (Path(folder) / model.WEIGHTS).is_file() and read_meta(folder).get("fingerprint") == fingerprint
 
 
-def inference_bs(requested: int, arch: str, n_out: int, size: tuple[int, int], fallback: int) -> int:
+def inference_bs(requested: int, arch: str, n_out: int, size: tuple[int, int], fallback: int, *,
+                 resident: bool = True) -> int:
     """The validation/prediction batch: `requested`, else on a GPU the largest the memory estimate lets fit
-    beside training's weights and optimiser (capped at 4 training batches), else `fallback`."""
+    (capped at 4 training batches), else `fallback`. `resident`: training's gradients and optimiser state
+    are on the GPU beside the model (validation); else the model alone (prediction, training released)."""
     if requested: return requested
     if not torch.cuda.is_available(): return fallback
     from . import memory
     return memory.largest_batch(arch, n_out, size, torch.cuda.get_device_properties(0).total_memory,
-                                limit=4 * fallback)
+                                limit=4 * fallback, resident=resident)
 
 
 def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int | None = None, val_bs: int = 0,
             num_workers: int = 0, correct: bool | None = None, cbs=(), log=print) -> pd.DataFrame:
     """Class probabilities of the exported model in `folder` for every test image; images that do not decode
-    get the training class frequencies. `tta` augmented passes and the weighted-epochs correction (`correct`)
-    as the model's own config says, unless given; `cbs` are fastai callbacks for the prediction."""
+    get the training class frequencies. `tta` augmented passes, the batch (`val_bs`) and the weighted-epochs
+    correction (`correct`) as the exported model says, unless given; `cbs` are fastai callbacks for the
+    prediction."""
     net, meta = model.load(Path(folder))
     cfg = Config.make(None, **{**meta["config"], "num_workers": num_workers})
     vocab, size, stats = meta["vocab"], tuple(meta["size"]), (meta["mean"], meta["std"])
     tta = cfg.tta if tta is None else tta
     correct = cfg.weighted_correction if correct is None else correct
-    bs = inference_bs(val_bs, meta["arch"], len(vocab), size, 64)
+    # the batch the model was exported with: TTA draws its augmentations batch by batch, so another batch
+    # size (another GPU, or what training left resident) would give other probabilities
+    bs = val_bs or meta.get("predict_bs") or \
+        inference_bs(0, meta["arch"], len(vocab), size, 64, resident=False)
     # The loaders are the training pipeline at the final size (TTA augments as training did), built on the
     # test images themselves: prediction needs no training data.
     items = test.assign(**{cfg.label_col: vocab[0]})
@@ -121,7 +127,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="where to write probs.csv and submission.csv")
     p.add_argument("--tta", type=int, default=None,
                    help="augmented passes (default: each model's own setting)")
-    p.add_argument("--val_bs", type=int, default=0, help="batch size (default: the largest that fits)")
+    p.add_argument("--val_bs", type=int, default=0,
+                   help="batch size (default: the exported model's, which reproduces training's TTA)")
     p.add_argument("--num_workers", type=int, default=0)
     a = p.parse_args(argv)
     run(a.models, a.data, a.out, a.tta, a.val_bs, a.num_workers)

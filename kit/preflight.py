@@ -15,36 +15,41 @@ def preflight(cfg: Config, log=print) -> None:
     """Print the estimate of every member's every stage; refuse the first that does not fit."""
     from kernel import memory, model
     acc = accelerator(cfg.accelerator)
+    room = cfg.gpu_memory * 2**20 or acc.memory  # what a stage must fit: --gpu_memory, else the accelerator's
     configs = [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]
     for c in configs: model.check_arch(c.arch)
-    log(f"memory preflight on {acc.name} ({acc.memory / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
+    log(f"memory preflight on {acc.name} ({room / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
     seen = set()
     for c in configs:
         for s in c.stages:
             if (c.arch, s) in seen: continue
             seen.add((c.arch, s))
             try:
-                accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
-                memory.estimate(c.arch, N_CLASSES, s.size, s.bs // (accum or 1))
+                accum = s.accum or memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, room)
+                memory.estimate(c.arch, N_CLASSES, s.size, max(2, s.bs // (accum or 1)))
             except (RuntimeError, AssertionError) as e:  # e.g. too small for the downsampling
                 raise UserError(f"stage {s}: {c.arch} cannot train at {s.size[0]}x{s.size[1]} "
                                 f"({first_line(e)}); "
                                 "use a size it takes (larger; for a fixed-size model such as Swin, its own) "
                                 "or another --arch") from None
+            if s.bs // (accum or 1) < 2:  # fastai's head (BatchNorm1d) cannot train on one image
+                raise UserError(f"stage {s}: a micro-batch of one image (batch {s.bs} / accumulation "
+                                f"{accum or 1}); training needs 2 or more a step: lower the accumulation "
+                                "or raise the batch")
             if accum is None:
-                one = memory.estimate(c.arch, N_CLASSES, s.size, 1).total
-                raise UserError(f"stage {s} of {c.arch}: even one image at a time needs "
-                                f"~{one / GIB:.1f} GiB, more than {acc.name}'s {acc.memory / GIB:.1f} GiB; "
-                                "use a smaller size or --arch")
+                least = memory.estimate(c.arch, N_CLASSES, s.size, 2).total
+                raise UserError(f"stage {s} of {c.arch}: even two images at a time (the least training "
+                                f"takes) need ~{least / GIB:.1f} GiB, more than {acc.name}'s "
+                                f"{room / GIB:.1f} GiB; use a smaller size or --arch")
             need = memory.estimate(c.arch, N_CLASSES, s.size, s.bs // accum).total
             log(f"  {c.arch:<28} {s.size[0]:>4}x{s.size[1]:<4} batch {s.bs} = {accum} x {s.bs // accum:<4} "
-                f"{need / GIB:5.1f} GiB  " + ("fits" if need <= acc.memory else "DOES NOT FIT")
+                f"{need / GIB:5.1f} GiB  " + ("fits" if need <= room else "DOES NOT FIT")
                 + ("  (accum auto)" if not s.accum else ""))
-            if need > acc.memory:
-                fit = memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, acc.memory)
+            if need > room:
+                fit = memory.fit_accum(c.arch, N_CLASSES, s.size, s.bs, room)
                 h, w = s.size
                 fix = (f"write it {h}x{w}:{s.epochs}:{s.bs}:{fit} (accumulation {fit}) "
                        f"or {h}x{w}:{s.epochs}:{s.bs}:auto"
                        if fit else "use a smaller size or --arch")
                 raise UserError(f"stage {s} of {c.arch} needs ~{need / GIB:.1f} GiB of GPU memory, more than "
-                                f"{acc.name}'s {acc.memory / GIB:.1f} GiB; {fix}")
+                                f"{acc.name}'s {room / GIB:.1f} GiB; {fix}")

@@ -317,6 +317,20 @@ def test_the_accelerator_is_the_machine_shape_and_a_retired_one_is_refused(tmp_p
     assert "use one of: NvidiaTeslaT4" in line and not (tmp_path / "build").exists()
 
 
+@pytest.mark.parametrize("stages, message", [
+    ("160x120:1:64:1,3000x3000:1:2:auto",
+     "stage 3000x3000:1:2:auto of convnext_small.fb_in22k: even two images at a time "
+     "(the least training takes) need ~"),
+    ("160x120:1:2:2", "stage 160x120:1:2:2: a micro-batch of one image (batch 2 / accumulation 2); training "
+     "needs 2 or more a step"),
+])
+def test_a_stage_that_cannot_train_even_two_images_at_a_time_is_one_line(tmp_path, stages, message):
+    line = one_line(build_cli(tmp_path, "build", "--user", "alice", "--no-pretrained", "--out",
+                              str(tmp_path / "out"), "--stages", stages))
+    assert line.startswith(f"error: {message}"), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fits(tmp_path, capsys):
     with pytest.raises(UserError) as e:
         bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import kernel_subprocess
-from kernel import Config, ensemble
+from kernel import Config, ensemble, train
 from kernel.lock import locked
 from kernel.sample import make_sample
 
@@ -31,7 +31,7 @@ def small(tmp_path_factory) -> Path:
 def two(small, tmp_path_factory) -> tuple[Path, list[str]]:
     """Two members, different seeds and architectures, run concurrently on two CPU slots."""
     out = tmp_path_factory.mktemp("ens") / "out"
-    cfg = Config.make("cpu", data=str(small), out=str(out), **ONE, devices="cpu,cpu",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), **ONE, devices="cpu,cpu",
                       members="a seed=1; b seed=2 arch=test_resnet weight=3")
     logged = []
     ensemble.run(cfg, log=logged.append)
@@ -87,7 +87,7 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
 
 def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not weights")
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), **ONE, devices="cpu",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), **ONE, devices="cpu",
                       members=f"good seed=1; bad seed=2 weights={tmp_path / 'junk.safetensors'}")
     logged = []
     path = ensemble.run(cfg, log=logged.append)
@@ -102,7 +102,7 @@ def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_pat
 
 def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_one(small, tmp_path):
     out = tmp_path / "out"
-    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1",
+    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1",
             "--tta", "0", "--members", "a seed=1; b seed=2", "--devices", "cpu"]
     parent = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
@@ -130,3 +130,38 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
     assert {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()} == before  # a untouched
     assert len(pd.read_csv(out / "members" / "b" / "history.csv")) == 2
     assert (out / "submission.csv").is_file() and "the mean of a, b" in r.stdout
+
+
+def test_a_member_the_time_budget_stopped_is_resumed_by_a_rerun(small, tmp_path):
+    """Member a ran out of time in its second epoch (as on Kaggle, hours in): it predicted with what it had,
+    and is unfinished. The rerun resumes it from its checkpoint instead of counting it finished."""
+    from test_train import Probe, limit_reached
+    out = tmp_path / "out"
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), stages="32x24:3:8:1", tta=0,
+                      members="a seed=1", devices="cpu", time_limit=600)
+    member = cfg.member(cfg.members[0], str(out / "members" / "a"))
+    train.run(member, cbs=[Probe(limit_reached, "after_batch")], log=lambda *_: None)
+    assert (out / "members" / "a" / "probs.csv").is_file()
+    assert len(pd.read_csv(out / "members" / "a" / "history.csv")) == 1
+    logged = []
+    ensemble.run(cfg, log=logged.append)
+    assert not [l for l in logged if "finished earlier" in l], logged
+    assert any(l.startswith("[a] resuming from") and "epoch 2 of 3" in l for l in logged), logged
+    assert "[a] finished" in logged and len(pd.read_csv(out / "members" / "a" / "history.csv")) == 3
+
+
+def test_inference_in_a_fresh_process_reproduces_trainings_tta_submission(small, tmp_path):
+    """TTA on: its augmentations are drawn batch by batch, so the inference kernel must predict in the batches
+    training predicted in (the exported model's), not the largest that fits where it runs. Probabilities
+    agree within 1e-5 (the same arithmetic in another process), labels exactly."""
+    out = tmp_path / "out"
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), stages="32x24:1:8:1", tta=2, val_bs=5)
+    train.run(cfg, log=lambda *_: None)
+    dest = tmp_path / "inferred"
+    r = subprocess.run([sys.executable, "-m", "kernel.predict", "--models", str(out), "--data", str(small),
+                        "--out", str(dest)],
+                       capture_output=True, text=True, timeout=300, **kernel_subprocess())
+    assert r.returncode == 0, r.stderr[-2000:]
+    got, want = read(dest / "probs.csv"), read(out / "probs.csv")
+    assert np.abs(got.loc[want.index].to_numpy() - want.to_numpy()).max() < 1e-5
+    pd.testing.assert_frame_equal(pd.read_csv(dest / "submission.csv"), pd.read_csv(out / "submission.csv"))

@@ -2,6 +2,7 @@
 precision, checkpoints and resume, the time budget, the lock, weighted epochs, submission, bad input."""
 import copy
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -21,12 +22,12 @@ from fastai.vision.all import Normalize
 from safetensors.torch import save_file
 
 from conftest import kernel_subprocess
-from kernel import Config, UserError, model
+from kernel import Config, UserError, data, memory, model
 from kernel.data import load_image, train_items
 from kernel.lock import locked
 from kernel.sample import accuracy, make_sample
 from kernel.submission import make_submission
-from kernel.train import CHECKPOINT, run
+from kernel.train import CHECKPOINT, make_learner, run
 
 pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
@@ -76,18 +77,18 @@ class Probe(Callback):
 def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_rerun_only_predicts(
         sample, tmp_path):
     out = tmp_path / "out"
-    cfg = Config.make("cpu", data=str(sample), out=str(out))
+    cfg = Config.make("cpu-scratch", data=str(sample), out=str(out))
     assert len(cfg.stages) >= 2
     lrs = []  # (image size, the head's learning rate) of every training batch
 
     def lr(learn, _):
         if learn.training: lrs.append((tuple(learn.x.shape[-2:]), learn.opt.hypers[-1]["lr"]))
-    norms = []  # (event, the first BatchNorm's running mean) around every fit
+    norms = []  # (event, the first BatchNorm's running mean) around every epoch
 
     def norm(learn, event):
         bn = next(m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
         norms.append((event, bn.running_mean.clone()))
-    path = run(cfg, cbs=[Probe(lr, "before_batch"), Probe(norm, "before_fit", "after_fit")], log=quiet)
+    path = run(cfg, cbs=[Probe(lr, "before_batch"), Probe(norm, "before_epoch", "after_epoch")], log=quiet)
     sub = pd.read_csv(path)
     assert list(sub.image_id) == list(pd.read_csv(sample / "sample_submission.csv").image_id)  # its row order
     acc = accuracy(path, sample / "test_answers.csv")
@@ -105,9 +106,12 @@ def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_r
         assert max(r for _, r in lrs[i:]) <= lrs[i - 1][1], f"the learning rate rises again at batch {i}"
     # ...and the BatchNorm statistics are re-estimated at the new size before it trains. (How the valid loss
     # moves across a stage change is a property of many seeds, not of one run: bench/stage_change.py.)
-    assert [e for e, _ in norms] == ["before_fit", "after_fit"] * len(cfg.stages)
-    for s in range(1, len(cfg.stages)):
-        assert not torch.equal(norms[2 * s - 1][1], norms[2 * s][1]), f"stage {s + 1} kept the old statistics"
+    n = sum(s.epochs for s in cfg.stages)
+    assert [e for e, _ in norms] == ["before_epoch", "after_epoch"] * n
+    firsts = np.cumsum([s.epochs for s in cfg.stages])[:-1]  # the first epoch of each later stage
+    for k in range(1, n):  # between two epochs: re-estimated at a new stage's size, else left alone
+        same = torch.equal(norms[2 * k - 1][1], norms[2 * k][1])
+        assert same != (k in firsts), f"epoch {k + 1}: {'kept the old' if same else 'changed the'} statistics"
     probs = pd.read_csv(out / "probs.csv")
     assert len(probs) == 100 and probs.drop(columns="image_id").sum(axis=1).round(4).eq(1).all()
     for png in ("schedule.png", "confusion.png"):
@@ -130,7 +134,8 @@ def test_pretrained_runs_normalised_everywhere_head_first_body_slower_and_export
     mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
     weights = tmp_path / f"{arch}.safetensors"
     save_file(pretrained_like(arch), str(weights))
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch=arch, weights=str(weights),
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch=arch,
+                      weights=str(weights),
                       stages="32x24:2:8:1,48x36:1:8:1", tta=0)
     seen = []  # (kind, x batch, paths of its items)
 
@@ -141,7 +146,7 @@ def test_pretrained_runs_normalised_everywhere_head_first_body_slower_and_export
         kind = "train" if learn.training else "valid" if fitting(learn) else "test"
         if learn.training or learn.iter == 0:
             seen.append((kind, learn.x.detach().cpu().float(), learn.dl.items))
-    fits = []  # per fit: the body's conv weights and the head's before and after, the lr of each group
+    fits = []  # per epoch: the body's conv weights and the head's before and after, the lr of each group
 
     def convs(learn):
         return {n: p.detach().clone() for n, p in model.body(learn.model).named_parameters() if p.ndim == 4}
@@ -150,12 +155,12 @@ def test_pretrained_runs_normalised_everywhere_head_first_body_slower_and_export
         return [p.detach().clone() for p in learn.model[1].parameters()]
 
     def weigh(learn, event):
-        if event == "before_fit": fits.append(dict(convs=convs(learn), head=head(learn)))
+        if event == "before_epoch": fits.append(dict(convs=convs(learn), head=head(learn)))
         else: fits[-1].update(convs_after=convs(learn), head_after=head(learn),
                               lrs=[h["lr"] for h in learn.opt.hypers],
                               state={k: v.detach().clone() for k, v in learn.model.state_dict().items()})
     logged = []
-    run(cfg, cbs=[Probe(look, "before_batch", predicting=True), Probe(weigh, "before_fit", "after_fit")],
+    run(cfg, cbs=[Probe(look, "before_batch", predicting=True), Probe(weigh, "before_epoch", "after_epoch")],
         log=logged.append)
     assert any(f"loaded pretrained weights for {arch}" in l for l in logged)
     kinds = [k for k, *_ in seen]
@@ -170,7 +175,7 @@ def test_pretrained_runs_normalised_everywhere_head_first_body_slower_and_export
             h, w = x.shape[-2:]
             first = torch.from_numpy(np.array(load_image(items.path.iloc[0], (h, w)))).permute(2, 0, 1)
             assert torch.allclose(x[0], (first.float() / 255 - mean) / std, atol=0.05), kind
-    # three fits: the frozen epoch, the rest of stage 1, stage 2
+    # three epochs: the frozen one, the rest of stage 1, stage 2
     assert len(fits) == 3
     frozen, *others = fits
     assert all(torch.equal(frozen["convs"][n], v) for n, v in frozen["convs_after"].items())
@@ -222,7 +227,7 @@ def test_weights_that_do_not_fill_the_body_are_refused(small, tmp_path):
 def test_a_vit_trains_and_predicts_at_a_size_it_was_not_made_for(small, tmp_path):
     """test_vit3 takes 160x160 only, in 16-pixel patches; a stage at 40x24 (2.5 x 1.5 patches) trains, and
     the exported model predicts the same again in a predict-only rerun (rebuilt as it was trained)."""
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_vit3",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_vit3",
                       stages="40x24:2:8:1", tta=0)
     path = run(cfg, log=quiet)
     assert len(pd.read_csv(tmp_path / "out" / "history.csv")) == 2 and len(pd.read_csv(path)) == 12
@@ -232,7 +237,7 @@ def test_a_vit_trains_and_predicts_at_a_size_it_was_not_made_for(small, tmp_path
 
 
 def test_leftover_gradients_never_carry_into_the_next_epoch(small, tmp_path):
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
                       stages="32x24:3:8:4", tta=0)
     epochs = []  # per epoch: micro-batches, optimiser steps, |grad| left when the next epoch starts
 
@@ -258,14 +263,15 @@ def test_accumulation_steps_weighted_epochs_and_a_broken_test_image(small, tmp_p
     fits = []
 
     def look(learn, event):
-        if event == "before_fit":
+        if event == "before_epoch":
             fits.append(dict(batches=0, steps=0, dl=learn.dls.train, val_bs=learn.dls.valid.bs))
         elif event == "after_step": fits[-1]["steps"] += 1
         elif learn.training: fits[-1]["batches"] += 1
     logged = []
-    cfg = Config.make("cpu", data=str(data), out=str(tmp_path / "out"), stages=TINY, tta=0, weighted_epochs=1,
+    cfg = Config.make("cpu-scratch", data=str(data), out=str(tmp_path / "out"), stages=TINY, tta=0,
+                      weighted_epochs=1,
                       weight_power=1)
-    path = run(cfg, cbs=[Probe(look, "before_fit", "after_step", "after_batch")], log=logged.append)
+    path = run(cfg, cbs=[Probe(look, "before_epoch", "after_step", "after_batch")], log=logged.append)
     (b1, s1, dl1, v1), (b4, s4, _, v4), (bw, sw, dlw, vw) = [tuple(f.values()) for f in fits if f["batches"]]
     # validation batches are whole batches, not micro-batches of 2
     assert (dl1.bs, v1, v4, vw) == (8, 8, 8, 8)
@@ -296,10 +302,10 @@ def test_weighted_epochs_are_corrected_back_to_the_true_class_frequencies(sample
     cfg = dict(data=str(sample), out=str(tmp_path / "out"), stages="48x36:4:16:1", weighted_epochs=3,
                weight_power=1, tta=0)
     logged = []
-    run(Config.make("cpu", **cfg), log=logged.append)
+    run(Config.make("cpu-scratch", **cfg), log=logged.append)
     corrected = pd.read_csv(tmp_path / "out" / "probs.csv").set_index("image_id")
     assert any("rescaled to the true class frequencies" in l for l in logged)
-    run(Config.make("cpu", **cfg, weighted_correction=False), log=quiet)  # the same model, predicting again
+    run(Config.make("cpu-scratch", **cfg, weighted_correction=False), log=quiet)  # the model predicts again
     raw = pd.read_csv(tmp_path / "out" / "probs.csv").set_index("image_id")
     train = pd.read_csv(sample / "train.csv").label.value_counts(normalize=True)
     # total variation between predicted class frequencies and the prior
@@ -321,7 +327,7 @@ def test_weighted_epochs_are_corrected_back_to_the_true_class_frequencies(sample
 
 
 def test_the_gradscaler_scale_survives_a_stage_change_and_a_resume(small, tmp_path):
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
                       stages="16x12:1:8:1,16x12:1:8:1", precision="fp16", tta=0)
     scales = []
 
@@ -347,7 +353,8 @@ def test_the_gradscaler_scale_survives_a_stage_change_and_a_resume(small, tmp_pa
 
 def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(small, tmp_path):
     out = tmp_path / "out"
-    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1,32x24:2:8:2",
+    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages",
+            "32x24:2:8:1,32x24:2:8:2",
             "--tta", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, **kernel_subprocess())
@@ -360,7 +367,7 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     first = pd.read_csv(out / "history.csv")
     saved = torch.load(checkpoint, weights_only=False)
-    assert len(first) < 4 and len(first) == saved["position"][1] + 2 * saved["position"][0]
+    assert len(first) < 4 and len(first) == saved["epoch"]
     restored = {}
 
     def look(learn, event):
@@ -368,7 +375,7 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(
             restored["model"] = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
             restored["opt"] = copy.deepcopy(learn.opt.state_dict())  # its tensors change as training goes on
     logged = []
-    cfg = Config.make("cpu", data=str(small), out=str(out), stages="32x24:2:8:1,32x24:2:8:2", tta=0)
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), stages="32x24:2:8:1,32x24:2:8:2", tta=0)
     run(cfg, cbs=[Probe(look, "before_fit")], log=logged.append)
     assert any(l.startswith("resuming from") for l in logged)
     for k, v in saved["model"].items(): assert torch.equal(restored["model"][k], v), f"model {k} not restored"
@@ -389,10 +396,124 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(
     assert len(pd.read_csv(out / "history.csv")) == 1
 
 
+class Killed(Exception): pass
+
+
+def test_a_killed_run_resumed_draws_the_batches_an_unkilled_one_does_and_says_what_it_resumed(
+        small, tmp_path):
+    """Loader workers > 0 (fastai's DataLoader shuffles with a random.Random of its own; its workers are
+    seeded from torch). Killed after the frozen epoch's checkpoint, the resumed run (in a process whose
+    random states were moved on) draws the same first batch in every epoch left, across a stage change,
+    and ends with the same weights, as the run that was never killed."""
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file(pretrained_like("test_resnet"), str(weights))
+
+    def cfg(name: str) -> Config:
+        return Config.make("cpu-scratch", data=str(small), out=str(tmp_path / name), arch="test_resnet",
+                           weights=str(weights), stages="32x24:2:8:1,48x36:2:8:2", tta=0, num_workers=2)
+    firsts: dict[str, list] = {"whole": [], "resumed": []}
+
+    def first_batch(into: str):
+        def look(learn, _):
+            if learn.training and learn.iter == 0:
+                firsts[into].append((learn.x.detach().clone(), learn.y.detach().clone()))
+        return Probe(look, "before_batch")
+
+    run(cfg("whole"), cbs=[first_batch("whole")], log=quiet)
+
+    def kill(learn, _):
+        if learn.epoch == 1: raise Killed("killed")  # after epoch 1's checkpoint, before epoch 2 draws
+    with pytest.raises(Killed):
+        run(cfg("killed"), cbs=[Probe(kill, "before_epoch")], log=quiet)
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)["epoch"] == 1
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # whatever this process drew meanwhile
+    logged = []
+    run(cfg("killed"), cbs=[first_batch("resumed")], log=logged.append)
+    whole, again = firsts["whole"][1:], firsts["resumed"]
+    assert len(whole) == len(again) == 3
+    for k, ((x, y), (x2, y2)) in enumerate(zip(whole, again)):
+        assert torch.equal(y, y2) and torch.equal(x, x2), f"epoch {k + 2} drew another first batch"
+    a, b = model.load(tmp_path / "whole")[0].state_dict(), model.load(tmp_path / "killed")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run trained to other weights"
+    resumed = [l for l in logged if l.startswith("resuming from")]
+    assert resumed == [f"resuming from {tmp_path / 'killed' / CHECKPOINT}: epoch 2 of 4 "
+                       "(stage 1/2, epoch 2), fine-tuning pretrained weights"], logged
+    assert not [l for l in logged if "from scratch" in l]
+
+
+def test_a_restored_checkpoint_lies_on_the_loaders_device(small, tmp_path):
+    """A resume on a GPU: the model moved to the loaders' device before its state is loaded, and Adam's state
+    onto each parameter's device (fastai leaves it where it was loaded: on the CPU). torch's meta device
+    stands in for the GPU: tensors that say where they are, without one."""
+    from kernel import checkpoint
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:1:8:1", tta=0, precision="fp16")
+    run(cfg, log=quiet)
+    state = checkpoint.load(tmp_path / "out", cfg, quiet)
+    items = train_items(cfg, quiet)
+    vocab = sorted(items.label.unique())
+    net = model.create(cfg.arch, len(vocab), log=quiet)
+    dls = data.dataloaders(cfg, (32, 24), 8, 8, items, vocab, model.stats(net))
+    learn = make_learner(cfg, dls, net, has_valid=True, lines=True)
+    learn.dls.device = torch.device("meta")
+    learn.create_opt()
+    scaler = learn.cbs.filter(lambda c: hasattr(c, "scaler"))[0].scaler
+    checkpoint.restore(learn, state, scaler)
+    assert {p.device.type for p in learn.model.parameters()} == {"meta"}
+    tensors = [(p, v) for p, s in learn.opt.state.items() for v in s.values() if torch.is_tensor(v)]
+    assert len(tensors) >= 2 * len(list(learn.model.parameters()))  # grad_avg and sqr_avg of each
+    assert all(v.device == p.device for p, v in tensors)
+    assert scaler.get_scale() == state["scaler"]["scale"] and state["scaler"]["scale"] > 0
+
+
+def test_an_auto_stage_resolves_to_accumulation_above_1_on_a_small_gpu(small, tmp_path):
+    """`auto` takes the smallest accumulation whose micro-batch the memory estimate fits, here against
+    --gpu_memory (a GPU smaller than a T4), and training then runs those micro-batches."""
+    n = len(pd.read_csv(small / "train.csv").label.unique())
+    need = {m: memory.estimate("test_resnet", n, (96, 72), m).total for m in (16, 8)}
+    room = need[8] // 2**20 + 1  # MiB: micro-batches of 8 fit, of 16 do not
+    assert need[16] > room * 2**20
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="96x72:1:16:auto", tta=0, gpu_memory=room)
+    seen, logged = [], []
+
+    def look(learn, event):
+        if learn.training: seen.append((event, len(learn.y)))
+    run(cfg, cbs=[Probe(look, "before_batch", "after_step")], log=logged.append)
+    assert f"stage 96x72:1:16:auto: accumulation 2 (micro-batch 8) fits {room / 1024:.1f} GiB" in logged
+    batches = [b for e, b in seen if e == "before_batch"]
+    assert set(batches) == {8} and sum(e == "after_step" for e, _ in seen) == len(batches) // 2
+
+
+def test_a_time_stopped_model_is_exported_unfinished_and_resumes(small, tmp_path):
+    """The time limit reached mid-epoch: training stops, the model trained so far predicts, and it is
+    marked unfinished; the same command again resumes it from its last epoch (members alike: see
+    test_ensemble)."""
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:3:8:1", tta=0, time_limit=600)
+    logged = []
+    path = run(cfg, cbs=[Probe(limit_reached, "after_batch")], log=logged.append)
+    assert "time budget: only prediction still fits before the time limit; training stops here" in logged
+    assert len(pd.read_csv(path)) == 12 and len(pd.read_csv(tmp_path / "out" / "history.csv")) == 1
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["complete"] is False
+    logged.clear()
+    run(cfg, log=logged.append)
+    assert any(l.startswith("resuming from") and "epoch 2 of 3" in l for l in logged), logged
+    assert len(pd.read_csv(tmp_path / "out" / "history.csv")) == 3
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["complete"] is True
+
+
+def limit_reached(learn, _):
+    """In the second epoch, the time limit arrives (as it would hours into a run)."""
+    if learn.epoch == 1 and learn.iter == 0:
+        budget = next(c for c in learn.cbs if type(c).__name__ == "TimeLimit").run.budget
+        budget.deadline = time.time()
+
+
 @pytest.mark.parametrize("field, value", [("mixup", 0.3), ("cutmix", 0.7), ("label_smoothing", 0.05)])
 def test_mixup_cutmix_and_label_smoothing_reach_fastais_training(small, tmp_path, field, value):
     """Values other than fastai's defaults (0.4, 1.0, 0.1), so that a field wired to a default fails."""
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
                       stages="32x24:1:8:1", tta=0, **{field: value})
     seen = []  # (the mixing callbacks with their alpha, the loss in use) at every training batch
 
@@ -413,7 +534,7 @@ def test_mixup_cutmix_and_label_smoothing_reach_fastais_training(small, tmp_path
 
 def test_a_time_limit_too_short_for_the_schedule_still_submits_before_it(small, tmp_path):
     limit = 20.0
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
                       stages="32x24:40:8:1,48x36:40:8:1", tta=1, time_limit=limit)
     logged, lrs = [], []
     t0 = time.time()
@@ -436,7 +557,7 @@ def test_a_time_limit_too_short_for_the_schedule_still_submits_before_it(small, 
 
 def test_a_second_run_on_a_locked_out_is_refused_while_the_first_goes_on(small, tmp_path):
     out = tmp_path / "out"
-    args = ["--preset", "cpu", "--data", str(small), "--out", str(out), "--stages", "32x24:200:8:1",
+    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:200:8:1",
             "--tta", "0"]
     first = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, **kernel_subprocess())
@@ -459,7 +580,8 @@ def test_a_second_run_on_a_locked_out_is_refused_while_the_first_goes_on(small, 
 
 def test_valid_pct_0_trains_on_every_image_and_submits(small, tmp_path):
     sizes, logged = [], []
-    cfg = Config.make("cpu", data=str(small), out=str(tmp_path / "out"), stages="32x24:2:8:1", valid_pct=0,
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), stages="32x24:2:8:1",
+                      valid_pct=0,
                       tta=0)
     path = run(cfg, cbs=[Probe(lambda learn, e: sizes.append((len(learn.dls.train.items),
                                                               len(learn.dls.valid.items))),
@@ -472,7 +594,7 @@ def test_valid_pct_0_trains_on_every_image_and_submits(small, tmp_path):
 
 
 def test_kernel_train_prints_one_line_per_epoch(small, tmp_path):
-    r = train_cli("--preset", "cpu", "--data", str(small), "--out", str(tmp_path / "out"), "--stages",
+    r = train_cli("--preset", "cpu-scratch", "--data", str(small), "--out", str(tmp_path / "out"), "--stages",
                   "32x24:2:8:1,48x36:1:8:1", "--tta", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [l for l in r.stdout.splitlines() if l.startswith("stage ") and " epoch " in l]
@@ -527,10 +649,12 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     ("member", ["--members", "a data=/x"], "member a: 'data' cannot differ between members"),
     ("accelerator", ["--accelerator", "NvidiaTeslaP100"], "accelerator NvidiaTeslaP100 is retired by Kaggle"),
     ("ids", [], "test images do not match"),
+    ("member weight", ["--members", "a weight=0; b"], "member a: weight=0 must be a positive number"),
+    ("member weight", ["--members", "a; b weight=-1"], "member b: weight=-1 must be a positive number"),
 ])
 def test_bad_input_gives_one_line(small, tmp_path, how, args, message):
     d = broken(tmp_path, small, how)
-    r = train_cli("--preset", "cpu", "--data", str(d), "--out", str(tmp_path / "out"), *args)
+    r = train_cli("--preset", "cpu-scratch", "--data", str(d), "--out", str(tmp_path / "out"), *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], r.stderr[-1500:]
@@ -543,6 +667,6 @@ def test_undecodable_images_are_named_and_left_out(small, tmp_path):
     bad = d / "train_images" / df.label[3] / df.image_id[3]
     bad.write_bytes(b"\xff\xd8 truncated")
     logged = []
-    items = train_items(Config.make("cpu", data=str(d)), logged.append)
+    items = train_items(Config.make("cpu-scratch", data=str(d)), logged.append)
     assert len(items) == len(df) - 1 and str(bad) not in set(items.path)
     assert len(logged) == 1 and str(bad) in logged[0] and "left out of training" in logged[0]

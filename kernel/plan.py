@@ -1,0 +1,196 @@
+"""The run's plan, one entry per epoch, and the time budget that may shorten it.
+
+fastai's `fit_one_cycle` is one fit whose ParamScheduler reads the learning rate off one cycle at
+`pct_train`. The schedule here is the same shape with more in it: the plan says, for every epoch, the image
+size, the batch and its accumulation, whether the body is frozen or the classes weighted, and where on the
+one-cycle the epoch starts and how far it goes. One `learn.fit` runs the plan (see callbacks.Schedule);
+a checkpoint is an epoch index into it plus the states, so a resume needs no other bookkeeping.
+
+Frozen epochs (the head alone, a pretrained run's first epochs) have a cycle of their own, as in fastai's
+fine_tune; every other epoch lies on one cycle over the whole run, so a new stage carries on where the last
+one left off instead of restarting at full rate. The time budget takes epochs off what has not run yet,
+and the cycle is laid again over what is left, so that it still anneals to its end.
+"""
+import math
+import time
+from dataclasses import dataclass, replace
+
+from .config import Config, Stage, accelerator
+from .errors import UserError
+
+
+@dataclass
+class Epoch:
+    """One epoch of the plan: what it trains on and where it sits on the one-cycle."""
+    stage: int  # index into cfg.stages; len(cfg.stages) for the weighted epochs
+    epoch: int  # the epoch's number within its stage (frozen ones first)
+    size: tuple[int, int]
+    bs: int
+    accum: int
+    frozen: bool = False
+    weighted: bool = False
+    start: float = 0.0  # position on its cycle (0 to 1) when the epoch begins
+    step: float = 0.0  # how far along the cycle the epoch goes
+
+    def __post_init__(self): self.size = tuple(self.size)  # a checkpoint stores it as a list
+
+    @property
+    def micro_bs(self) -> int: return self.bs // self.accum
+
+    @property
+    def loaders(self) -> tuple:
+        """What the epoch's loaders depend on: epochs that agree share them."""
+        return self.size, self.micro_bs, self.weighted
+
+    @property
+    def kind(self) -> tuple:
+        """Epochs of one kind take as long as one another (the budget times them by kind)."""
+        return self.stage, self.frozen, self.weighted
+
+
+def plan(cfg: Config, stages: tuple[Stage, ...], pretrained: bool) -> list[Epoch]:
+    """The epochs of a fresh run: each stage's (the first `freeze_epochs` frozen if pretrained), then the
+    weighted ones at the last stage's size, laid on the cycle."""
+    epochs = []
+    for i, s in enumerate(stages):
+        frozen = cfg.freeze_epochs if i == 0 and pretrained else 0
+        epochs += [Epoch(i, e, s.size, s.bs, s.accum, frozen=e < frozen) for e in range(s.epochs)]
+    last = stages[-1]
+    epochs += [Epoch(len(stages), e, last.size, last.bs, last.accum, weighted=True)
+               for e in range(cfg.weighted_epochs)]
+    spread(epochs)
+    return epochs
+
+
+def spread(epochs: list[Epoch], i: int = 0, here: float = 0.0) -> None:
+    """Lay the unfrozen epochs from index `i` on evenly over the cycle from `here` to its end; the frozen
+    ones over a cycle of their own."""
+    frozen = [e for e in epochs if e.frozen]
+    for k, e in enumerate(frozen): e.start, e.step = k / len(frozen), 1 / len(frozen)
+    todo = [e for e in epochs[i:] if not e.frozen]
+    for k, e in enumerate(todo):
+        e.step = (1 - here) / len(todo)
+        e.start = here + k * e.step
+
+
+@dataclass
+class Group:
+    """Consecutive epochs alike (one stage's, frozen or not), as the schedule plot draws them."""
+    stage: int
+    size: tuple[int, int]
+    bs: int
+    accum: int
+    frozen: bool
+    weighted: bool
+    epochs: int
+
+    @property
+    def micro_bs(self) -> int: return self.bs // self.accum
+
+
+def groups(epochs: list[Epoch]) -> list[Group]:
+    """The plan as runs of epochs alike."""
+    out: list[Group] = []
+    for e in epochs:
+        g = out[-1] if out else None
+        if g and (g.stage, g.size, g.bs, g.accum, g.frozen, g.weighted) == \
+                (e.stage, e.size, e.bs, e.accum, e.frozen, e.weighted):
+            g.epochs += 1
+        else: out.append(Group(e.stage, e.size, e.bs, e.accum, e.frozen, e.weighted, 1))
+    return out
+
+
+def stage_epochs(epochs: list[Epoch], stage: int) -> int:
+    """How many epochs the plan gives `stage` now (the budget may have cut some)."""
+    return sum(e.stage == stage for e in epochs)
+
+
+def capacity(cfg: Config) -> int:
+    """Bytes of GPU memory a stage must fit: `gpu_memory` if set, else this GPU's, else (off the GPU) the
+    memory of the accelerator the config names."""
+    import torch
+    if cfg.gpu_memory: return cfg.gpu_memory * 2**20
+    if torch.cuda.is_available(): return torch.cuda.get_device_properties(0).total_memory
+    return accelerator(cfg.accelerator).memory
+
+
+def resolve(cfg: Config, n_out: int, log=print) -> tuple[Stage, ...]:
+    """The stages with `auto` accumulation replaced by the smallest that fits (`capacity`), by the memory
+    estimate: the code the preflight runs at build time, here on the GPU the run got."""
+    if all(s.accum for s in cfg.stages): return cfg.stages
+    from . import memory
+    room = capacity(cfg)
+    stages = []
+    for s in cfg.stages:
+        if not s.accum:
+            accum = memory.fit_accum(cfg.arch, n_out, s.size, s.bs, room)
+            if accum is None:
+                raise UserError(f"stage {s}: {cfg.arch} at {s.size[0]}x{s.size[1]} does not fit "
+                                f"{room / 2**30:.1f} GiB even two images at a time; use a smaller size")
+            log(f"stage {s}: accumulation {accum} (micro-batch {s.bs // accum}) fits {room / 2**30:.1f} GiB")
+            s = replace(s, accum=accum)
+        stages.append(s)
+    return tuple(stages)
+
+
+class Budget:
+    """The time limit: how long the rest of the plan and the prediction take, from the epochs timed so far,
+    and the cut that makes them fit."""
+
+    def __init__(self, cfg: Config, deadline: float, n_train: int, n_test: int, log=print):
+        self.cfg, self.deadline, self.n_train, self.n_test, self.log = cfg, deadline, n_train, n_test, log
+        self.seconds: dict[tuple, float] = {}  # epoch kind -> seconds its last epoch took (with validation)
+        self.last: Epoch | None = None  # the epoch timed last
+        self.valid_rate: tuple[float, int] | None = None  # (seconds per validation image, at how many pixels)
+        self.stopped = False  # training ended early: only prediction still fitted
+
+    def timed(self, e: Epoch, seconds: float) -> None:
+        self.seconds[e.kind], self.last = seconds, e
+
+    def epoch_seconds(self, e: Epoch) -> float:
+        """Measured for its kind, else the last measurement scaled by pixels (compute grows with them)."""
+        if e.kind in self.seconds: return self.seconds[e.kind]
+        return self.seconds[self.last.kind] * pixels(e) / pixels(self.last)
+
+    def reserve(self, epochs: list[Epoch]) -> float:
+        """Seconds to keep for prediction (TTA passes over the test set at the last size) and a margin:
+        2% of the limit (at most 5 minutes), and a few seconds for loading the model and the loaders."""
+        margin = min(300.0, 0.02 * self.cfg.time_limit) + 5.0
+        if self.valid_rate: rate, px = self.valid_rate
+        elif self.last:  # no validation: inference takes about a third of a training step
+            rate, px = self.seconds[self.last.kind] / self.n_train / 3, pixels(self.last)
+        else: return margin
+        passes = self.cfg.tta + 1 if self.cfg.tta else 1
+        return 1.5 * rate * pixels(epochs[-1]) / px * passes * self.n_test + margin
+
+    def cut(self, epochs: list[Epoch], i: int) -> None:
+        """Before epoch `i`: if the rest of the plan would not fit before the limit, take epochs off it, one
+        at a time from the stage with the most still to run (not the frozen ones), and lay the cycle again
+        over what is left. The plan is shortened in place; the log says what was cut."""
+        if not self.seconds or math.isinf(self.deadline) or i >= len(epochs): return
+        left = self.deadline - time.time() - self.reserve(epochs)
+        need = lambda: sum(self.epoch_seconds(e) for e in epochs[i:])
+        if need() <= left: return
+        before = {e.stage: stage_epochs(epochs, e.stage) for e in epochs}
+        here = 0.0 if epochs[i].frozen else epochs[i].start
+        while need() > left:
+            todo: dict[int, int] = {}
+            for e in epochs[i:]:
+                if not e.frozen: todo[e.stage] = todo.get(e.stage, 0) + 1
+            if not todo: break
+            most = max(todo.values())
+            stage = next(s for s, n in todo.items() if n == most)  # the earliest of those with the most
+            epochs.remove(next(e for e in reversed(epochs) if e.stage == stage))
+        spread(epochs, i, here)
+        n = len(self.cfg.stages)
+        cuts = [f"{'weighted epochs' if s == n else f'stage {s + 1}'} from {b} to {stage_epochs(epochs, s)}"
+                for s, b in before.items() if stage_epochs(epochs, s) != b]
+        self.log(f"time budget: {left:.0f} s left for training, not enough for the rest of the schedule; "
+                 f"cut {', '.join(cuts)} epochs (the one-cycle still anneals to its end)")
+
+    def out_of_time(self, epochs: list[Epoch]) -> bool:
+        """Between batches: only prediction still fits before the limit."""
+        return time.time() + self.reserve(epochs) > self.deadline
+
+
+def pixels(e: Epoch) -> int: return e.size[0] * e.size[1]
