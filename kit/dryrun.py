@@ -123,7 +123,7 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     # The built notebook's weights, unless the dataset has none for an architecture the dry run trains.
     built = notebook.parameters(out / "kernel")
     archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
-    have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
+    have = {p.stem for p in (out / "weights").glob("*/*.safetensors")}
     shipped = built["weights"]
     if shipped == "." and not archs <= have:
         print(f"the dry run trains {', '.join(sorted(archs - have))} from scratch: the dataset holds "
@@ -133,7 +133,8 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
-             overrides={**run, "progress": "lines"}, weights=shipped)
+             overrides={**run, "progress": "lines"}, weights=shipped,
+             weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))])
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=str(out.resolve()),
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"

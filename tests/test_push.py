@@ -6,6 +6,7 @@ the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights 
 Face hub) and train a small architecture, whose memory preflight is quick (PUSH).
 """
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -35,10 +36,20 @@ def server():
 
 @pytest.fixture
 def kaggle(server):
+    """The stand-in, answering as real Kaggle does."""
     server.reset()
     # a test that stopped it (network down) may have failed before restarting
     if server.server is None: server.start()
     return server
+
+
+@pytest.fixture(params=["real", "friendly"])
+def styled(kaggle, request):
+    """The stand-in answering as real Kaggle does (403 for what does not exist yet, errors in the body, the
+    old description kept on a new version), then as kagglesdk's types suggest (404, a top-level code, the
+    description updated)."""
+    kaggle.style = request.param
+    return kaggle
 
 
 @pytest.fixture
@@ -91,7 +102,20 @@ def wheel(repo: Path) -> Path:
     return next((repo / "build" / "dataset").glob("paddy_kernel_kit-*.whl"))
 
 
-def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
+def content(kaggle, ref: str, version: int = -1) -> dict[str, bytes]:
+    """The files of a dataset version on the stand-in, without the content marker (checked to name the hash
+    of the others)."""
+    files = dict(kaggle.dataset_files(ref, version))
+    (marker,) = [n for n in files if n.startswith("paddy-kernel-kit-content-")]
+    del files[marker]
+    digest = hashlib.sha256("".join(f"{n}\0{hashlib.sha256(b).hexdigest()}\n"
+                                    for n, b in sorted(files.items())).encode()).hexdigest()
+    assert marker == f"paddy-kernel-kit-content-{digest}.txt"
+    return files
+
+
+def test_push_creates_then_uploads_only_what_changed(styled, repo):
+    kaggle = styled
     # credentials from kaggle.json this time, and decoys where a careless build would pick them up
     cred = json.dumps({"username": USERNAME, "key": KEY})
     (repo.parent / "home" / ".kaggle").mkdir()
@@ -105,7 +129,7 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     assert ("dataset pkk-tester/paddy-kernel-kit: created" in said
             and "/code/pkk-tester/paddy-kernel-kit-train" in said)
     ds, k = kaggle.datasets[DATASET], kaggle.kernels[KERNEL]
-    assert ds["private"] and kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert ds["private"] and content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
     v1 = k["versions"][0]
     assert v1["datasets"] == {DATASET: (1, True)}  # attached, and pushed only once the dataset was ready
     assert (v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"]
@@ -126,14 +150,23 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
     assert "dataset pkk-tester/paddy-kernel-kit: new version" in ok(push())
     assert len(ds["versions"]) == 2 and kaggle.bytes_received > sent
-    assert (kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
-            != kaggle.dataset_files(DATASET, 0))
+    assert (content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+            != content(kaggle, DATASET, 0))
+    # whichever way Kaggle treats the description of a new version: the marker is in the files
+    assert "paddy-kernel-kit-content" not in ds["description"]
+
+    # another clone (no build folder, no staging folder) knows that nothing changed
+    other = repo.parent / "clone"
+    shutil.copytree(repo, other, ignore=shutil.ignore_patterns("build", ".*"))
+    sent = kaggle.bytes_received
+    assert "unchanged on Kaggle" in ok(run(other, *PUSH))
+    assert kaggle.bytes_received == sent and len(ds["versions"]) == 2
     assert k["versions"][-1]["datasets"] == {DATASET: (2, True)}
 
     # the dataset deleted on Kaggle: push asks Kaggle, not a local note, so it creates it again
     del kaggle.datasets[DATASET]
     assert "created" in ok(push())
-    assert kaggle.dataset_files(DATASET, 0) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert content(kaggle, DATASET, 0) == {wheel(repo).name: wheel(repo).read_bytes()}
 
     # no credentials in what was built, nor in anything that reached Kaggle
     built = [p for p in (repo / "build").rglob("*") if p.is_file()]
