@@ -27,6 +27,8 @@ import requests
 
 from kernel.errors import UserError, first_line
 
+from .net import unreachable
+
 # importing kaggle authenticates, and prints a page of help when there are no credentials; client() says it
 # in one line
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -39,7 +41,6 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 T = TypeVar("T")
 # versionLabel (a kernel's output of one version, "/N"), GetSubmissionLimits and quota_view need 2.2.5
 MIN_CLIENT = (2, 2, 5)
-PROBE_S = 2.0  # how long the reachability check waits to connect, then for an answer
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 
@@ -74,23 +75,15 @@ def check_client() -> None:
                         f"run `pip install 'kaggle>={need}'` (or rerun setup.sh)")
 
 
-def reachable(url: str, what: str, fix: str) -> None:
-    """Refuse in one line, within ~2 x PROBE_S, unless `url` answers at all: no network is said at once,
-    not after a client's minute of retries."""
-    try:
-        requests.head(url, timeout=(PROBE_S, PROBE_S), allow_redirects=False)
-    except requests.RequestException as e:
-        kind = "no answer" if isinstance(e, requests.Timeout) else "connection failed"
-        raise UserError(f"cannot reach {what} at {url} ({kind}: {type(e).__name__}); {fix}") from None
-
-
 def client(rerun: str = "push") -> Api:
     """An authenticated client, once the client's version and the network are checked. Credentials are found
     where the kaggle client looks: kaggle.json in its config folder, KAGGLE_USERNAME and KAGGLE_KEY,
     KAGGLE_API_TOKEN or ~/.kaggle/access_token, or `kaggle auth login`."""
     check_client()
-    reachable(get_endpoint(get_env()), "Kaggle",
-              f"check your internet connection, then rerun `python build.py {rerun}`")
+    endpoint = get_endpoint(get_env())
+    if why := unreachable(endpoint):
+        raise UserError(f"cannot reach Kaggle at {endpoint} ({why}); check your internet connection, then "
+                        f"rerun `python build.py {rerun}`")
     api, said_ = Api(), io.StringIO()
     try:
         with contextlib.redirect_stdout(said_): api.authenticate()

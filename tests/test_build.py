@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import lay_out_hub
 
-from kernel.errors import UserError
+from kernel.errors import UserError, first_line
 from kit import bundle, metadata, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,3 +339,54 @@ def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fi
     # the notebook keeps `auto`: the kernel resolves it against the GPU it gets, the same way
     assert (notebook.parameters(tmp_path / "out" / "kernel")["overrides"]["stages"]
             .endswith("896x672:1:64:auto"))
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_endpoint(request):
+    """A loopback address with nothing behind it: a port that refuses connections, or one that takes them
+    and never answers (listening, never accepting), as a captive network or a dropped route does."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if request.param == "refused": s.close()
+    else: s.listen(64)
+    yield f"http://127.0.0.1:{port}"
+    s.close()
+
+
+FETCH = """
+import sys, time
+from pathlib import Path
+import safetensors.torch, timm, torch  # imported first: what is timed is the network's part
+from kernel.errors import UserError, first_line
+from kit.weights import fetch
+t = time.monotonic()
+try: fetch("test_resnet.r160_in1k", Path(sys.argv[1]))
+except UserError as e: print(f"{time.monotonic() - t:.2f}", e, sep="\\n")
+"""
+
+
+def test_no_network_is_one_whole_line_at_once(tmp_path, dead_endpoint):
+    """The hub out of reach (HF_HUB_OFFLINE not set, nothing cached): one line naming the fixes, in seconds
+    (huggingface_hub's own retries took ~46 s), its words whole."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": dead_endpoint}
+    env.pop("HF_HUB_OFFLINE")
+    done = subprocess.run([sys.executable, "-c", FETCH, str(tmp_path)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+    seconds, line = done.stdout.strip().splitlines()
+    assert float(seconds) < 5, (seconds, line)
+    assert line.startswith(f"cannot reach the Hugging Face hub at {dead_endpoint} (") and line.endswith(
+        "--no-pretrained to train from scratch")
+    assert "connect to the internet once" in line and "--weights FILE" in line
+    # and the CLI says it in one line (after the preflight), leaving nothing behind
+    cli = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--user", "alice", "--out",
+                          str(tmp_path / "out"), "--arch", "test_resnet.r160_in1k"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=600)
+    assert one_line(cli) == f"error: {line}" and not (tmp_path / "out").exists()
+
+
+def test_a_long_library_message_is_cut_at_a_word_end():
+    e = RuntimeError("check your connection and try again " * 10)
+    cut = first_line(e, 60)
+    assert len(cut) <= 60 and cut.endswith(" ...") and (cut[:-4] + " ") in str(e)
+    assert cut[:-4].split()[-1] in ("connection", "and", "try", "again", "check", "your")

@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -234,3 +236,26 @@ def test_status_and_output_fetch_what_the_user_needs_not_the_checkpoints(kaggle,
 
     fails(run(repo, "status", KAGGLE_USERNAME=None, KAGGLE_KEY=None), "no Kaggle credentials",
           str(repo.parent / "home" / ".kaggle" / "kaggle.json"), "KAGGLE_USERNAME")
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
+def test_no_network_to_kaggle_is_one_whole_line_at_once(kaggle, repo, how):
+    """Kaggle's address refuses connections, or takes them and never answers (a socket listening on its port
+    that never accepts): one line within seconds, before anything is built."""
+    kaggle.stop()
+    silent = None
+    if how == "silent":
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", 7777))
+        silent.listen(64)
+    try:
+        start = time.monotonic()
+        line = fails(run(repo, *PUSH), "cannot reach Kaggle at http://localhost:7777",
+                     "check your internet connection")
+        took = time.monotonic() - start
+    finally:
+        if silent: silent.close()
+        kaggle.start()
+    assert took < 5, took
+    assert line.endswith("rerun `python build.py push`") and not (repo / "build").exists()
