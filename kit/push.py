@@ -172,8 +172,12 @@ def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
 
 
 def warn_quota(api: Api, time_limit: float) -> None:
-    """One line when the run may take longer than the GPU time left this week."""
-    quota = kaggle.gpu_quota(api, "push")
+    """One line when the run may take longer than the GPU time left this week (a warning: Kaggle not saying
+    stops nothing)."""
+    try: quota = kaggle.gpu_quota(api, "push")
+    except UserError as e:
+        print(f"warning: {str(e).split(';')[0]}; pushing anyway", file=sys.stderr)
+        return
     if quota is None: return
     used, total, _ = quota
     if time_limit and time_limit / 3600 > total - used:

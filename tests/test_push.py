@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import lay_out_hub
 from kaggle_standin import KEY, PADDY, TRAIN, USERNAME, KaggleStandin, training_output
+from kit.notebook import parameters
+from kit.weights import lay_out_hub as lay_out
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", TRAIN
@@ -102,6 +105,10 @@ def fails(r: subprocess.CompletedProcess, *words: str) -> str:
 
 def wheel(repo: Path) -> Path:
     return next((repo / "build" / "dataset").glob("paddy_kernel_kit-*.whl"))
+
+
+def notebook_parameters(repo: Path) -> dict:
+    return parameters(repo / "build" / "kernel")
 
 
 def content(kaggle, ref: str, version: int = -1) -> dict[str, bytes]:
@@ -259,3 +266,64 @@ def test_no_network_to_kaggle_is_one_whole_line_at_once(kaggle, repo, how):
         kaggle.start()
     assert took < 5, took
     assert line.endswith("rerun `python build.py push`") and not (repo / "build").exists()
+
+
+def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_the_wheel(kaggle, repo,
+                                                                                          tmp_path):
+    arch = "test_resnet.r160_in1k"
+    weights_ds, name = f"{USERNAME}/test-resnet-r160-in1k-weights", f"{arch}.safetensors"
+    state = lay_out_hub(tmp_path / "hf", arch)
+    push = lambda: ok(run(repo, "push", "--arch", arch, HF_HOME=str(tmp_path / "hf")))
+    shipped = lambda: (repo / "build" / "weights" / "test-resnet-r160-in1k-weights" / name).read_bytes()
+    marker = lambda ref: next(b for n, b in kaggle.dataset_files(ref).items() if n.startswith("paddy-kernel"))
+
+    push()
+    first = kaggle.bytes_received
+    assert content(kaggle, weights_ds) == {name: shipped()}
+    assert content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert first == (wheel(repo).stat().st_size + len(shipped()) + len(marker(DATASET)) + len(marker(weights_ds)))
+    k = kaggle.kernels[KERNEL]
+    assert k["versions"][-1]["datasets"] == {DATASET: (1, True), weights_ds: (1, True)}
+    assert (notebook_parameters(repo)["weights_datasets"]
+            == [f"/kaggle/input/datasets/{weights_ds}"])
+
+    # a code change: the wheel (and the marker naming its hash) is all that goes up
+    with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
+    push()
+    code_only = kaggle.bytes_received - first
+    assert code_only == wheel(repo).stat().st_size + len(marker(DATASET)) < len(shipped()) / 10
+    assert k["versions"][-1]["datasets"] == {DATASET: (2, True), weights_ds: (1, True)}
+
+    # new weights for the architecture: only they go up
+    lay_out(tmp_path / "hf", arch, {key: v + 1 if v.is_floating_point() else v for key, v in state.items()})
+    push()
+    weights_only = kaggle.bytes_received - first - code_only
+    assert weights_only == len(shipped()) + len(marker(weights_ds))
+    assert k["versions"][-1]["datasets"] == {DATASET: (2, True), weights_ds: (2, True)}
+    print(f"\nbytes uploaded: first push {first:,}, code-only {code_only:,} (wheel {wheel(repo).stat().st_size:,}),"
+          f" weights-only {weights_only:,}")
+
+
+@pytest.mark.parametrize("answer", ["403", "slug in use"])
+def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, repo, answer):
+    if answer == "403":  # a dataset id of another account: Kaggle's 403 is a refusal, not "not there yet"
+        meta = json.loads((repo / "dataset-metadata.json").read_text())
+        (repo / "dataset-metadata.json").write_text(json.dumps({**meta, "id": "someone-else/paddy-kernel-kit"}))
+        fails(run(repo, *PUSH), "Kaggle denied listing the files of dataset someone-else/paddy-kernel-kit (403: "
+              "Permission 'datasets.get' was denied)", "the id must belong to the account of your credentials")
+        assert not kaggle.datasets
+    else:  # Kaggle hides a dataset that holds the slug (403), then the client finds it there
+        kaggle.datasets[DATASET] = {"title": "paddy-kernel-kit", "description": "", "license": "CC0-1.0",
+                                    "private": True, "versions": [{"number": 1, "files": {}, "polls": 0,
+                                                                   "status": "READY", "notes": ""}]}
+        kaggle.fail("ListDatasetFiles", 403, "Permission 'datasets.get' was denied")
+        fails(run(repo, *PUSH), f"the slug of dataset {DATASET} is already in use",
+              "change \"id\" and \"title\" in dataset-metadata.json")
+    assert KERNEL not in kaggle.kernels
+
+
+@pytest.mark.parametrize("body", [b"<html><body><h1>502 Bad Gateway</h1></body></html>", b""])
+def test_an_html_or_empty_error_body_is_still_one_line(kaggle, repo, body):
+    kaggle.fail("SaveKernel", 502, raw=body)
+    line = fails(run(repo, *PUSH), "server error while pushing kernel", "502 Bad Gateway")
+    assert "<" not in line and ("an empty answer" if not body else "text/html") in line
