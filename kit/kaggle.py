@@ -13,7 +13,9 @@ No network is found out at once (`client()` asks the endpoint for an answer with
 after the client's retries.
 """
 import contextlib
+import hashlib
 import io
+import json
 import re
 import sys
 import time
@@ -25,6 +27,7 @@ from typing import Callable, TypeVar
 
 import requests
 
+from kernel.atomic import atomic_write
 from kernel.errors import UserError, first_line
 
 from .net import unreachable
@@ -34,7 +37,11 @@ from .net import unreachable
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     from kaggle.api.kaggle_api_extended import KaggleApi
     from kagglesdk import KaggleClient
-    from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest, ApiSubmission
+    from kaggle.api.kaggle_api_extended import ResumableUploadResult
+    from kagglesdk.competitions.types.competition_api_service import (ApiCreateSubmissionRequest,
+                                                                      ApiGetCompetitionRequest,
+                                                                      ApiStartSubmissionUploadRequest,
+                                                                      ApiSubmission)
     from kagglesdk.kaggle_env import get_endpoint, get_env
     from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
 
@@ -376,10 +383,34 @@ def submit_code(api: Api, competition: str, kernel: str, version: int, descripti
                       competition, f"submitting {kernel} v{version} to {competition}")
 
 
-def submit_file(api: Api, competition: str, path: Path, description: str, what: str) -> int:
-    """A file submission of `path`."""
-    return _submitted(lambda: api.competition_submit(str(path), description, competition, quiet=True),
-                      competition, f"submitting {what} to {competition}")
+def submit_file(api: Api, competition: str, path: Path, description: str, what: str, note: Path) -> int:
+    """A file submission of `path`. The file goes up once: its upload token is noted in `note` with the
+    file's hash, and a rerun after a failed CreateSubmission reuses it instead of sending the bytes again."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try: noted = json.loads(note.read_text())
+    except (OSError, ValueError): noted = {}
+    token = noted.get("token") if noted.get("file") == [competition, digest] else None
+    if token is None:
+        start = ApiStartSubmissionUploadRequest()
+        start.competition_name, start.file_name = competition, path.name
+        start.content_length, start.last_modified_epoch_seconds = path.stat().st_size, int(path.stat().st_mtime)
+
+        def upload() -> str:
+            with api.build_kaggle_client() as kaggle:
+                r = kaggle.competitions.competition_api_client.start_submission_upload(start)
+            if api.upload_complete(str(path), r.create_url, True) != ResumableUploadResult.COMPLETE:
+                raise ConnectionError("the upload did not complete")
+            return r.token
+        token = call(f"uploading {what}", upload, rerun="submit")
+        with atomic_write(note) as tmp: tmp.write_text(json.dumps({"file": [competition, digest], "token": token}))
+    create = ApiCreateSubmissionRequest()
+    create.competition_name, create.blob_file_tokens = competition, token
+    create.submission_description = description
+
+    def send():
+        with api.build_kaggle_client() as kaggle:
+            return kaggle.competitions.competition_api_client.create_submission(create)
+    return _submitted(send, competition, f"submitting {what} to {competition}")
 
 
 # ---- quota

@@ -42,6 +42,7 @@ from .push import FINISHED, built, fetch_output, push_kernel
 
 RECORD = "inference.json"  # in OUT: {"training": "<id>/<version>", "inference": "<id>/<version>"}
 SUBMISSION, PROBS = "submission.csv", "probs.csv"
+UPLOADED = "submission-upload.json"  # in OUT: the competition, hash and upload token of the file sent last
 SUBMIT_WAIT_S = 13 * 3600  # a Kaggle GPU session lasts at most 12 hours; then inference and scoring
 
 
@@ -179,7 +180,7 @@ def _make(api: Api, out: Path, competition: str, train: str, version: int, *, co
         with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
             path = averaged_submission(api, train, version, Path(tmp))
             what = f"{SUBMISSION} from the probabilities of {train} v{version}"
-            ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what)
+            ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
         print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
         return mark
     kernel, run = inference_run(api, out, f"{train}/{version}")
@@ -200,7 +201,8 @@ def _make(api: Api, out: Path, competition: str, train: str, version: int, *, co
                 raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its log "
                                 "on Kaggle, fix, and push again with `python build.py push`")
             what = f"{SUBMISSION} of {kernel} v{run}"
-            ref = kaggle.submit_file(api, competition, Path(tmp) / SUBMISSION, f"{message} {mark}", what)
+            ref = kaggle.submit_file(api, competition, Path(tmp) / SUBMISSION, f"{message} {mark}", what,
+                                     out / UPLOADED)
         print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
     return mark
 

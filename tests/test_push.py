@@ -327,3 +327,32 @@ def test_an_html_or_empty_error_body_is_still_one_line(kaggle, repo, body):
     kaggle.fail("SaveKernel", 502, raw=body)
     line = fails(run(repo, *PUSH), "server error while pushing kernel", "502 Bad Gateway")
     assert "<" not in line and ("an empty answer" if not body else "text/html") in line
+
+
+# each call push makes, with a fault in turn: a server error, a dropped connection, rate limiting, and for the
+# calls that make something on Kaggle, the answer lost after it was made
+PUSH_FAULTS = [("GetAcceleratorQuotaStatistics", {"status": 500}), ("ListDatasetFiles", {"drop": True}),
+               ("StartBlobUpload", {"status": 429}), ("Upload", {"status": 500}), ("Upload", {"drop": True}),
+               ("GetDatasetStatus", {"status": 429}), ("CreateDataset", {"drop": True}),
+               ("CreateDataset", {"after": True}), ("SaveKernel", {"status": 500}), ("SaveKernel", {"status": 429}),
+               ("SaveKernel", {"after": True})]
+
+
+@pytest.mark.parametrize("method,fault", PUSH_FAULTS,
+                         ids=[f"{m}-{k}-{v}" for m, f in PUSH_FAULTS for k, v in f.items()])
+def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(kaggle, repo, method, fault):
+    kaggle.fail(method, **fault)
+    r = run(repo, *PUSH)
+    assert not kaggle.faults[method], f"{method} was not called"
+    if r.returncode or KERNEL not in kaggle.kernels:
+        fails(r, "rerun `python build.py push`")
+        said = ok(run(repo, *PUSH))
+    else:  # the client retries uploads itself (and takes any error of its own status check before a create
+        # for "not there yet"); a quota Kaggle does not tell is a warning
+        said = r.stdout
+        assert (method in ("StartBlobUpload", "Upload", "CreateDataset", "GetDatasetStatus")
+                or "warning" in r.stderr), r.stderr
+    assert "pushed and running" in said
+    marker = next(b for n, b in kaggle.dataset_files(DATASET).items() if n.startswith("paddy-kernel"))
+    assert kaggle.bytes_received == wheel(repo).stat().st_size + len(marker)  # every byte went up once
+    assert len(kaggle.datasets[DATASET]["versions"]) == 1

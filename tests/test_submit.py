@@ -274,3 +274,24 @@ def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggl
     assert ("error" in row("wrong columns")
             and "Submission must have columns image_id,label" in row("wrong columns"))
     assert "pending" in row("still scoring")
+
+
+FAULTS = ({"status": 500}, {"drop": True}, {"status": 429})
+
+
+@pytest.mark.parametrize("method", ["GetKernel", "GetCompetition", "ListSubmissions", "GetSubmissionLimits",
+                                    "GetKernelSessionStatus", "ListKernelSessionOutput", "StartSubmissionUpload",
+                                    "Upload", "CreateSubmission"])
+def test_a_fault_at_each_call_of_submit_is_one_line_and_a_rerun_sends_nothing_twice(kaggle, repo, built,
+                                                                                    method):
+    as_pushed(kaggle, repo, built)
+    for fault in FAULTS:  # a server error, a dropped connection, rate limiting: each once, in turn
+        kaggle.fail(method, **fault)
+        r = run(repo, "submit")
+        assert not kaggle.faults[method], f"{method} was not called"
+        if r.returncode == 0 and method == "Upload": break  # the client resumed the upload itself
+        fails(r, "rerun `python build.py submit`")
+    else:
+        assert "public score 0.97412" in ok(run(repo, "submit"))
+    (s,) = kaggle.submissions
+    assert s["file"] == AVERAGED and kaggle.bytes_received == len(AVERAGED)  # the file went up once
