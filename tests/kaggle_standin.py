@@ -120,6 +120,8 @@ class KaggleStandin:
             self.scoring = ["PENDING", "COMPLETE"]
             self.public_score, self.private_score, self.scoring_error = "0.97412", "0.96830", ""
             self.daily_limit = 5
+            # machine shapes an ordinary account may not ask for (some are for certain competitions or admins)
+            self.restricted_shapes = {"NvidiaH100", "NvidiaRtxPro6000", "NvidiaTeslaA100", "NvidiaL4"}
             self.total_limit: int | None = None  # a lifetime cap on submissions (limitedByTotal), if any
             # this week's GPU quota (GetAcceleratorQuotaStatistics), seconds
             self.gpu_used_s, self.gpu_total_s = 2.5 * 3600, 30 * 3600
@@ -260,6 +262,8 @@ class KaggleStandin:
         of the push."""
         ref = r.get("slug", "")
         self._own(ref, user, "kernels.create")
+        if r.get("machineShape") in self.restricted_shapes:
+            raise ApiError(403, f"Permission denied for machine shape {r['machineShape']}")
         sources = r.get("datasetDataSources", [])
         bad = [s for s in sources if s not in self.datasets or s.split("/")[0] != user]
         bad_comps = [c for c in r.get("competitionDataSources", []) if c not in self.competitions]

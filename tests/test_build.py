@@ -318,13 +318,24 @@ def test_the_accelerator_is_the_machine_shape_and_a_retired_one_is_refused(tmp_p
     assert "use one of: NvidiaTeslaT4" in line and not (tmp_path / "build").exists()
 
 
+def test_every_gpu_shape_kaggle_lists_has_its_cards_memory():
+    from kernel.config import accelerator
+    assert accelerator("NvidiaTeslaT4").memory == 15095 * 2**20  # what a T4 reports, not 15 GiB
+    for shape in ("NvidiaTeslaT4Highmem", "NvidiaL4", "NvidiaL4X1", "NvidiaTeslaA100", "NvidiaH100",
+                  "NvidiaRtxPro6000"):
+        acc = accelerator(shape)
+        assert acc.gpus >= 1 and acc.memory >= accelerator("NvidiaTeslaT4").memory
+    for shape in ("TpuV5E8", "TpuV6E8", "NvidiaTeslaP100"):
+        with pytest.raises(UserError): accelerator(shape)
+
+
 def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fits(tmp_path, capsys):
     with pytest.raises(UserError) as e:
         bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice",
                      pretrained=False)
     msg = str(e.value)
     assert (msg.startswith("stage 896x672:1:64:1 of convnext_small.fb_in22k needs ~")
-            and "GiB of GPU memory, more than NvidiaTeslaT4's 15.0 GiB; write it 896x672:1:64:" in msg
+            and "GiB of GPU memory, more than NvidiaTeslaT4's 14.7 GiB; write it 896x672:1:64:" in msg
             and "or 896x672:1:64:auto" in msg)
     assert not (tmp_path / "out").exists()
     accum = int(re.search(r"write it 896x672:1:64:(\d+)", msg)[1])

@@ -356,3 +356,9 @@ def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(ka
     marker = next(b for n, b in kaggle.dataset_files(DATASET).items() if n.startswith("paddy-kernel"))
     assert kaggle.bytes_received == wheel(repo).stat().st_size + len(marker)  # every byte went up once
     assert len(kaggle.datasets[DATASET]["versions"]) == 1
+
+
+def test_a_machine_shape_your_account_cannot_use_is_one_line(kaggle, repo):
+    line = fails(run(repo, *PUSH, "--accelerator", "NvidiaH100"), "denied pushing kernel",
+                 "Permission denied for machine shape NvidiaH100", "--accelerator NvidiaTeslaT4")
+    assert KERNEL not in kaggle.kernels, line
