@@ -38,7 +38,11 @@ def fetch(arch: str, dest: Path) -> Path:
              "or pass --weights FILE, or --no-pretrained to train from scratch")
     # No hub: say so at once, and read the cache only (huggingface_hub's retries would take ~46 s)
     away = None if constants.is_offline_mode() else unreachable(constants.ENDPOINT)
-    if away: constants.HF_HUB_OFFLINE = True
+    if away:
+        constants.HF_HUB_OFFLINE = True
+        if not _cached(arch):  # before building the model: say it at once
+            raise Unavailable(f"cannot reach the Hugging Face hub at {constants.ENDPOINT} ({away}) and the "
+                              f"pretrained weights of {arch} are not in its cache; {fixes}")
     try:
         with torch.device("cpu"):
             body = timm.create_model(arch, pretrained=True, num_classes=0)
@@ -54,6 +58,15 @@ def fetch(arch: str, dest: Path) -> Path:
     # clone: tensors that share storage (tied weights) cannot be written to a safetensors file as they are
     save_file({k: v.detach().contiguous().clone() for k, v in body.state_dict().items()}, str(path))
     return path
+
+
+def _cached(arch: str) -> bool:
+    """Whether the hub cache holds a weights file of `arch`'s pretrained tag (as timm names them)."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+    repo = getattr(timm.get_pretrained_cfg(arch), "hf_hub_id", None)
+    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
+                              for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
 
 
 # The one architecture whose real ImageNet weights a registry package ships, small enough for a laptop CPU:
