@@ -31,13 +31,13 @@ class Accelerator:
 
 
 MIB = 2**20
-# Every shape the kaggle client lists (kaggle-cli docs/kernels.md, Feb 2026), with its GPUs and the memory a card
-# reports (nvidia-smi's total, what torch can see of it): a T4 reports 15,095 MiB (14.74 GiB), not the "16 GB"
-# on the box. Some shapes are only for certain competitions or admins: Kaggle answers 403 to a push that asks
-# for one, said in one line. The kaggle client (2.2.5) marks P100 and the v2/v3 TPUs retired: Kaggle silently
-# runs those sessions on something else. Counts and memory of the shapes beyond T4 are as Kaggle's pages and
-# the cards' specifications give them (A100: the 40 GB card, the smaller of its two, so a plan that fits it
-# fits either).
+# Every shape the kaggle client lists (kaggle-cli docs/kernels.md, Feb 2026), with its GPUs and the memory
+# a card reports (nvidia-smi's total, what torch can see of it): a T4 reports 15,095 MiB (14.74 GiB), not
+# the "16 GB" on the box. Some shapes are only for certain competitions or admins: Kaggle answers 403 to a
+# push that asks for one, said in one line. The kaggle client (2.2.5) marks P100 and the v2/v3 TPUs
+# retired: Kaggle silently runs those sessions on something else. Counts and memory of the shapes beyond T4
+# are as Kaggle's pages and the cards' specifications give them (A100: the 40 GB card, the smaller of its
+# two, so a plan that fits it fits either).
 ACCELERATORS = {a.name: a for a in (
     Accelerator("NvidiaTeslaT4", 2, 15095 * MIB),
     Accelerator("NvidiaTeslaT4Highmem", 2, 15095 * MIB),  # the same two T4s, more host memory

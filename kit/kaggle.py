@@ -32,12 +32,28 @@ from kernel.errors import UserError, first_line
 
 from .net import unreachable
 
+# versionLabel (a kernel's output of one version, "/N"), GetSubmissionLimits and quota_view need 2.2.5
+MIN_CLIENT = (2, 2, 5)
+
+
+def check_client() -> None:
+    """Refuse a kaggle client older than the calls the kit makes need (or none), in one line."""
+    need = ".".join(map(str, MIN_CLIENT))
+    try: version = importlib_metadata.version("kaggle")
+    except importlib_metadata.PackageNotFoundError: version = None
+    if version is None or tuple(int(x) for x in re.findall(r"\d+", version)[:3]) < MIN_CLIENT:
+        have = "it is not installed" if version is None else f"{version} is installed"
+        raise UserError(f"the kit needs the kaggle client {need} or newer (kernel output by version, "
+                        f"submission limits, GPU quota), and {have}; "
+                        f"run `pip install 'kaggle>={need}'` (or rerun setup.sh)")
+
+
+check_client()  # before the client is imported: an older one may lack what is imported next
 # importing kaggle authenticates, and prints a page of help when there are no credentials; client() says it
 # in one line
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kaggle.api.kaggle_api_extended import KaggleApi, ResumableUploadResult
     from kagglesdk import KaggleClient
-    from kaggle.api.kaggle_api_extended import ResumableUploadResult
     from kagglesdk.competitions.types.competition_api_service import (ApiCreateSubmissionRequest,
                                                                       ApiGetCompetitionRequest,
                                                                       ApiStartSubmissionUploadRequest,
@@ -46,8 +62,6 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
 
 T = TypeVar("T")
-# versionLabel (a kernel's output of one version, "/N"), GetSubmissionLimits and quota_view need 2.2.5
-MIN_CLIENT = (2, 2, 5)
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 
@@ -71,22 +85,10 @@ class Api(KaggleApi):
         return self.get_config_value(self.CONFIG_NAME_USER) or ""
 
 
-def check_client() -> None:
-    """Refuse a kaggle client older than the calls the kit makes need, in one line."""
-    version = importlib_metadata.version("kaggle")
-    have = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-    if have < MIN_CLIENT:
-        need = ".".join(map(str, MIN_CLIENT))
-        raise UserError(f"the installed kaggle client is {version}, older than {need} which the kit needs "
-                        f"(kernel output by version, submission limits, GPU quota); "
-                        f"run `pip install 'kaggle>={need}'` (or rerun setup.sh)")
-
-
 def client(rerun: str = "push") -> Api:
     """An authenticated client, once the client's version and the network are checked. Credentials are found
     where the kaggle client looks: kaggle.json in its config folder, KAGGLE_USERNAME and KAGGLE_KEY,
     KAGGLE_API_TOKEN or ~/.kaggle/access_token, or `kaggle auth login`."""
-    check_client()
     endpoint = get_endpoint(get_env())
     if why := unreachable(endpoint):
         raise UserError(f"cannot reach Kaggle at {endpoint} ({why}); check your internet connection, then "
@@ -325,7 +327,8 @@ def takes_code(api: Api, competition: str) -> bool:
 
     def get() -> bool:
         with api.build_kaggle_client() as kaggle:
-            return kaggle.competitions.competition_api_client.get_competition(request).is_kernels_submissions_only
+            competition_ = kaggle.competitions.competition_api_client.get_competition(request)
+        return competition_.is_kernels_submissions_only
     return call(f"looking up competition {competition} (or say how it takes submissions: --code or --file)",
                 get, rerun="submit")
 
@@ -393,7 +396,8 @@ def submit_file(api: Api, competition: str, path: Path, description: str, what: 
     if token is None:
         start = ApiStartSubmissionUploadRequest()
         start.competition_name, start.file_name = competition, path.name
-        start.content_length, start.last_modified_epoch_seconds = path.stat().st_size, int(path.stat().st_mtime)
+        start.content_length = path.stat().st_size
+        start.last_modified_epoch_seconds = int(path.stat().st_mtime)
 
         def upload() -> str:
             with api.build_kaggle_client() as kaggle:
@@ -402,7 +406,8 @@ def submit_file(api: Api, competition: str, path: Path, description: str, what: 
                 raise ConnectionError("the upload did not complete")
             return r.token
         token = call(f"uploading {what}", upload, rerun="submit")
-        with atomic_write(note) as tmp: tmp.write_text(json.dumps({"file": [competition, digest], "token": token}))
+        with atomic_write(note) as tmp:
+            tmp.write_text(json.dumps({"file": [competition, digest], "token": token}))
     create = ApiCreateSubmissionRequest()
     create.competition_name, create.blob_file_tokens = competition, token
     create.submission_description = description
@@ -429,5 +434,6 @@ def quota_line(quota: tuple[float, float, datetime | None] | None) -> str:
     if quota is None: return "GPU quota: Kaggle did not say"
     used, total, refresh = quota
     when = f", refreshes {refresh:%Y-%m-%d %H:%M} UTC" if refresh else ""
-    return f"GPU quota this week: {max(0.0, total - used):.1f} h left of {total:.1f} h ({used:.1f} h used{when})"
+    return (f"GPU quota this week: {max(0.0, total - used):.1f} h left of {total:.1f} h "
+            f"({used:.1f} h used{when})")
 

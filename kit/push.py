@@ -118,14 +118,15 @@ def upload_dataset(api: Api, dataset: Path, staging: Path) -> tuple[str, int]:
     folder = stage(dataset, staging, files, digest)
     kaggle.create_dataset(api, folder, ref, new=not exists, notes=f"paddy-kernel-kit {digest[:12]}")
     size = sum((dataset / n).stat().st_size for n in files)
-    print(f"dataset {ref}: {'new version' if exists else 'created'}, uploaded {', '.join(files)} ({_size(size)})")
+    print(f"dataset {ref}: {'new version' if exists else 'created'}, "
+          f"uploaded {', '.join(files)} ({_size(size)})")
     return ref, size
 
 
 def wait_ready(api: Api, ref: str, timeout: float) -> None:
     """Wait until Kaggle has processed dataset `ref`; one line if it failed or takes longer than `timeout`."""
-    state = kaggle.poll(f"waiting for Kaggle to process dataset {ref}", lambda: kaggle.dataset_status(api, ref),
-                        lambda s: s in ("ready", "failed"), timeout)
+    state = kaggle.poll(f"waiting for Kaggle to process dataset {ref}",
+                        lambda: kaggle.dataset_status(api, ref), lambda s: s in ("ready", "failed"), timeout)
     if state == "failed":
         raise UserError(f"Kaggle failed to process dataset {ref}; "
                         "rerun `python build.py push` to upload it again")

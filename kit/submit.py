@@ -108,7 +108,8 @@ def averaged_submission(api: Api, train: str, version: int, dest: Path) -> Path:
     from kernel.submission import average, write_submission  # pandas: only when a file is submitted
     import pandas as pd
     run = f"{train}/{version}"
-    got = {p.name: p for p in fetch_output(api, run, dest / "output", rf"^({re.escape(PROBS)}|{re.escape(SUBMISSION)})$", "submit")}
+    wanted = rf"^({re.escape(PROBS)}|{re.escape(SUBMISSION)})$"
+    got = {p.name: p for p in fetch_output(api, run, dest / "output", wanted, "submit")}
     if PROBS not in got or SUBMISSION not in got:
         raise UserError(f"training kernel {train} v{version} completed without writing "
                         f"{' and '.join(n for n in (PROBS, SUBMISSION) if n not in got)}; read its log with "

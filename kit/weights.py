@@ -65,8 +65,8 @@ def _cached(arch: str) -> bool:
     import timm
     from huggingface_hub import try_to_load_from_cache
     repo = getattr(timm.get_pretrained_cfg(arch), "hf_hub_id", None)
-    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
-                              for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    names = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str) for f in names)
 
 
 # The one architecture whose real ImageNet weights a registry package ships, small enough for a laptop CPU:

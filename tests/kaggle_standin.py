@@ -10,7 +10,9 @@ kagglesdk's types suggests: an error is an HTTP status with the body {"error": {
 (so kagglesdk's HTTPError says only "403 Client Error: Forbidden for url ..."), a dataset or kernel that does
 not exist is 403 (kaggle-cli PR #951), and a new dataset version keeps the old description (kaggle-cli issue
 #995). `style = "friendly"` answers as kagglesdk's types suggest: a top-level {"code", "message"} body, 404
-for what does not exist, the description of a new version taken (issue #447); the tests run both. Files go up by PUT to the createUrl that StartBlobUpload
+for what does not exist, the description of a new version taken (issue #447); the tests run both.
+
+Files go up by PUT to the createUrl that StartBlobUpload
 (datasets) or StartSubmissionUpload (a submission file) hands out; kernel output comes down by GET from the
 urls that ListKernelSessionOutput lists, 20 to a page by default, as the client asks.
 
@@ -127,7 +129,8 @@ class KaggleStandin:
             self.gpu_used_s, self.gpu_total_s = 2.5 * 3600, 30 * 3600
 
     def fail(self, method: str, status: int = 500, message: str = "stand-in fault", times: int = 1,
-             drop: bool = False, body: dict | None = None, after: bool = False, raw: bytes | None = None) -> None:
+             drop: bool = False, body: dict | None = None, after: bool = False,
+             raw: bytes | None = None) -> None:
         """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail."""
         with self.lock:
             self.faults.setdefault(method, []).append(
@@ -385,7 +388,8 @@ class KaggleStandin:
 
     def GetAcceleratorQuotaStatistics(self, user, r):
         return {"quotaRefreshTime": "2026-12-05T00:00:00Z",
-                "gpuQuota": {"timeUsed": f"{self.gpu_used_s:.0f}s", "totalTimeAllowed": f"{self.gpu_total_s:.0f}s"},
+                "gpuQuota": {"timeUsed": f"{self.gpu_used_s:.0f}s",
+                             "totalTimeAllowed": f"{self.gpu_total_s:.0f}s"},
                 "tpuQuota": {"timeUsed": "0s", "totalTimeAllowed": "72000s"}}
 
     def StartSubmissionUpload(self, user, r):

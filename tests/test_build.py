@@ -173,7 +173,8 @@ def test_weights_and_extra_wheels_are_shipped(tmp_path):
     held = out / "weights" / "convnext-small-fb-in22k-weights"
     assert sorted(p.name for p in held.iterdir()) == ["convnext.pth", "dataset-metadata.json"]
     assert (held / "convnext.pth").read_bytes() == b"not really weights"
-    assert json.loads((held / "dataset-metadata.json").read_text())["id"] == "alice/convnext-small-fb-in22k-weights"
+    assert (json.loads((held / "dataset-metadata.json").read_text())["id"]
+            == "alice/convnext-small-fb-in22k-weights")
     assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["dataset_sources"] == [
         "alice/paddy-kernel-kit", "alice/convnext-small-fb-in22k-weights"]
     # a file in that dataset, wherever it is mounted
@@ -297,7 +298,8 @@ def test_pretrained_weights_come_from_the_hub_cache_through_timm(tmp_path):
     done = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
                      "test_resnet.r160_in1k", hf_home=tmp_path / "hf")
     assert done.returncode == 0, done.stderr[-2000:]
-    shipped = tmp_path / "out" / "weights" / "test-resnet-r160-in1k-weights" / "test_resnet.r160_in1k.safetensors"
+    shipped = (tmp_path / "out" / "weights" / "test-resnet-r160-in1k-weights"
+               / "test_resnet.r160_in1k.safetensors")
     got = load_file(str(shipped))
     assert set(got) == {k for k in state if not k.startswith("fc.")}  # the body: fastai puts its own head on
     assert all(torch.equal(got[k], state[k]) for k in got)

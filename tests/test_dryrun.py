@@ -97,7 +97,8 @@ def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
     # no hub and nothing cached: the build says so and the dry run trains from scratch
     assert ("no pretrained weights: cannot get the pretrained weights of convnext_small.fb_in22k"
             in done.stdout)
-    assert values["weights"] is None and not list(out.glob("*/*.safetensors")) and not (out / "weights").exists()
+    assert (values["weights"] is None and not list(out.glob("*/*.safetensors"))
+            and not (out / "weights").exists())
     # the build's memory preflight is for the Kaggle config it built
     assert re.search(r"convnext_small.fb_in22k +64x48 +batch 32 = 1 x 32 +[0-9.]+ GiB  fits", done.stdout)
     # a user without credentials gets placeholder ids
@@ -127,8 +128,8 @@ def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp
     ran = nbformat.read(tmp_path / "build" / EXECUTED, as_version=4)
     said = "".join(o.get("text", "") for c in ran.cells if c.id == "train" for o in c.outputs)
     # from the weights dataset, gathered (linked) into one folder as on Kaggle
-    found = re.search(r"loaded pretrained weights for test_resnet.r160_in1k from (\S+): all \d+ tensors of the body",
-                      said)
+    found = re.search(r"loaded pretrained weights for test_resnet.r160_in1k from (\S+): "
+                      r"all \d+ tensors of the body", said)
     assert found and Path(found[1]).name == "test_resnet.r160_in1k.safetensors", said
     assert Path(found[1]).resolve() == (tmp_path / "build" / "weights" / "test-resnet-r160-in1k-weights"
                                         / "test_resnet.r160_in1k.safetensors").resolve()

@@ -281,7 +281,8 @@ def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_
     first = kaggle.bytes_received
     assert content(kaggle, weights_ds) == {name: shipped()}
     assert content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
-    assert first == (wheel(repo).stat().st_size + len(shipped()) + len(marker(DATASET)) + len(marker(weights_ds)))
+    assert first == (wheel(repo).stat().st_size + len(shipped())
+                     + len(marker(DATASET)) + len(marker(weights_ds)))
     k = kaggle.kernels[KERNEL]
     assert k["versions"][-1]["datasets"] == {DATASET: (1, True), weights_ds: (1, True)}
     assert (notebook_parameters(repo)["weights_datasets"]
@@ -300,16 +301,18 @@ def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_
     weights_only = kaggle.bytes_received - first - code_only
     assert weights_only == len(shipped()) + len(marker(weights_ds))
     assert k["versions"][-1]["datasets"] == {DATASET: (2, True), weights_ds: (2, True)}
-    print(f"\nbytes uploaded: first push {first:,}, code-only {code_only:,} (wheel {wheel(repo).stat().st_size:,}),"
-          f" weights-only {weights_only:,}")
+    print(f"\nbytes uploaded: first push {first:,}, code-only {code_only:,} "
+          f"(wheel {wheel(repo).stat().st_size:,}), weights-only {weights_only:,}")
 
 
 @pytest.mark.parametrize("answer", ["403", "slug in use"])
 def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, repo, answer):
     if answer == "403":  # a dataset id of another account: Kaggle's 403 is a refusal, not "not there yet"
         meta = json.loads((repo / "dataset-metadata.json").read_text())
-        (repo / "dataset-metadata.json").write_text(json.dumps({**meta, "id": "someone-else/paddy-kernel-kit"}))
-        fails(run(repo, *PUSH), "Kaggle denied listing the files of dataset someone-else/paddy-kernel-kit (403: "
+        (repo / "dataset-metadata.json").write_text(
+            json.dumps({**meta, "id": "someone-else/paddy-kernel-kit"}))
+        fails(run(repo, *PUSH),
+              "Kaggle denied listing the files of dataset someone-else/paddy-kernel-kit (403: "
               "Permission 'datasets.get' was denied)", "the id must belong to the account of your credentials")
         assert not kaggle.datasets
     else:  # Kaggle hides a dataset that holds the slug (403), then the client finds it there
@@ -334,8 +337,8 @@ def test_an_html_or_empty_error_body_is_still_one_line(kaggle, repo, body):
 PUSH_FAULTS = [("GetAcceleratorQuotaStatistics", {"status": 500}), ("ListDatasetFiles", {"drop": True}),
                ("StartBlobUpload", {"status": 429}), ("Upload", {"status": 500}), ("Upload", {"drop": True}),
                ("GetDatasetStatus", {"status": 429}), ("CreateDataset", {"drop": True}),
-               ("CreateDataset", {"after": True}), ("SaveKernel", {"status": 500}), ("SaveKernel", {"status": 429}),
-               ("SaveKernel", {"after": True})]
+               ("CreateDataset", {"after": True}), ("SaveKernel", {"status": 500}),
+               ("SaveKernel", {"status": 429}), ("SaveKernel", {"after": True})]
 
 
 @pytest.mark.parametrize("method,fault", PUSH_FAULTS,
@@ -362,3 +365,13 @@ def test_a_machine_shape_your_account_cannot_use_is_one_line(kaggle, repo):
     line = fails(run(repo, *PUSH, "--accelerator", "NvidiaH100"), "denied pushing kernel",
                  "Permission denied for machine shape NvidiaH100", "--accelerator NvidiaTeslaT4")
     assert KERNEL not in kaggle.kernels, line
+
+
+def test_a_kaggle_client_too_old_is_one_line(kaggle, repo, tmp_path):
+    """An older client (a dist-info found first on the path says 1.7.4) is named, with the fix."""
+    old = tmp_path / "old-client" / "kaggle-1.7.4.dist-info"
+    old.mkdir(parents=True)
+    (old / "METADATA").write_text("Metadata-Version: 2.1\nName: kaggle\nVersion: 1.7.4\n")
+    line = fails(run(repo, *PUSH, PYTHONPATH=str(old.parent)), "needs the kaggle client 2.2.5 or newer",
+                 "1.7.4 is installed", "pip install 'kaggle>=2.2.5'")
+    assert not kaggle.calls and not (repo / "build").exists(), line

@@ -141,7 +141,8 @@ def test_killed_while_inference_runs_or_while_scoring_a_rerun_pushes_and_submits
     as_pushed(kaggle, repo, built)
     kaggle.run_states[INFER] = ["RUNNING"] * 50 + ["COMPLETE"]  # far longer than we wait below
     kaggle.scoring = ["PENDING"] * 1000
-    submit = lambda: subprocess.Popen([sys.executable, "build.py", "submit", "--infer"], cwd=repo, env=env(repo),
+    submit = lambda: subprocess.Popen([sys.executable, "build.py", "submit", "--infer"], cwd=repo,
+                                      env=env(repo),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     infer = INFER.split("/")[1]
     waiting = lambda: [r for r in kaggle.received("GetKernelSessionStatus") if r["kernelSlug"] == infer]
@@ -245,7 +246,8 @@ def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
     kaggle.start()
     fails(run(repo, "submit", KAGGLE_KEY="not-the-key"), "refused your credentials (401)")
     kaggle.fail("CreateSubmission", 403, "Permission 'competitions.submit' was denied")
-    fails(run(repo, "submit", "--infer"), "denied submitting", "403: Permission 'competitions.submit' was denied",
+    fails(run(repo, "submit", "--infer"), "denied submitting",
+          "403: Permission 'competitions.submit' was denied",
           "accept the competition's rules")
     assert not kaggle.submissions
 
@@ -280,7 +282,8 @@ FAULTS = ({"status": 500}, {"drop": True}, {"status": 429})
 
 
 @pytest.mark.parametrize("method", ["GetKernel", "GetCompetition", "ListSubmissions", "GetSubmissionLimits",
-                                    "GetKernelSessionStatus", "ListKernelSessionOutput", "StartSubmissionUpload",
+                                    "GetKernelSessionStatus", "ListKernelSessionOutput",
+                                    "StartSubmissionUpload",
                                     "Upload", "CreateSubmission"])
 def test_a_fault_at_each_call_of_submit_is_one_line_and_a_rerun_sends_nothing_twice(kaggle, repo, built,
                                                                                     method):
