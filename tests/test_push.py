@@ -196,7 +196,8 @@ def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle
 
     kaggle.fail("CreateDataset", 409, "slug in use")  # after the wheel arrived
     fails(run(repo, *PUSH), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
-    size = wheel(repo).stat().st_size
+    staged = repo / ".build-kaggle-upload" / "dataset"  # the wheel and the content marker, as uploaded
+    size = sum(p.stat().st_size for p in staged.iterdir() if p.name != "dataset-metadata.json")
     assert DATASET not in kaggle.datasets and kaggle.bytes_received == size
 
     kaggle.not_ready_polls = 10**6  # Kaggle takes its time over the dataset
