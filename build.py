@@ -4,7 +4,7 @@
                             [--accelerator NAME] [--field value ...]
     python build.py dry-run [--data DIR] [--out build] [--preset cpu] [--field value ...]
     python build.py push    [--out build] [--timeout SECONDS] [same options as build]
-    python build.py submit  [--build build] [--message TEXT] [--code | --file] [--timeout SECONDS]
+    python build.py submit  [--build build] [--message TEXT] [--code | --file] [--infer] [--timeout SECONDS]
     python build.py status  [--build build]
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
@@ -52,6 +52,9 @@ def main(argv: list[str]) -> None:
                      "competition takes submissions")
     how.add_argument("--file", dest="code", action="store_const", const=False,
                      help="submit the inference kernel's submission.csv as a file")
+    m.add_argument("--infer", action="store_true",
+                   help="run the inference kernel on the training run's output even for a file competition "
+                   "(default: its submission is made here from the run's probabilities, no second GPU session)")
     m.add_argument("--timeout", type=float, default=13 * 3600,
                    help="seconds to wait, in all, for the training run, the inference run and the score "
                    "(default: 13 hours)")
@@ -81,7 +84,7 @@ def main(argv: list[str]) -> None:
         push(Path(args.out), timeout=args.timeout, **kw)
     elif args.cmd == "submit":
         from kit.submit import submit
-        submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout)
+        submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout, infer=args.infer)
     elif args.cmd == "status":
         from kit.push import status
         status(Path(args.build))

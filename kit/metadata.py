@@ -162,6 +162,17 @@ def inference(kernel: dict) -> dict:
     return check_kernel(meta, kernel["dataset_sources"][0], f"{KERNEL_FILE} (inference kernel {meta['id']})")
 
 
+def weights_dataset(dataset: dict, arch: str) -> dict:
+    """The metadata of the dataset that holds `arch`'s pretrained weights, beside the code dataset `dataset`:
+    its owner, `<arch>-weights` as slug and title (Kaggle's slug rules, at most 50 characters), its license.
+    One per architecture, so the weights go up once and any kit kernel that trains `arch` attaches them."""
+    slug = slugify(f"{arch} weights", max_length=50, word_boundary=False).strip("-")
+    meta = {"id": f"{dataset['id'].split('/')[0]}/{slug}", "title": slug, "licenses": dataset["licenses"],
+            "description": f"Pretrained weights of `{arch}` (the body, as timm names its tensors), for the "
+                           "kernels of paddy-kernel-kit."}
+    return check_dataset(meta, f"the weights dataset of {arch}")
+
+
 def competition(kernel: dict) -> str:
     """The competition slug of checked kernel metadata."""
     return kernel["competition_sources"][0]

@@ -56,9 +56,14 @@ smi = shutil.which("nvidia-smi") and subprocess.run(
 print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
+import tempfile
 import kernel.ensemble
-cfg = kernel.Config.make(preset, data=data, out=out, weights=weights and os.path.join(dataset, weights),
-                         **overrides)
+if weights:  # the weights datasets' files (one dataset per architecture), gathered in one folder
+    folder = tempfile.mkdtemp(prefix="pkk-weights-")
+    for d in map(mounted, weights_datasets):
+        for f in os.listdir(d): os.symlink(os.path.join(d, f), os.path.join(folder, f))
+    weights = folder if weights == "." else os.path.join(folder, weights)
+cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **overrides)
 submission = kernel.ensemble.run(cfg)'''
 
 PLOTS = '''\
@@ -105,16 +110,19 @@ def _inputs(competition: str, dataset_id: str) -> list[str]:
 TARGET = "target = None  # None: install into this environment; a folder: install there (the dry run)"
 
 
-def notebook(title: str, competition: str, dataset_id: str, overrides: dict,
-             weights: str | None) -> nbformat.NotebookNode:
+def notebook(title: str, competition: str, dataset_id: str, overrides: dict, weights: str | None,
+             weight_sets: list[str] = ()) -> nbformat.NotebookNode:
     """The training notebook, for Kaggle's paths: the kit's dataset installs, `overrides` (the kernel.Config
-    fields given to build) over the kaggle preset, pretrained `weights` from the dataset."""
+    fields given to build) over the kaggle preset, pretrained `weights` from the weights datasets
+    `weight_sets` (ids)."""
     params = [*_inputs(competition, dataset_id),
               "preset = 'kaggle'  # a kernel.Config preset: kaggle, or cpu for the dry run",
               f"overrides = {overrides!r}  "
               f"# any kernel.Config field, e.g. {{'tta': 8, 'members': 'a seed=1; b seed=2'}}",
-              f"weights = {weights!r}  # in the dataset: '.' = <arch>.safetensors for each arch, "
+              f"weights = {weights!r}  # in the weights datasets: '.' = <arch>.safetensors for each arch, "
               "or a file; None: from scratch",
+              f"weights_datasets = {[f'/kaggle/input/datasets/{w}' for w in weight_sets]!r}  "
+              "# one per architecture, uploaded once",
               TARGET]
     return _notebook([
         ("title", new_markdown_cell(

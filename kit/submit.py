@@ -1,74 +1,64 @@
-"""`build.py submit`: a pushed training run -> an inference run on its output -> a scored submission.
+"""`build.py submit`: a pushed training run -> a scored submission.
 
-    submit(out)   wait (bounded) for the training kernel's latest run; push the inference kernel built in
-                  OUT/infer, which Kaggle attaches to that run's output (kernel_sources), unless an earlier
-                  submit pushed it for this very run; wait for it; submit it; wait for the score, print it
+    submit(out)   ask Kaggle how many submissions are left today (none: one line, nothing spent); wait
+                  (bounded) for the training kernel's latest run; then
+                  - a file competition (Paddy Doctor): download the run's probs.csv, average it on the laptop
+                    (one session's case of averaging several) into submission.csv, upload it: no second GPU
+                    session;
+                  - a code competition, or `infer=True` (--infer): push the inference kernel built in
+                    OUT/infer, which Kaggle attaches to that run's output (kernel_sources), unless an earlier
+                    submit pushed it for this very run; wait for it; submit it (a code competition) or its
+                    submission.csv;
+                  then wait for the score, print it
 
-How the competition takes submissions is Kaggle's to say: its `is_kernels_submissions_only` (GetCompetition).
-A code competition gets a code submission of the inference kernel's version (Kaggle reruns it on the hidden
-test set and scores the submission.csv it writes); any other, Paddy Doctor among them, gets the submission.csv
-of the inference run, uploaded as a file. `code=True/False` (--code/--file) says it instead.
+How the competition takes submissions is Kaggle's to say: its `is_kernels_submissions_only` (GetCompetition);
+`code=True/False` (--code/--file) says it instead.
 
 Never twice. Kaggle caps submissions per day, and a submit can be cut off anywhere, so it first asks whether
 a chore is done already:
-- the submission: its description ends with a marker naming the inference kernel and version,
-  `[paddy-kernel-kit <owner>/<slug> v<N>]`. Your latest submissions to the competition (ListSubmissions) are
-  searched for it; found, it is not submitted again, only waited for. This holds when the answer to the
-  submission was lost, and from another clone.
+- the submission: its description ends with a marker naming the run it comes from,
+  `[paddy-kernel-kit <owner>/<slug> v<N>]` (the training run for a file made here, the inference run
+  otherwise). Your latest submissions to the competition (ListSubmissions) are searched for it; found, it is
+  not submitted again, only waited for. This holds when the answer to the submission was lost, and from
+  another clone.
 - the inference run: the version pushed for a training run is noted in OUT/inference.json as soon as the
   push returns. A rerun for the same training run waits for that version instead of pushing again, unless
   it failed. A new build (push makes one) drops the note: a new training run, or a new inference notebook,
   needs a new inference run. Cut off between Kaggle saving the push and its answer arriving, the note is
   missing and a rerun pushes once more: one needless inference run, never a second submission.
 """
-import contextlib
-import io
 import json
 import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
-
-import requests
-from kagglesdk.competitions.types.competition_api_service import (ApiCreateSubmissionResponse,
-                                                                  ApiGetCompetitionRequest, ApiSubmission)
-from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
 
 from kernel.atomic import atomic_write
 from kernel.errors import UserError
 
-from . import metadata
-from .push import FINISHED, Api, _api, _call, _poll, _state, built, push_kernel
+from . import kaggle, metadata
+from .kaggle import Api, ApiSubmission
+from .push import FINISHED, built, fetch_output, push_kernel
 
 RECORD = "inference.json"  # in OUT: {"training": "<id>/<version>", "inference": "<id>/<version>"}
-SUBMISSION = "submission.csv"
+SUBMISSION, PROBS = "submission.csv", "probs.csv"
+UPLOADED = "submission-upload.json"  # in OUT: the competition, hash and upload token of the file sent last
 SUBMIT_WAIT_S = 13 * 3600  # a Kaggle GPU session lasts at most 12 hours; then inference and scoring
-DAILY = re.compile(r"\bdaily\b", re.I)  # how Kaggle's refusals of a submission over the daily limit read
 
 
-def marker(infer: str, version: int) -> str:
-    """What a submission's description ends with: which inference run it is, for a rerun to find."""
-    return f"[paddy-kernel-kit {infer} v{version}]"
-
-
-def latest_version(api: Api, ref: str) -> int:
-    """The number of kernel `ref`'s latest version: the run its last push started (GetKernel)."""
-    owner, slug = ref.split("/")
-    request = ApiGetKernelRequest()
-    request.user_name, request.kernel_slug = owner, slug
-    with api.build_kaggle_client() as kaggle:
-        return kaggle.kernels.kernels_api_client.get_kernel(request).metadata.current_version_number
+def marker(kernel: str, version: int) -> str:
+    """What a submission's description ends with: which run it comes from, for a rerun to find."""
+    return f"[paddy-kernel-kit {kernel} v{version}]"
 
 
 def wait_run(api: Api, ref: str, version: int, deadline: float, what: str, fix: str) -> None:
     """Wait until the run of `ref` v`version` is over; refuse in one line unless it completed."""
     run = f"{ref}/{version}"
-    state = _poll(f"{what} kernel {ref} v{version}", lambda: _state(api, run, "submit")[0],
-                  lambda s: s in FINISHED, deadline - time.monotonic())
+    state = kaggle.poll(f"{what} kernel {ref} v{version}", lambda: kaggle.kernel_state(api, run, "submit")[0],
+                        lambda s: s in FINISHED, deadline - time.monotonic())
     if state == "complete": return
     if state == "error":
-        failure = _state(api, run, "submit")[1] or "no message"
+        failure = kaggle.kernel_state(api, run, "submit")[1] or "no message"
         raise UserError(f"{what} kernel {ref} v{version} failed ({failure}); {fix}")
     if state in FINISHED:
         raise UserError(f"{what} kernel {ref} v{version} was cancelled; {fix}")
@@ -81,14 +71,22 @@ def _record(out: Path) -> dict:
     except (OSError, ValueError): return {}
 
 
+def noted_inference(out: Path, training: str) -> int | None:
+    """The version of the inference kernel an earlier submit pushed for training run `training`, if any."""
+    noted = _record(out)
+    if noted.get("training") == training and noted.get("inference", "").rpartition("/")[0] == \
+            built(out, "infer")["id"]:
+        return int(noted["inference"].rpartition("/")[2])
+    return None
+
+
 def inference_run(api: Api, out: Path, training: str) -> tuple[str, int]:
     """The inference run on training run `training` ("<id>/<version>"): the one an earlier submit pushed
     for it, unless that failed, else a new push of OUT/infer. Returns (inference kernel id, version)."""
     infer = built(out, "infer")["id"]
-    noted = _record(out)
-    if noted.get("training") == training and noted.get("inference", "").rpartition("/")[0] == infer:
-        state, _ = _state(api, noted["inference"], "submit")
-        version = int(noted["inference"].rpartition("/")[2])
+    version = noted_inference(out, training)
+    if version is not None:
+        state, _ = kaggle.kernel_state(api, f"{infer}/{version}", "submit")
         if state not in FINISHED or state == "complete":
             print(f"kernel {infer}: version {version}, pushed for this training run already, is {state}; "
                   "not pushed again")
@@ -99,70 +97,32 @@ def inference_run(api: Api, out: Path, training: str) -> tuple[str, int]:
     return ref, version
 
 
-def takes_code(api: Api, competition: str) -> bool:
-    """Whether the competition takes code submissions only (a code competition): Kaggle's GetCompetition."""
-    request = ApiGetCompetitionRequest()
-    request.competition_name = competition
-    with api.build_kaggle_client() as kaggle:
-        return kaggle.competitions.competition_api_client.get_competition(request).is_kernels_submissions_only
-
-
-def submissions(api: Api, competition: str, rerun: str = "submit") -> list[ApiSubmission]:
-    """Your team's latest submissions to the competition, newest first (ListSubmissions: the client's first
-    page, 20: a rerun comes soon after, and Kaggle's daily limits are smaller)."""
-    got = _call(f"listing your submissions to {competition}", api.competition_submissions, competition,
-                rerun=rerun)
-    return [s for s in got or [] if s]
-
-
 def find(subs: list[ApiSubmission], mark: str) -> ApiSubmission | None:
     return next((s for s in subs if mark in (s.description or "")), None)
 
 
-def _daily_limit(competition: str, said: str) -> UserError:
-    return UserError(f"Kaggle's daily submission limit for {competition} is reached "
-                     f"({said.strip().rstrip('.')}); rerun `python build.py submit` when it resets (midnight "
-                     "UTC): the inference run is reused, and nothing is submitted twice")
+def averaged_submission(api: Api, train: str, version: int, dest: Path) -> Path:
+    """DEST/submission.csv made here from the probs.csv of training run `train` v`version`: the one-session
+    case of averaging several sessions' probabilities, rows in the order of the run's own submission.csv
+    (the competition's sample_submission order), checked by id."""
+    from kernel.submission import average, write_submission  # pandas: only when a file is submitted
+    import pandas as pd
+    run = f"{train}/{version}"
+    wanted = rf"^({re.escape(PROBS)}|{re.escape(SUBMISSION)})$"
+    got = {p.name: p for p in fetch_output(api, run, dest / "output", wanted, "submit")}
+    if PROBS not in got or SUBMISSION not in got:
+        raise UserError(f"training kernel {train} v{version} completed without writing "
+                        f"{' and '.join(n for n in (PROBS, SUBMISSION) if n not in got)}; read its log with "
+                        "`python build.py output`, fix, and push again")
+    order = pd.read_csv(got[SUBMISSION], dtype=str)
+    id_col, label_col = order.columns[:2]
+    probs = average({run: pd.read_csv(got[PROBS], dtype={id_col: str})}, {run: 1.0}, id_col)
+    return write_submission(probs, got[SUBMISSION], id_col, label_col, dest / SUBMISSION)
 
 
-def _made(submit: Callable[[], ApiCreateSubmissionResponse], competition: str) -> int:
-    """Make a submission; its ref. Kaggle refuses with an HTTP error, or with an answer that names no
-    submission and whose message says why (the client's own failed upload too): either way one line, the
-    daily limit told apart."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()): r = submit()  # it prints a failed upload's error
-    except requests.HTTPError as e:
-        if DAILY.search(str(e)):
-            raise _daily_limit(competition, str(e)) from None
-        raise
-    if r.ref: return r.ref
-    why = (r.message or "no reason given").strip()
-    if DAILY.search(why):
-        raise _daily_limit(competition, why)
-    raise UserError(f"Kaggle did not take the submission to {competition} ({why.rstrip('.')}); rerun "
-                    "`python build.py submit`")
-
-
-def submit_code(api: Api, competition: str, infer: str, version: int, description: str) -> int:
-    """A code submission: Kaggle reruns inference kernel v`version` on the hidden test set."""
-    send = lambda: api.competition_submit_code(SUBMISSION, description, competition, infer, version,
-                                               quiet=True)
-    return _call(f"submitting {infer} v{version} to {competition}", _made, send, competition, rerun="submit")
-
-
-def submit_file(api: Api, competition: str, infer: str, version: int, description: str) -> int:
-    """A file submission: the submission.csv that inference kernel v`version` wrote, fetched, uploaded."""
-    with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
-        _call(f"downloading {SUBMISSION} of kernel {infer} v{version}", api.kernels_output,
-              f"{infer}/{version}", tmp, file_pattern=rf"^{re.escape(SUBMISSION)}$", force=True, quiet=True,
-              rerun="submit")
-        path = Path(tmp) / SUBMISSION
-        if not path.is_file():
-            raise UserError(f"kernel {infer} v{version} completed without writing {SUBMISSION}; read its log "
-                            "on Kaggle, fix, and push again with `python build.py push`")
-        send = lambda: api.competition_submit(str(path), description, competition, quiet=True)
-        return _call(f"submitting {SUBMISSION} of {infer} v{version} to {competition}", _made, send,
-                     competition, rerun="submit")
+def _scores(s: ApiSubmission) -> str:
+    private = f", private score {s.private_score}" if s.private_score else ""
+    return f"public score {s.public_score or '-'}{private}"
 
 
 def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSubmission:
@@ -170,10 +130,10 @@ def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSub
     found = {}
 
     def state() -> str:
-        found["s"] = find(submissions(api, competition), mark)  # just made, it may not be listed yet
+        found["s"] = find(kaggle.submissions(api, competition), mark)  # just made, it may not be listed yet
         return found["s"].status.name.lower() if found["s"] else "pending"
 
-    _poll(f"submission to {competition}", state, lambda s: s != "pending", deadline - time.monotonic())
+    kaggle.poll(f"submission to {competition}", state, lambda s: s != "pending", deadline - time.monotonic())
     s = found["s"]
     if s is None or s.status.name == "PENDING":
         raise UserError(f"Kaggle is still scoring the submission to {competition} when the --timeout runs "
@@ -182,39 +142,25 @@ def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSub
     return s
 
 
-def _scores(s: ApiSubmission) -> str:
-    private = f", private score {s.private_score}" if s.private_score else ""
-    return f"public score {s.public_score or '-'}{private}"
-
-
 def submit(out: Path = Path("build"), message: str | None = None, code: bool | None = None,
-           timeout: float = SUBMIT_WAIT_S) -> ApiSubmission:
-    """Submit the training run pushed from OUT through the inference kernel built beside it; returns the
-    scored submission. The waits together take at most `timeout` seconds. A rerun carries on where the
-    last one stopped and never submits twice."""
+           timeout: float = SUBMIT_WAIT_S, infer: bool = False) -> ApiSubmission:
+    """Submit the training run pushed from OUT; returns the scored submission. The waits together take at
+    most `timeout` seconds. A rerun carries on where the last one stopped and never submits twice."""
     deadline = time.monotonic() + timeout
-    meta, api = built(out), _api()
+    meta, api = built(out), kaggle.client("submit")
     train, competition = meta["id"], metadata.competition(meta)
-    version = _call(f"looking up kernel {train}", latest_version, api, train, rerun="submit")
-    wait_run(api, train, version, deadline, "training",
-             "read its log with `python build.py output`, fix, and push again with `python build.py push`")
-    infer, infer_version = inference_run(api, out, f"{train}/{version}")
-    wait_run(api, infer, infer_version, deadline, "inference",
-             f"read its log on Kaggle (https://www.kaggle.com/code/{infer}), then rerun "
-             "`python build.py submit` to run it again")
-    mark = marker(infer, infer_version)
-    earlier = find(submissions(api, competition), mark)
+    version = kaggle.latest_version(api, train)
+    if code is None:
+        code = kaggle.takes_code(api, competition)
+    infer = code or infer  # through the inference kernel: a second GPU session
+    noted = noted_inference(out, f"{train}/{version}") if infer else None
+    mark = marker(built(out, "infer")["id"], noted) if noted else None if infer else marker(train, version)
+    earlier = mark and find(kaggle.submissions(api, competition), mark)
     if earlier:
-        print(f"submission {earlier.ref} to {competition} of {infer} v{infer_version} was made already; "
-              "not submitting again")
+        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
     else:
-        if code is None:
-            code = _call(f"looking up competition {competition} (or say how it takes submissions: --code "
-                         "or --file)", takes_code, api, competition, rerun="submit")
-        description = f"{message or f'trained by {train} v{version}'} {mark}"
-        ref = (submit_code if code else submit_file)(api, competition, infer, infer_version, description)
-        what = "the code" if code else SUBMISSION
-        print(f"submission {ref} to {competition}: {what} of {infer} v{infer_version}, {description!r}")
+        mark = _make(api, out, competition, train, version, code=code, infer=infer, deadline=deadline,
+                     message=message or f"trained by {train} v{version}")
     s = wait_score(api, competition, mark, deadline)
     if s.status.name == "ERROR":
         why = (s.error_description or "no message").strip()
@@ -224,9 +170,47 @@ def submit(out: Path = Path("build"), message: str | None = None, code: bool | N
     return s
 
 
+def _make(api: Api, out: Path, competition: str, train: str, version: int, *, code: bool, infer: bool,
+          deadline: float, message: str) -> str:
+    """Make the submission of training run `train` v`version` (see submit); its marker."""
+    kaggle.allowance(api, competition)  # none left: one line, before any GPU session or upload
+    wait_run(api, train, version, deadline, "training",
+             "read its log with `python build.py output`, fix, and push again with `python build.py push`")
+    if not infer:
+        mark = marker(train, version)
+        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
+            path = averaged_submission(api, train, version, Path(tmp))
+            what = f"{SUBMISSION} from the probabilities of {train} v{version}"
+            ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
+        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
+        return mark
+    kernel, run = inference_run(api, out, f"{train}/{version}")
+    wait_run(api, kernel, run, deadline, "inference",
+             f"read its log on Kaggle (https://www.kaggle.com/code/{kernel}), then rerun "
+             "`python build.py submit` to run it again")
+    mark = marker(kernel, run)
+    earlier = find(kaggle.submissions(api, competition), mark)
+    if earlier:
+        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
+    elif code:
+        ref = kaggle.submit_code(api, competition, kernel, run, f"{message} {mark}", SUBMISSION)
+        print(f"submission {ref} to {competition}: the code of {kernel} v{run}, {f'{message} {mark}'!r}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
+            got = fetch_output(api, f"{kernel}/{run}", Path(tmp), rf"^{re.escape(SUBMISSION)}$", "submit")
+            if Path(tmp) / SUBMISSION not in got:
+                raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its log "
+                                "on Kaggle, fix, and push again with `python build.py push`")
+            what = f"{SUBMISSION} of {kernel} v{run}"
+            ref = kaggle.submit_file(api, competition, Path(tmp) / SUBMISSION, f"{message} {mark}", what,
+                                     out / UPLOADED)
+        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
+    return mark
+
+
 def show_submissions(api: Api, competition: str, shown: int = 5) -> None:
     """Print your `shown` latest submissions to the competition: date, state, scores or error, description."""
-    subs = submissions(api, competition, rerun="status")[:shown]
+    subs = kaggle.submissions(api, competition, rerun="status")[:shown]
     if not subs:
         print(f"no submissions to {competition} yet; make one with `python build.py submit`")
         return

@@ -11,6 +11,8 @@ from typing import Any
 
 from kernel.errors import UserError, first_line
 
+from .net import unreachable
+
 
 class Unavailable(UserError):
     """The weights could not be had: no network and nothing cached (the dry run carries on without)."""
@@ -28,23 +30,43 @@ def fetch(arch: str, dest: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    from huggingface_hub import constants
+
     from kernel.model import check_arch
     check_arch(arch)
+    fixes = (f"connect to the internet once so timm can download them into {cache_dir()}, "
+             "or pass --weights FILE, or --no-pretrained to train from scratch")
+    # No hub: say so at once, and read the cache only (huggingface_hub's retries would take ~46 s)
+    away = None if constants.is_offline_mode() else unreachable(constants.ENDPOINT)
+    if away:
+        constants.HF_HUB_OFFLINE = True
+        if not _cached(arch):  # before building the model: say it at once
+            raise Unavailable(f"cannot reach the Hugging Face hub at {constants.ENDPOINT} ({away}) and the "
+                              f"pretrained weights of {arch} are not in its cache; {fixes}")
     try:
         with torch.device("cpu"):
             body = timm.create_model(arch, pretrained=True, num_classes=0)
     except Exception as e:
-        first = first_line(e, 160)
+        if away:
+            raise Unavailable(f"cannot reach the Hugging Face hub at {constants.ENDPOINT} ({away}) and the "
+                              f"pretrained weights of {arch} are not in its cache; {fixes}") from None
         offline = (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
                    else "")
         raise Unavailable(f"cannot get the pretrained weights of {arch}{offline}: "
-                          f"{type(e).__name__}: {first}; "
-                          f"connect to the internet once so timm can download them into {cache_dir()}, "
-                          "or pass --weights FILE, or --no-pretrained to train from scratch") from None
+                          f"{type(e).__name__}: {first_line(e, 160)}; {fixes}") from None
     path = dest / f"{arch}.safetensors"
     # clone: tensors that share storage (tied weights) cannot be written to a safetensors file as they are
     save_file({k: v.detach().contiguous().clone() for k, v in body.state_dict().items()}, str(path))
     return path
+
+
+def _cached(arch: str) -> bool:
+    """Whether the hub cache holds a weights file of `arch`'s pretrained tag (as timm names them)."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+    repo = getattr(timm.get_pretrained_cfg(arch), "hf_hub_id", None)
+    names = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str) for f in names)
 
 
 # The one architecture whose real ImageNet weights a registry package ships, small enough for a laptop CPU:

@@ -3,8 +3,16 @@
 
 The real kaggle client reaches it with KAGGLE_API_ENVIRONMENT=TEST (kagglesdk's http://localhost:7777): every
 call is a POST of JSON to /api/v1/<service>/<Method>, answered in the wire form of kagglesdk's request and
-response classes (camelCase fields, enums by name, default values left out). Errors are an HTTP status with a
-JSON body {"code", "message"}, as Kaggle sends them. Files go up by PUT to the createUrl that StartBlobUpload
+response classes (camelCase fields, enums by name, default values left out).
+
+It answers the way real Kaggle is observed to (`style = "real"`, the default), not the way a naive reading of
+kagglesdk's types suggests: an error is an HTTP status with the body {"error": {"code", "message", "status"}}
+(so kagglesdk's HTTPError says only "403 Client Error: Forbidden for url ..."), a dataset or kernel that does
+not exist is 403 (kaggle-cli PR #951), and a new dataset version keeps the old description (kaggle-cli issue
+#995). `style = "friendly"` answers as kagglesdk's types suggest: a top-level {"code", "message"} body, 404
+for what does not exist, the description of a new version taken (issue #447); the tests run both.
+
+Files go up by PUT to the createUrl that StartBlobUpload
 (datasets) or StartSubmissionUpload (a submission file) hands out; kernel output comes down by GET from the
 urls that ListKernelSessionOutput lists, 20 to a page by default, as the client asks.
 
@@ -61,6 +69,7 @@ class Fault:
     status: int = 500
     message: str = "stand-in fault"
     body: dict | None = None  # answer 200 with this body instead (Kaggle reports some refusals that way)
+    raw: bytes | None = None  # answer `status` with this body, as text/html (a proxy's page; b"": empty)
     drop: bool = False  # close the connection without an answer
     after: bool = False  # with drop: make the call first, then close the connection without its answer
     times: int = 1
@@ -83,6 +92,7 @@ class KaggleStandin:
 
     def reset(self) -> None:
         with self.lock:
+            self.style = "real"  # or "friendly": see the module's docstring
             self.accounts = {USERNAME: KEY}
             self.competitions = {
                 PADDY: {"title": "Paddy Doctor: Paddy Disease Classification", "code": False},
@@ -112,13 +122,31 @@ class KaggleStandin:
             self.scoring = ["PENDING", "COMPLETE"]
             self.public_score, self.private_score, self.scoring_error = "0.97412", "0.96830", ""
             self.daily_limit = 5
+            # machine shapes an ordinary account may not ask for (some are for certain competitions or admins)
+            self.restricted_shapes = {"NvidiaH100", "NvidiaRtxPro6000", "NvidiaTeslaA100", "NvidiaL4"}
+            self.total_limit: int | None = None  # a lifetime cap on submissions (limitedByTotal), if any
+            # this week's GPU quota (GetAcceleratorQuotaStatistics), seconds
+            self.gpu_used_s, self.gpu_total_s = 2.5 * 3600, 30 * 3600
 
     def fail(self, method: str, status: int = 500, message: str = "stand-in fault", times: int = 1,
-             drop: bool = False, body: dict | None = None, after: bool = False) -> None:
+             drop: bool = False, body: dict | None = None, after: bool = False,
+             raw: bytes | None = None) -> None:
         """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail."""
         with self.lock:
             self.faults.setdefault(method, []).append(
-                Fault(status, message, body, drop or after, after, times))
+                Fault(status, message, body, raw, drop or after, after, times))
+
+    def error_body(self, status: int, message: str) -> dict:
+        """An error's JSON body, in the style answered."""
+        if self.style == "friendly": return {"code": status, "message": message}
+        names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED"}
+        return {"error": {"code": status, "message": message, "status": names.get(status, "INTERNAL")}}
+
+    def _missing(self, what: str, ref: str, kind: str) -> "ApiError":
+        """What does not exist: 404 as the types suggest, 403 as Kaggle answers."""
+        if self.style == "friendly": return ApiError(404, f"{what} {ref} not found")
+        return ApiError(403, f"Permission '{kind}' was denied")
 
     def start(self) -> None:
         self.server = ThreadingHTTPServer((HOST, PORT), _handler(self))
@@ -163,7 +191,7 @@ class KaggleStandin:
 
     def _dataset(self, owner: str, slug: str, user: str) -> dict:
         ref = f"{owner}/{slug}"
-        if ref not in self.datasets: raise ApiError(404, f"Dataset {ref} not found")
+        if ref not in self.datasets: raise self._missing("Dataset", ref, "datasets.get")
         self._own(ref, user, "datasets.get")
         return self.datasets[ref]
 
@@ -195,6 +223,15 @@ class KaggleStandin:
             return {"status": "BLOBS_RECEIVED"}
         return {"status": v["status"]}
 
+    def ListDatasetFiles(self, user, r):
+        ds = self._dataset(r.get("ownerSlug", ""), r.get("datasetSlug", ""), user)
+        names = sorted(ds["versions"][-1]["files"])
+        start, size = int(r.get("pageToken") or 0), int(r.get("pageSize") or 20)
+        answer = {"datasetFiles": [{"ref": n, "name": n, "totalBytes": len(ds["versions"][-1]["files"][n])}
+                                   for n in names[start:start + size]]}
+        if start + size < len(names): answer["nextPageToken"] = str(start + size)
+        return answer
+
     def GetDatasetMetadata(self, user, r):
         ds = self._dataset(r.get("ownerSlug", ""), r.get("datasetSlug", ""), user)
         return {"info": {"datasetSlug": r["datasetSlug"], "ownerUser": r["ownerSlug"], "title": ds["title"],
@@ -217,7 +254,8 @@ class KaggleStandin:
         ds = self._dataset(r.get("ownerSlug", ""), r.get("datasetSlug", ""), user)
         body = r.get("body", {})
         self._version(ds, self._files(body.get("files", [])), body.get("versionNotes", ""))
-        if "description" in body: ds["description"] = body["description"]
+        # Kaggle may keep the description of the version before (kaggle-cli issue #995)
+        if "description" in body and self.style == "friendly": ds["description"] = body["description"]
         ref = f"{r['ownerSlug']}/{r['datasetSlug']}"
         return {"ref": ref, "url": f"{URL}/datasets/{ref}", "status": "Ok"}
 
@@ -227,6 +265,8 @@ class KaggleStandin:
         of the push."""
         ref = r.get("slug", "")
         self._own(ref, user, "kernels.create")
+        if r.get("machineShape") in self.restricted_shapes:
+            raise ApiError(403, f"Permission denied for machine shape {r['machineShape']}")
         sources = r.get("datasetDataSources", [])
         bad = [s for s in sources if s not in self.datasets or s.split("/")[0] != user]
         bad_comps = [c for c in r.get("competitionDataSources", []) if c not in self.competitions]
@@ -257,7 +297,7 @@ class KaggleStandin:
         """(ref, kernel, version) a request names: userName, kernelSlug, versionLabel
         ("v3"; else the latest)."""
         ref = f"{r.get('userName', '')}/{r.get('kernelSlug', '')}"
-        if ref not in self.kernels: raise ApiError(404, f"Notebook {ref} not found")
+        if ref not in self.kernels: raise self._missing("Notebook", ref, "kernels.get")
         self._own(ref, user, "kernels.get")
         k, label = self.kernels[ref], r.get("versionLabel")
         if not label: return ref, k, k["versions"][-1]
@@ -322,9 +362,7 @@ class KaggleStandin:
         if c["code"] != code:
             raise ApiError(400, "This competition only accepts submissions from notebooks" if c["code"]
                            else "This competition does not accept code submissions")
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        if sum(s["user"] == user and s["competition"] == name and s["date"].startswith(today)
-               for s in self.submissions) >= self.daily_limit:
+        if self._today(user, name) >= self.daily_limit:
             now = datetime.now(timezone.utc)
             raise ApiError(400, f"Submission not allowed:  Your team has used its daily Submission allowance "
                                 f"({self.daily_limit}) today, please try again tomorrow UTC "
@@ -332,6 +370,27 @@ class KaggleStandin:
         s = self._submission(user, name, r.get("submissionDescription", ""), what, list(self.scoring),
                              self.public_score, self.private_score, self.scoring_error)
         return {"message": "Successfully submitted", "ref": s["ref"]}
+
+    def _today(self, user, name) -> int:
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        return sum(s["user"] == user and s["competition"] == name and s["date"].startswith(today)
+                   for s in self.submissions)
+
+    def GetSubmissionLimits(self, user, r):
+        name = r.get("competitionName", "")
+        self._competition(name)
+        total = sum(s["user"] == user and s["competition"] == name for s in self.submissions)
+        left = self.daily_limit - self._today(user, name)
+        capped = self.total_limit is not None and self.total_limit - total < left
+        if capped: left = self.total_limit - total
+        return {"numToday": self._today(user, name), "numTotal": total, "numAllowedNow": max(0, left),
+                "limitedByTotal": capped}
+
+    def GetAcceleratorQuotaStatistics(self, user, r):
+        return {"quotaRefreshTime": "2026-12-05T00:00:00Z",
+                "gpuQuota": {"timeUsed": f"{self.gpu_used_s:.0f}s",
+                             "totalTimeAllowed": f"{self.gpu_total_s:.0f}s"},
+                "tpuQuota": {"timeUsed": "0s", "totalTimeAllowed": "72000s"}}
 
     def StartSubmissionUpload(self, user, r):
         self._competition(r.get("competitionName", ""))
@@ -407,7 +466,8 @@ def _handler(standin: KaggleStandin):
             if fault.drop:
                 self.close_connection = True  # no answer at all: the client sees the connection drop
             elif fault.body is not None: self._json(200, fault.body)
-            else: self._json(fault.status, {"code": fault.status, "message": fault.message})
+            elif fault.raw is not None: self._send(fault.status, fault.raw, "text/html; charset=UTF-8")
+            else: self._json(fault.status, standin.error_body(fault.status, fault.message))
             return True
 
         def do_POST(self):
@@ -428,7 +488,7 @@ def _handler(standin: KaggleStandin):
                 if fault: self.close_connection = True  # done, and the answer lost on the way
                 else: self._json(200, answer)
             except ApiError as e:
-                self._json(e.status, {"code": e.status, "message": str(e)})
+                self._json(e.status, standin.error_body(e.status, str(e)))
 
         def do_PUT(self):
             """A file upload to the url StartBlobUpload handed out (signed, so no auth header)."""

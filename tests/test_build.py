@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import lay_out_hub
 
-from kernel.errors import UserError
+from kernel.errors import UserError, first_line
 from kit import bundle, metadata, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,10 +168,19 @@ def test_weights_and_extra_wheels_are_shipped(tmp_path):
     extra = make_wheel(tmp_path, "pkk_demo", ["numpy"])
     out = bundle.build(tmp_path / "out", weights=weights, user="alice", wheels=[extra], pretrained=False)
     assert (sorted(p.name for p in (out / "dataset").iterdir())
-            == sorted([WHEEL, extra.name, "convnext.pth", "dataset-metadata.json"]))
-    assert (out / "dataset" / "convnext.pth").read_bytes() == b"not really weights"
-    # a file in the dataset, wherever it is mounted
-    assert notebook.parameters(out / "kernel")["weights"] == "convnext.pth"
+            == sorted([WHEEL, extra.name, "dataset-metadata.json"]))
+    # the weights in a dataset of their own, the architecture's, attached to the kernel
+    held = out / "weights" / "convnext-small-fb-in22k-weights"
+    assert sorted(p.name for p in held.iterdir()) == ["convnext.pth", "dataset-metadata.json"]
+    assert (held / "convnext.pth").read_bytes() == b"not really weights"
+    assert (json.loads((held / "dataset-metadata.json").read_text())["id"]
+            == "alice/convnext-small-fb-in22k-weights")
+    assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["dataset_sources"] == [
+        "alice/paddy-kernel-kit", "alice/convnext-small-fb-in22k-weights"]
+    # a file in that dataset, wherever it is mounted
+    params = notebook.parameters(out / "kernel")
+    assert params["weights"] == "convnext.pth"
+    assert params["weights_datasets"] == ["/kaggle/input/datasets/alice/convnext-small-fb-in22k-weights"]
 
 
 def previous_build(built: Path, tmp_path: Path) -> tuple[Path, dict]:
@@ -288,7 +298,8 @@ def test_pretrained_weights_come_from_the_hub_cache_through_timm(tmp_path):
     done = build_cli(tmp_path, "build", "--user", "alice", "--out", str(tmp_path / "out"), "--arch",
                      "test_resnet.r160_in1k", hf_home=tmp_path / "hf")
     assert done.returncode == 0, done.stderr[-2000:]
-    shipped = tmp_path / "out" / "dataset" / "test_resnet.r160_in1k.safetensors"
+    shipped = (tmp_path / "out" / "weights" / "test-resnet-r160-in1k-weights"
+               / "test_resnet.r160_in1k.safetensors")
     got = load_file(str(shipped))
     assert set(got) == {k for k in state if not k.startswith("fc.")}  # the body: fastai puts its own head on
     assert all(torch.equal(got[k], state[k]) for k in got)
@@ -331,13 +342,24 @@ def test_a_stage_that_cannot_train_even_two_images_at_a_time_is_one_line(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_every_gpu_shape_kaggle_lists_has_its_cards_memory():
+    from kernel.config import accelerator
+    assert accelerator("NvidiaTeslaT4").memory == 15095 * 2**20  # what a T4 reports, not 15 GiB
+    for shape in ("NvidiaTeslaT4Highmem", "NvidiaL4", "NvidiaL4X1", "NvidiaTeslaA100", "NvidiaH100",
+                  "NvidiaRtxPro6000"):
+        acc = accelerator(shape)
+        assert acc.gpus >= 1 and acc.memory >= accelerator("NvidiaTeslaT4").memory
+    for shape in ("TpuV5E8", "TpuV6E8", "NvidiaTeslaP100"):
+        with pytest.raises(UserError): accelerator(shape)
+
+
 def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fits(tmp_path, capsys):
     with pytest.raises(UserError) as e:
         bundle.build(tmp_path / "out", {"stages": "160x120:1:64:1,896x672:1:64:1"}, user="alice",
                      pretrained=False)
     msg = str(e.value)
     assert (msg.startswith("stage 896x672:1:64:1 of convnext_small.fb_in22k needs ~")
-            and "GiB of GPU memory, more than NvidiaTeslaT4's 15.0 GiB; write it 896x672:1:64:" in msg
+            and "GiB of GPU memory, more than NvidiaTeslaT4's 14.7 GiB; write it 896x672:1:64:" in msg
             and "or 896x672:1:64:auto" in msg)
     assert not (tmp_path / "out").exists()
     accum = int(re.search(r"write it 896x672:1:64:(\d+)", msg)[1])
@@ -352,3 +374,54 @@ def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fi
     # the notebook keeps `auto`: the kernel resolves it against the GPU it gets, the same way
     assert (notebook.parameters(tmp_path / "out" / "kernel")["overrides"]["stages"]
             .endswith("896x672:1:64:auto"))
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_endpoint(request):
+    """A loopback address with nothing behind it: a port that refuses connections, or one that takes them
+    and never answers (listening, never accepting), as a captive network or a dropped route does."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if request.param == "refused": s.close()
+    else: s.listen(64)
+    yield f"http://127.0.0.1:{port}"
+    s.close()
+
+
+FETCH = """
+import sys, time
+from pathlib import Path
+import safetensors.torch, timm, torch  # imported first: what is timed is the network's part
+from kernel.errors import UserError, first_line
+from kit.weights import fetch
+t = time.monotonic()
+try: fetch("test_resnet.r160_in1k", Path(sys.argv[1]))
+except UserError as e: print(f"{time.monotonic() - t:.2f}", e, sep="\\n")
+"""
+
+
+def test_no_network_is_one_whole_line_at_once(tmp_path, dead_endpoint):
+    """The hub out of reach (HF_HUB_OFFLINE not set, nothing cached): one line naming the fixes, in seconds
+    (huggingface_hub's own retries took ~46 s), its words whole."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": dead_endpoint}
+    env.pop("HF_HUB_OFFLINE")
+    done = subprocess.run([sys.executable, "-c", FETCH, str(tmp_path)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+    seconds, line = done.stdout.strip().splitlines()
+    assert float(seconds) < 5, (seconds, line)
+    assert line.startswith(f"cannot reach the Hugging Face hub at {dead_endpoint} (") and line.endswith(
+        "--no-pretrained to train from scratch")
+    assert "connect to the internet once" in line and "--weights FILE" in line
+    # and the CLI says it in one line (after the preflight), leaving nothing behind
+    cli = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--user", "alice", "--out",
+                          str(tmp_path / "out"), "--arch", "test_resnet.r160_in1k"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=600)
+    assert one_line(cli) == f"error: {line}" and not (tmp_path / "out").exists()
+
+
+def test_a_long_library_message_is_cut_at_a_word_end():
+    e = RuntimeError("check your connection and try again " * 10)
+    cut = first_line(e, 60)
+    assert len(cut) <= 60 and cut.endswith(" ...") and (cut[:-4] + " ") in str(e)
+    assert cut[:-4].split()[-1] in ("connection", "and", "try", "again", "check", "your")

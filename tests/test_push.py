@@ -6,17 +6,23 @@ the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights 
 Face hub) and train a small architecture, whose memory preflight is quick (PUSH).
 """
 import base64
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import lay_out_hub
 from kaggle_standin import KEY, PADDY, TRAIN, USERNAME, KaggleStandin, training_output
+from kit.notebook import parameters
+from kit.weights import lay_out_hub as lay_out
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, KERNEL = f"{USERNAME}/paddy-kernel-kit", TRAIN
@@ -35,10 +41,20 @@ def server():
 
 @pytest.fixture
 def kaggle(server):
+    """The stand-in, answering as real Kaggle does."""
     server.reset()
     # a test that stopped it (network down) may have failed before restarting
     if server.server is None: server.start()
     return server
+
+
+@pytest.fixture(params=["real", "friendly"])
+def styled(kaggle, request):
+    """The stand-in answering as real Kaggle does (403 for what does not exist yet, errors in the body, the
+    old description kept on a new version), then as kagglesdk's types suggest (404, a top-level code, the
+    description updated)."""
+    kaggle.style = request.param
+    return kaggle
 
 
 @pytest.fixture
@@ -91,7 +107,24 @@ def wheel(repo: Path) -> Path:
     return next((repo / "build" / "dataset").glob("paddy_kernel_kit-*.whl"))
 
 
-def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
+def notebook_parameters(repo: Path) -> dict:
+    return parameters(repo / "build" / "kernel")
+
+
+def content(kaggle, ref: str, version: int = -1) -> dict[str, bytes]:
+    """The files of a dataset version on the stand-in, without the content marker (checked to name the hash
+    of the others)."""
+    files = dict(kaggle.dataset_files(ref, version))
+    (marker,) = [n for n in files if n.startswith("paddy-kernel-kit-content-")]
+    del files[marker]
+    digest = hashlib.sha256("".join(f"{n}\0{hashlib.sha256(b).hexdigest()}\n"
+                                    for n, b in sorted(files.items())).encode()).hexdigest()
+    assert marker == f"paddy-kernel-kit-content-{digest}.txt"
+    return files
+
+
+def test_push_creates_then_uploads_only_what_changed(styled, repo):
+    kaggle = styled
     # credentials from kaggle.json this time, and decoys where a careless build would pick them up
     cred = json.dumps({"username": USERNAME, "key": KEY})
     (repo.parent / "home" / ".kaggle").mkdir()
@@ -105,7 +138,7 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     assert ("dataset pkk-tester/paddy-kernel-kit: created" in said
             and "/code/pkk-tester/paddy-kernel-kit-train" in said)
     ds, k = kaggle.datasets[DATASET], kaggle.kernels[KERNEL]
-    assert ds["private"] and kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert ds["private"] and content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
     v1 = k["versions"][0]
     assert v1["datasets"] == {DATASET: (1, True)}  # attached, and pushed only once the dataset was ready
     assert (v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"]
@@ -126,14 +159,23 @@ def test_push_creates_then_uploads_only_what_changed(kaggle, repo):
     with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
     assert "dataset pkk-tester/paddy-kernel-kit: new version" in ok(push())
     assert len(ds["versions"]) == 2 and kaggle.bytes_received > sent
-    assert (kaggle.dataset_files(DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
-            != kaggle.dataset_files(DATASET, 0))
+    assert (content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+            != content(kaggle, DATASET, 0))
+    # whichever way Kaggle treats the description of a new version: the marker is in the files
+    assert "paddy-kernel-kit-content" not in ds["description"]
+
+    # another clone (no build folder, no staging folder) knows that nothing changed
+    other = repo.parent / "clone"
+    shutil.copytree(repo, other, ignore=shutil.ignore_patterns("build", ".*"))
+    sent = kaggle.bytes_received
+    assert "unchanged on Kaggle" in ok(run(other, *PUSH))
+    assert kaggle.bytes_received == sent and len(ds["versions"]) == 2
     assert k["versions"][-1]["datasets"] == {DATASET: (2, True)}
 
     # the dataset deleted on Kaggle: push asks Kaggle, not a local note, so it creates it again
     del kaggle.datasets[DATASET]
     assert "created" in ok(push())
-    assert kaggle.dataset_files(DATASET, 0) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert content(kaggle, DATASET, 0) == {wheel(repo).name: wheel(repo).read_bytes()}
 
     # no credentials in what was built, nor in anything that reached Kaggle
     built = [p for p in (repo / "build").rglob("*") if p.is_file()]
@@ -154,7 +196,8 @@ def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle
 
     kaggle.fail("CreateDataset", 409, "slug in use")  # after the wheel arrived
     fails(run(repo, *PUSH), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
-    size = wheel(repo).stat().st_size
+    staged = repo / ".build-kaggle-upload" / "dataset"  # the wheel and the content marker, as uploaded
+    size = sum(p.stat().st_size for p in staged.iterdir() if p.name != "dataset-metadata.json")
     assert DATASET not in kaggle.datasets and kaggle.bytes_received == size
 
     kaggle.not_ready_polls = 10**6  # Kaggle takes its time over the dataset
@@ -201,3 +244,135 @@ def test_status_and_output_fetch_what_the_user_needs_not_the_checkpoints(kaggle,
 
     fails(run(repo, "status", KAGGLE_USERNAME=None, KAGGLE_KEY=None), "no Kaggle credentials",
           str(repo.parent / "home" / ".kaggle" / "kaggle.json"), "KAGGLE_USERNAME")
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
+def test_no_network_to_kaggle_is_one_whole_line_at_once(kaggle, repo, how):
+    """Kaggle's address refuses connections, or takes them and never answers (a socket listening on its port
+    that never accepts): one line within seconds, before anything is built."""
+    kaggle.stop()
+    silent = None
+    if how == "silent":
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", 7777))
+        silent.listen(64)
+    try:
+        start = time.monotonic()
+        line = fails(run(repo, *PUSH), "cannot reach Kaggle at http://localhost:7777",
+                     "check your internet connection")
+        took = time.monotonic() - start
+    finally:
+        if silent: silent.close()
+        kaggle.start()
+    assert took < 5, took
+    assert line.endswith("rerun `python build.py push`") and not (repo / "build").exists()
+
+
+def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_the_wheel(kaggle, repo,
+                                                                                          tmp_path):
+    arch = "test_resnet.r160_in1k"
+    weights_ds, name = f"{USERNAME}/test-resnet-r160-in1k-weights", f"{arch}.safetensors"
+    state = lay_out_hub(tmp_path / "hf", arch)
+    push = lambda: ok(run(repo, "push", "--arch", arch, HF_HOME=str(tmp_path / "hf")))
+    shipped = lambda: (repo / "build" / "weights" / "test-resnet-r160-in1k-weights" / name).read_bytes()
+    marker = lambda ref: next(b for n, b in kaggle.dataset_files(ref).items() if n.startswith("paddy-kernel"))
+
+    push()
+    first = kaggle.bytes_received
+    assert content(kaggle, weights_ds) == {name: shipped()}
+    assert content(kaggle, DATASET) == {wheel(repo).name: wheel(repo).read_bytes()}
+    assert first == (wheel(repo).stat().st_size + len(shipped())
+                     + len(marker(DATASET)) + len(marker(weights_ds)))
+    k = kaggle.kernels[KERNEL]
+    assert k["versions"][-1]["datasets"] == {DATASET: (1, True), weights_ds: (1, True)}
+    assert (notebook_parameters(repo)["weights_datasets"]
+            == [f"/kaggle/input/datasets/{weights_ds}"])
+
+    # a code change: the wheel (and the marker naming its hash) is all that goes up
+    with open(repo / "kernel" / "__init__.py", "a") as f: f.write("# a change\n")
+    push()
+    code_only = kaggle.bytes_received - first
+    assert code_only == wheel(repo).stat().st_size + len(marker(DATASET)) < len(shipped()) / 10
+    assert k["versions"][-1]["datasets"] == {DATASET: (2, True), weights_ds: (1, True)}
+
+    # new weights for the architecture: only they go up
+    lay_out(tmp_path / "hf", arch, {key: v + 1 if v.is_floating_point() else v for key, v in state.items()})
+    push()
+    weights_only = kaggle.bytes_received - first - code_only
+    assert weights_only == len(shipped()) + len(marker(weights_ds))
+    assert k["versions"][-1]["datasets"] == {DATASET: (2, True), weights_ds: (2, True)}
+    print(f"\nbytes uploaded: first push {first:,}, code-only {code_only:,} "
+          f"(wheel {wheel(repo).stat().st_size:,}), weights-only {weights_only:,}")
+
+
+@pytest.mark.parametrize("answer", ["403", "slug in use"])
+def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, repo, answer):
+    if answer == "403":  # a dataset id of another account: Kaggle's 403 is a refusal, not "not there yet"
+        meta = json.loads((repo / "dataset-metadata.json").read_text())
+        (repo / "dataset-metadata.json").write_text(
+            json.dumps({**meta, "id": "someone-else/paddy-kernel-kit"}))
+        fails(run(repo, *PUSH),
+              "Kaggle denied listing the files of dataset someone-else/paddy-kernel-kit (403: "
+              "Permission 'datasets.get' was denied)", "the id must belong to the account of your credentials")
+        assert not kaggle.datasets
+    else:  # Kaggle hides a dataset that holds the slug (403), then the client finds it there
+        kaggle.datasets[DATASET] = {"title": "paddy-kernel-kit", "description": "", "license": "CC0-1.0",
+                                    "private": True, "versions": [{"number": 1, "files": {}, "polls": 0,
+                                                                   "status": "READY", "notes": ""}]}
+        kaggle.fail("ListDatasetFiles", 403, "Permission 'datasets.get' was denied")
+        fails(run(repo, *PUSH), f"the slug of dataset {DATASET} is already in use",
+              "change \"id\" and \"title\" in dataset-metadata.json")
+    assert KERNEL not in kaggle.kernels
+
+
+@pytest.mark.parametrize("body", [b"<html><body><h1>502 Bad Gateway</h1></body></html>", b""])
+def test_an_html_or_empty_error_body_is_still_one_line(kaggle, repo, body):
+    kaggle.fail("SaveKernel", 502, raw=body)
+    line = fails(run(repo, *PUSH), "server error while pushing kernel", "502 Bad Gateway")
+    assert "<" not in line and ("an empty answer" if not body else "text/html") in line
+
+
+# each call push makes, with a fault in turn: a server error, a dropped connection, rate limiting, and for the
+# calls that make something on Kaggle, the answer lost after it was made
+PUSH_FAULTS = [("GetAcceleratorQuotaStatistics", {"status": 500}), ("ListDatasetFiles", {"drop": True}),
+               ("StartBlobUpload", {"status": 429}), ("Upload", {"status": 500}), ("Upload", {"drop": True}),
+               ("GetDatasetStatus", {"status": 429}), ("CreateDataset", {"drop": True}),
+               ("CreateDataset", {"after": True}), ("SaveKernel", {"status": 500}),
+               ("SaveKernel", {"status": 429}), ("SaveKernel", {"after": True})]
+
+
+@pytest.mark.parametrize("method,fault", PUSH_FAULTS,
+                         ids=[f"{m}-{k}-{v}" for m, f in PUSH_FAULTS for k, v in f.items()])
+def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(kaggle, repo, method, fault):
+    kaggle.fail(method, **fault)
+    r = run(repo, *PUSH)
+    assert not kaggle.faults[method], f"{method} was not called"
+    if r.returncode or KERNEL not in kaggle.kernels:
+        fails(r, "rerun `python build.py push`")
+        said = ok(run(repo, *PUSH))
+    else:  # the client retries uploads itself (and takes any error of its own status check before a create
+        # for "not there yet"); a quota Kaggle does not tell is a warning
+        said = r.stdout
+        assert (method in ("StartBlobUpload", "Upload", "CreateDataset", "GetDatasetStatus")
+                or "warning" in r.stderr), r.stderr
+    assert "pushed and running" in said
+    marker = next(b for n, b in kaggle.dataset_files(DATASET).items() if n.startswith("paddy-kernel"))
+    assert kaggle.bytes_received == wheel(repo).stat().st_size + len(marker)  # every byte went up once
+    assert len(kaggle.datasets[DATASET]["versions"]) == 1
+
+
+def test_a_machine_shape_your_account_cannot_use_is_one_line(kaggle, repo):
+    line = fails(run(repo, *PUSH, "--accelerator", "NvidiaH100"), "denied pushing kernel",
+                 "Permission denied for machine shape NvidiaH100", "--accelerator NvidiaTeslaT4")
+    assert KERNEL not in kaggle.kernels, line
+
+
+def test_a_kaggle_client_too_old_is_one_line(kaggle, repo, tmp_path):
+    """An older client (a dist-info found first on the path says 1.7.4) is named, with the fix."""
+    old = tmp_path / "old-client" / "kaggle-1.7.4.dist-info"
+    old.mkdir(parents=True)
+    (old / "METADATA").write_text("Metadata-Version: 2.1\nName: kaggle\nVersion: 1.7.4\n")
+    line = fails(run(repo, *PUSH, PYTHONPATH=str(old.parent)), "needs the kaggle client 2.2.5 or newer",
+                 "1.7.4 is installed", "pip install 'kaggle>=2.2.5'")
+    assert not kaggle.calls and not (repo / "build").exists(), line

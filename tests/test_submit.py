@@ -17,7 +17,10 @@ import pytest
 from kaggle_standin import CODE, INFER, PADDY, TRAIN, USERNAME, inference_output
 from test_push import DATASET, PUSH, ROOT, env, fails, kaggle, ok, repo, run, server  # noqa: F401 (fixtures)
 
-MARK = f"[paddy-kernel-kit {INFER} v1]"
+MARK = f"[paddy-kernel-kit {INFER} v1]"  # a submission through the inference kernel's first run
+TRAINED = f"[paddy-kernel-kit {TRAIN} v1]"  # a file made here from the training run's probabilities
+# the training run's probs.csv (kaggle_standin.training_output), each id's most probable class
+AVERAGED = b"image_id,label\n100001.jpg,normal\n100002.jpg,blast\n"
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +53,22 @@ def as_pushed(kaggle, repo: Path, built: Path) -> None:
     training_run(kaggle)
 
 
-def test_push_then_submit_to_a_file_competition(kaggle, repo):
+def test_push_then_submit_to_a_file_competition_runs_no_inference_kernel(kaggle, repo):
     ok(run(repo, *PUSH))
-    calls = len(kaggle.calls)
     said = ok(run(repo, "submit", "--message", "first try"))
 
-    # the inference kernel, pushed once the training run was complete, with that run's output attached
-    (save,) = kaggle.received("SaveKernel")[1:]
-    assert save["slug"] == INFER and save["kernelDataSources"] == [TRAIN] and not save.get("enableInternet")
-    assert save["competitionDataSources"] == [PADDY] and save["datasetDataSources"] == [DATASET]
-    assert kaggle.kernels[INFER]["versions"][0]["kernels"] == {TRAIN: (1, "COMPLETE")}
-    # Kaggle said how the competition takes submissions: a file, the one the inference run wrote
+    # no second GPU session: the submission is made here from the training run's probabilities
+    assert [r["slug"] for r in kaggle.received("SaveKernel")] == [TRAIN] and INFER not in kaggle.kernels
+    assert sorted(kaggle.downloads) == [f"{TRAIN}/1/probs.csv", f"{TRAIN}/1/submission.csv"]
+    # Kaggle said how the competition takes submissions, and how many are left, before anything was sent
     assert kaggle.received("GetCompetition") == [{"competitionName": PADDY}]
+    assert kaggle.calls.index("GetSubmissionLimits") < kaggle.calls.index("StartSubmissionUpload")
     (start,) = kaggle.received("StartSubmissionUpload")
-    csv = inference_output()["submission.csv"]
     assert start["competitionName"] == PADDY and start["fileName"] == "submission.csv"
-    assert int(start["contentLength"]) == len(csv)
     (create,) = kaggle.received("CreateSubmission")
-    assert create["competitionName"] == PADDY and create["blobFileTokens"] in kaggle.blobs
-    assert create["submissionDescription"] == f"first try {MARK}"
+    assert create["submissionDescription"] == f"first try {TRAINED}"
     (s,) = kaggle.submissions
-    assert (s["file"] == csv and s["fileName"] == "submission.csv"
-            and "CreateCodeSubmission" not in kaggle.calls)
-    assert kaggle.downloads == [f"{INFER}/1/submission.csv"]  # the one file it needs
+    assert s["file"] == AVERAGED and "CreateCodeSubmission" not in kaggle.calls
     assert f"submission {s['ref']} to {PADDY}: complete, public score 0.97412" in said
 
     # run again: nothing pushed, nothing submitted; the score again
@@ -81,6 +77,23 @@ def test_push_then_submit_to_a_file_competition(kaggle, repo):
     assert "made already" in said and "public score 0.97412" in said
     assert not {"SaveKernel", "StartSubmissionUpload", "CreateSubmission"} & set(kaggle.calls[calls:])
     assert len(kaggle.submissions) == 1
+
+
+def test_infer_runs_the_inference_kernel_for_a_file_competition(kaggle, repo, built):
+    as_pushed(kaggle, repo, built)
+    said = ok(run(repo, "submit", "--infer", "--message", "first try"))
+
+    # the inference kernel, pushed once the training run was complete, with that run's output attached
+    (save,) = kaggle.received("SaveKernel")
+    assert save["slug"] == INFER and save["kernelDataSources"] == [TRAIN] and not save.get("enableInternet")
+    assert save["competitionDataSources"] == [PADDY] and save["datasetDataSources"] == [DATASET]
+    assert kaggle.kernels[INFER]["versions"][0]["kernels"] == {TRAIN: (1, "COMPLETE")}
+    (create,) = kaggle.received("CreateSubmission")
+    assert create["submissionDescription"] == f"first try {MARK}"
+    (s,) = kaggle.submissions
+    assert s["file"] == inference_output()["submission.csv"] and s["fileName"] == "submission.csv"
+    assert kaggle.downloads == [f"{INFER}/1/submission.csv"]  # the one file it needs
+    assert f"submission {s['ref']} to {PADDY}: complete, public score 0.97412" in said
 
 
 def test_push_then_submit_to_a_code_competition(kaggle, repo):
@@ -110,7 +123,7 @@ def test_cut_off_after_the_submission_was_made_a_rerun_does_not_submit_again(kag
     said = ok(run(repo, "submit"))
     assert "made already" in said and "public score 0.97412" in said
     assert len(kaggle.submissions) == 1 and kaggle.calls.count("CreateSubmission") == 1
-    assert len(kaggle.kernels[INFER]["versions"]) == 1  # the inference run was not pushed again either
+    assert INFER not in kaggle.kernels
 
 
 def _kill_when(proc: subprocess.Popen, done, what: str) -> None:
@@ -128,7 +141,8 @@ def test_killed_while_inference_runs_or_while_scoring_a_rerun_pushes_and_submits
     as_pushed(kaggle, repo, built)
     kaggle.run_states[INFER] = ["RUNNING"] * 50 + ["COMPLETE"]  # far longer than we wait below
     kaggle.scoring = ["PENDING"] * 1000
-    submit = lambda: subprocess.Popen([sys.executable, "build.py", "submit"], cwd=repo, env=env(repo),
+    submit = lambda: subprocess.Popen([sys.executable, "build.py", "submit", "--infer"], cwd=repo,
+                                      env=env(repo),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     infer = INFER.split("/")[1]
     waiting = lambda: [r for r in kaggle.received("GetKernelSessionStatus") if r["kernelSlug"] == infer]
@@ -138,14 +152,14 @@ def test_killed_while_inference_runs_or_while_scoring_a_rerun_pushes_and_submits
     assert len(kaggle.kernels[INFER]["versions"]) == 1
 
     kaggle.submissions[0]["states"] = kaggle.scoring = ["PENDING", "COMPLETE"]  # Kaggle scores it
-    said = ok(run(repo, "submit"))
+    said = ok(run(repo, "submit", "--infer"))
     assert "made already" in said and "public score 0.97412" in said
     assert len(kaggle.submissions) == 1 and len(kaggle.kernels[INFER]["versions"]) == 1
 
     # a new training run (push again) is a new inference run and a new submission
     training_run(kaggle)
     kaggle.run_states[INFER] = ["COMPLETE"]
-    assert "public score" in ok(run(repo, "submit"))
+    assert "public score" in ok(run(repo, "submit", "--infer"))
     assert kaggle.kernels[INFER]["versions"][1]["kernels"] == {TRAIN: (2, "COMPLETE")}
     assert [s["description"] for s in kaggle.submissions] == [
         f"trained by {TRAIN} v1 {MARK}", f"trained by {TRAIN} v2 [paddy-kernel-kit {INFER} v2]"]
@@ -161,25 +175,54 @@ def test_a_submission_kaggle_cannot_score_is_one_line_with_kaggles_error(kaggle,
     assert len(kaggle.submissions) == 1
 
 
-def test_daily_limit_is_one_line_and_the_next_day_a_rerun_submits_without_a_new_inference_run(kaggle, repo,
-                                                                                                built):
+@pytest.mark.parametrize("competition", [PADDY, CODE])
+def test_the_daily_limit_is_asked_first_and_stops_submit_before_anything_is_pushed_or_sent(kaggle, repo, built,
+                                                                                          competition):
+    as_pushed(kaggle, repo, built)
+    if competition == CODE:
+        for k in ("kernel", "infer"):
+            path = repo / "build" / k / "kernel-metadata.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "competition_sources": [CODE]}))
+    kaggle.daily_limit = 2
+    for i in range(2): kaggle.submitted(competition, f"by hand {i}", public="0.9")
+    line = fails(run(repo, "submit"), f"daily submission limit for {competition} is reached",
+                 "2 made today, none left", "midnight UTC", "nothing was pushed or sent")
+    assert "GetSubmissionLimits" in kaggle.calls and len(kaggle.submissions) == 2
+    assert not {"StartSubmissionUpload", "CreateSubmission", "CreateCodeSubmission"} & set(kaggle.calls)
+    assert INFER not in kaggle.kernels and not kaggle.downloads, line  # no inference run, nothing fetched
+
+    for s in kaggle.submissions: s["date"] = "2020-01-01T10:00:00.000Z"  # the next day
+    said = ok(run(repo, "submit"))
+    assert "public score 0.97412" in said and len(kaggle.submissions) == 3
+    assert (INFER in kaggle.kernels) == (competition == CODE)
+
+
+def test_a_lifetime_cap_says_it_never_resets(kaggle, repo, built):
+    as_pushed(kaggle, repo, built)
+    kaggle.total_limit = 1
+    kaggle.submitted(PADDY, "by hand", public="0.9", date="2020-01-01T10:00:00.000Z")
+    fails(run(repo, "submit"), "used all its submissions to paddy-disease-classification (1",
+          "lifetime cap", "Kaggle takes no more")
+    assert not {"StartSubmissionUpload", "CreateSubmission"} & set(kaggle.calls)
+
+
+@pytest.mark.parametrize("style", ["real", "friendly"])
+def test_the_daily_limit_reached_between_asking_and_submitting_is_recognised(kaggle, repo, built, style):
+    kaggle.style = style
     as_pushed(kaggle, repo, built)
     kaggle.daily_limit = 2
     for i in range(2): kaggle.submitted(PADDY, f"by hand {i}", public="0.9")
-    fails(run(repo, "submit", "--file"), "daily submission limit for paddy-disease-classification is reached",
-          "daily Submission allowance (2)", "midnight UTC", "nothing is submitted twice")
-    assert len(kaggle.submissions) == 2 and "GetCompetition" not in kaggle.calls  # --file: no need to ask
-
-    for s in kaggle.submissions: s["date"] = "2020-01-01T10:00:00.000Z"  # the next day
-    said = ok(run(repo, "submit", "--file"))
-    assert "public score 0.97412" in said and len(kaggle.submissions) == 3
-    assert len(kaggle.kernels[INFER]["versions"]) == 1
+    # Kaggle said one was left, then someone on the team used it
+    kaggle.fail("GetSubmissionLimits", body={"numToday": 1, "numTotal": 1, "numAllowedNow": 1})
+    fails(run(repo, "submit"), "daily submission limit for paddy-disease-classification is reached",
+          "daily Submission allowance (2)", "midnight UTC")
+    assert len(kaggle.submissions) == 2
 
 
 def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
     fails(run(repo, "submit"), "no kernel built under build", "python build.py push")
     shutil.copytree(built, repo / "build")
-    fails(run(repo, "submit"), "Kaggle has no such thing (404", "push it first")
+    fails(run(repo, "submit"), f"kernel {TRAIN} is not on Kaggle", "push it first")
     shutil.rmtree(repo / "build")
 
     kaggle.run_states[TRAIN], kaggle.failure_messages[TRAIN] = ["RUNNING", "ERROR"], "CUDA out of memory"
@@ -194,7 +237,7 @@ def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
     kaggle.run_states[TRAIN] = ["COMPLETE"]
     kaggle.run_states[INFER], kaggle.failure_messages[INFER] = ["ERROR"], "No model found in /kaggle/input"
     training_run(kaggle)
-    fails(run(repo, "submit"), f"inference kernel {INFER} v1 failed (No model found",
+    fails(run(repo, "submit", "--infer"), f"inference kernel {INFER} v1 failed (No model found",
           "rerun `python build.py submit`")
     kaggle.run_states[INFER] = ["COMPLETE"]
 
@@ -203,11 +246,13 @@ def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
     kaggle.start()
     fails(run(repo, "submit", KAGGLE_KEY="not-the-key"), "refused your credentials (401)")
     kaggle.fail("CreateSubmission", 403, "Permission 'competitions.submit' was denied")
-    fails(run(repo, "submit"), "denied submitting", "403", "accept the competition's rules")
+    fails(run(repo, "submit", "--infer"), "denied submitting",
+          "403: Permission 'competitions.submit' was denied",
+          "accept the competition's rules")
     assert not kaggle.submissions
 
     # the failed inference run is pushed again, once; then it goes through
-    assert "public score" in ok(run(repo, "submit"))
+    assert "public score" in ok(run(repo, "submit", "--infer"))
     assert len(kaggle.kernels[INFER]["versions"]) == 2 and len(kaggle.submissions) == 1
 
 
@@ -221,7 +266,8 @@ def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggl
     for i in range(2): kaggle.submitted(PADDY, f"newer {i}", public="0.9")
     said = ok(run(repo, "status")).splitlines()
     assert said[0] == f"kernel {TRAIN}: running"
-    rows = said[2:]
+    assert said[1] == "GPU quota this week: 27.5 h left of 30.0 h (2.5 h used, refreshes 2026-12-05 00:00 UTC)"
+    rows = said[3:]
     # the 5 latest, newest first
     assert len(rows) == 5 and "newer 1" in rows[0] and "oldest" not in "".join(said)
     row = lambda text: next(r for r in rows if text in r)
@@ -230,3 +276,25 @@ def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggl
     assert ("error" in row("wrong columns")
             and "Submission must have columns image_id,label" in row("wrong columns"))
     assert "pending" in row("still scoring")
+
+
+FAULTS = ({"status": 500}, {"drop": True}, {"status": 429})
+
+
+@pytest.mark.parametrize("method", ["GetKernel", "GetCompetition", "ListSubmissions", "GetSubmissionLimits",
+                                    "GetKernelSessionStatus", "ListKernelSessionOutput",
+                                    "StartSubmissionUpload",
+                                    "Upload", "CreateSubmission"])
+def test_a_fault_at_each_call_of_submit_is_one_line_and_a_rerun_sends_nothing_twice(kaggle, repo, built,
+                                                                                    method):
+    as_pushed(kaggle, repo, built)
+    for fault in FAULTS:  # a server error, a dropped connection, rate limiting: each once, in turn
+        kaggle.fail(method, **fault)
+        r = run(repo, "submit")
+        assert not kaggle.faults[method], f"{method} was not called"
+        if r.returncode == 0 and method == "Upload": break  # the client resumed the upload itself
+        fails(r, "rerun `python build.py submit`")
+    else:
+        assert "public score 0.97412" in ok(run(repo, "submit"))
+    (s,) = kaggle.submissions
+    assert s["file"] == AVERAGED and kaggle.bytes_received == len(AVERAGED)  # the file went up once

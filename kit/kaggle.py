@@ -1,0 +1,439 @@
+"""The one kit-side module that talks to Kaggle: the kaggle client, its credentials, every call the kit makes,
+and what Kaggle's answers mean, each failure one line.
+
+Kaggle is taken as it answers, not as kagglesdk's types suggest:
+- an error's text is in the body, `{"error": {"code", "message", "status"}}`; kagglesdk copies it into its
+  HTTPError only when the body has a top-level "code", so `said()` reads the body itself (an HTML or empty
+  body, a proxy's answer, still gives one line);
+- a dataset or kernel that does not exist yet is often 403, not 404: `missing()` decides by whose it is;
+- the daily submission limit is a 400 whose text says "daily Submission allowance"; `allowance()` asks
+  GetSubmissionLimits before anything is spent.
+
+No network is found out at once (`client()` asks the endpoint for an answer within a few seconds) instead of
+after the client's retries.
+"""
+import contextlib
+import hashlib
+import io
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import requests
+
+from kernel.atomic import atomic_write
+from kernel.errors import UserError, first_line
+
+from .net import unreachable
+
+# versionLabel (a kernel's output of one version, "/N"), GetSubmissionLimits and quota_view need 2.2.5
+MIN_CLIENT = (2, 2, 5)
+
+
+def check_client() -> None:
+    """Refuse a kaggle client older than the calls the kit makes need (or none), in one line."""
+    need = ".".join(map(str, MIN_CLIENT))
+    try: version = importlib_metadata.version("kaggle")
+    except importlib_metadata.PackageNotFoundError: version = None
+    if version is None or tuple(int(x) for x in re.findall(r"\d+", version)[:3]) < MIN_CLIENT:
+        have = "it is not installed" if version is None else f"{version} is installed"
+        raise UserError(f"the kit needs the kaggle client {need} or newer (kernel output by version, "
+                        f"submission limits, GPU quota), and {have}; "
+                        f"run `pip install 'kaggle>={need}'` (or rerun setup.sh)")
+
+
+check_client()  # before the client is imported: an older one may lack what is imported next
+# importing kaggle authenticates, and prints a page of help when there are no credentials; client() says it
+# in one line
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    from kaggle.api.kaggle_api_extended import KaggleApi, ResumableUploadResult
+    from kagglesdk import KaggleClient
+    from kagglesdk.competitions.types.competition_api_service import (ApiCreateSubmissionRequest,
+                                                                      ApiGetCompetitionRequest,
+                                                                      ApiStartSubmissionUploadRequest,
+                                                                      ApiSubmission)
+    from kagglesdk.kaggle_env import get_endpoint, get_env
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+T = TypeVar("T")
+POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
+DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
+
+
+class Api(KaggleApi):
+    """The kaggle client, talking to the Kaggle that KAGGLE_API_ENVIRONMENT names.
+
+    KaggleApi 2.2.5 builds its clients for production unless given --local/--staging/--admin; left to itself
+    (env=None) kagglesdk reads KAGGLE_API_ENVIRONMENT, including TEST, http://localhost:7777, where the tests'
+    stand-in listens. verbose stays off whatever the environment says: it prints the Authorization header.
+    """
+
+    def build_kaggle_client(self) -> KaggleClient:
+        c = self.config_values
+        return KaggleClient(env=None, verbose=False, username=c.get(self.CONFIG_NAME_USER),
+                            password=c.get(self.CONFIG_NAME_KEY), api_token=c.get(self.CONFIG_NAME_TOKEN),
+                            response_processor=self.get_response_processor())
+
+    @property
+    def user(self) -> str:
+        return self.get_config_value(self.CONFIG_NAME_USER) or ""
+
+
+def client(rerun: str = "push") -> Api:
+    """An authenticated client, once the client's version and the network are checked. Credentials are found
+    where the kaggle client looks: kaggle.json in its config folder, KAGGLE_USERNAME and KAGGLE_KEY,
+    KAGGLE_API_TOKEN or ~/.kaggle/access_token, or `kaggle auth login`."""
+    endpoint = get_endpoint(get_env())
+    if why := unreachable(endpoint):
+        raise UserError(f"cannot reach Kaggle at {endpoint} ({why}); check your internet connection, then "
+                        f"rerun `python build.py {rerun}`")
+    api, said_ = Api(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said_): api.authenticate()
+    except SystemExit:  # the client's way to say "no credentials", after a page of help we swallowed
+        raise UserError(f"no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api "
+                        f"and save kaggle.json as {api.config}, or set KAGGLE_USERNAME and KAGGLE_KEY "
+                        "(or KAGGLE_API_TOKEN)") from None
+    except requests.RequestException as e:  # a token is checked with Kaggle as it is read
+        raise UserError(f"could not check your Kaggle token with Kaggle ({type(e).__name__}): "
+                        "check your internet connection and rerun") from None
+    if said_.getvalue().strip():
+        print(said_.getvalue().strip(), file=sys.stderr)  # e.g. "kaggle.json is readable by others"
+    return api
+
+
+def _http(e: BaseException) -> requests.HTTPError | None:
+    """The HTTPError behind `e` (the client turns some into a ValueError of its own)."""
+    for x in (e, e.__cause__, e.__context__):
+        if isinstance(x, requests.HTTPError) and x.response is not None: return x
+    return None
+
+
+def status_code(e: BaseException) -> int | None:
+    http = _http(e)
+    return http.response.status_code if http is not None else None
+
+
+def said(e: BaseException) -> str:
+    """What Kaggle said: the message in the body (`{"error": {"message"}}` or `{"message"}`), else the
+    exception's first line; an HTML or empty body gives the HTTP reason, never a page of markup."""
+    http = _http(e)
+    if http is None: return first_line(e)
+    r = http.response
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        text = (err.get("message") if isinstance(err, dict) else err if isinstance(err, str)
+                else body.get("message"))
+        if text: return " ".join(str(text).split())
+    kind = "an empty answer" if not r.content else f"a {r.headers.get('Content-Type', 'non-JSON')} answer"
+    return f"{r.status_code} {r.reason or ''}".strip() + f", {kind}"
+
+
+def missing(e: BaseException, ref: str, api: Api) -> bool:
+    """Whether `e` says that `ref` (owner/slug) does not exist: 404, or 403 on one of your own ids (Kaggle
+    denies looking up what is not there yet). A 403 on someone else's id is a real refusal."""
+    code = status_code(e)
+    return code == 404 or (code == 403 and ref.split("/")[0].lower() == api.user.lower())
+
+
+def is_daily_limit(text: str) -> bool:
+    return bool(DAILY.search(text or ""))
+
+
+def call(what: str, fn: Callable[..., T], *args, rerun: str = "push", **kwargs) -> T:
+    """`fn(*args, **kwargs)`, a kaggle client call; whatever goes wrong becomes one line saying what to do,
+    with Kaggle's own words."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints progress and its own errors
+            return fn(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:
+        raise error(what, e, rerun) from None
+
+
+def error(what: str, e: BaseException, rerun: str = "push") -> UserError:
+    """The one line for exception `e` of a kaggle client call: what failed, Kaggle's words, what to do."""
+    again = f"rerun `python build.py {rerun}`" + {
+        "push": ": what already arrived is not uploaded again",
+        "submit": ": nothing is pushed or submitted twice"}.get(rerun, "")
+    code, text = status_code(e), said(e)
+    if code == 401:
+        line = (f"Kaggle refused your credentials (401) while {what}: create a new API token at "
+                f"https://www.kaggle.com/settings/api and save kaggle.json as {KaggleApi.config}, or fix "
+                "KAGGLE_USERNAME/KAGGLE_KEY, then " + again)
+    elif code == 403:
+        line = (f"Kaggle denied {what} (403: {text}): the id must belong to the account of your "
+                "credentials; for a competition kernel, accept the competition's rules on its page and "
+                "verify your phone number (needed for GPU); for an accelerator, your account must be "
+                "allowed it (else pass --accelerator NvidiaTeslaT4); then " + again)
+    elif code == 404:
+        line = (f"{what}: Kaggle has no such thing (404: {text}); check the id, or push it first with "
+                "`python build.py push`")
+    elif code == 409:
+        line = (f"Kaggle reported a conflict while {what} (409: {text}): if another dataset or notebook "
+                "of yours already has this slug, change \"id\" and \"title\" in the metadata template; "
+                "otherwise wait a minute and " + again)
+    elif code == 429:
+        line = f"Kaggle is rate-limiting you (429: {text}) while {what}: wait a few minutes, then " + again
+    elif code and code >= 500:
+        line = (f"Kaggle failed with a server error while {what} ({code}: {text}): "
+                "try again in a few minutes; " + again)
+    elif code:
+        line = f"Kaggle refused {what} ({code}: {text}); " + again
+    elif isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError)):
+        line = (f"cannot reach Kaggle while {what} ({type(e).__name__}): "
+                "check your internet connection, then " + again)
+    else:
+        line = f"{what} failed: {text}; " + again
+    return UserError(line)
+
+
+def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout: float) -> str:
+    """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last
+    state."""
+    start, pause, shown = time.monotonic(), 1.0, ""
+    while True:
+        state = get()
+        elapsed = time.monotonic() - start
+        line = f"{what}: {state} ({elapsed:.0f} s)"
+        print("\r" + line.ljust(len(shown)), end="", file=sys.stderr, flush=True)
+        shown = line
+        if done(state) or elapsed >= timeout: break
+        time.sleep(min(pause, timeout - elapsed))
+        pause = min(2 * pause, POLL_MAX_S)
+    print(file=sys.stderr)
+    return state
+
+
+# ---- datasets
+
+def dataset_files(api: Api, ref: str, rerun: str = "push") -> list[str] | None:
+    """The names of the files in dataset `ref`'s latest version; None when it does not exist (yet)."""
+    names, token = [], None
+    while True:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                r = api.dataset_list_files(ref, page_token=token, page_size=200)
+        except Exception as e:
+            if missing(e, ref, api): return None
+            raise error(f"listing the files of dataset {ref}", e, rerun) from None
+        if r.error_message:
+            raise UserError(f"Kaggle could not list the files of dataset {ref} ({r.error_message}); "
+                            f"rerun `python build.py {rerun}`")
+        names += [f.name for f in r.dataset_files or [] if f.name]
+        token = r.next_page_token
+        if not token: return names
+
+
+def dataset_status(api: Api, ref: str, rerun: str = "push") -> str:
+    """The processing state of dataset `ref`: ready, pending, failed, ..."""
+    return call(f"checking dataset {ref}", api.dataset_status, ref, rerun=rerun)
+
+
+def create_dataset(api: Api, folder: Path, ref: str, *, new: bool, notes: str) -> None:
+    """Create dataset `ref` from `folder` (its dataset-metadata.json and files), or a new version of it. The
+    client resumes uploads of files that already arrived (same path and modification time)."""
+    if new:
+        r = call(f"creating dataset {ref}", api.dataset_create_new, str(folder), public=False, quiet=True)
+    else:
+        r = call(f"uploading a new version of dataset {ref}", api.dataset_create_version, str(folder), notes,
+                 quiet=True)
+    if r.error and "already in use" in r.error:
+        raise UserError(f"Kaggle says the slug of dataset {ref} is already in use ({r.error.rstrip('.')}), "
+                        "though it is not a dataset of yours Kaggle shows: change \"id\" and \"title\" in "
+                        "dataset-metadata.json to a slug of your own, then rerun `python build.py push`")
+    if r.error:
+        raise UserError(f"Kaggle refused dataset {ref}: {r.error.rstrip('.')}; "
+                        "fix dataset-metadata.json, then rerun `python build.py push`")
+
+
+# ---- kernels
+
+@dataclass
+class Pushed:
+    ref: str
+    version: int
+    url: str
+    problems: list[str]  # sources Kaggle did not attach: the run would fail
+    error: str
+
+
+def push_kernel(api: Api, folder: Path, ref: str, rerun: str = "push") -> Pushed:
+    """Push the kernel in `folder`: a new version, which Kaggle runs."""
+    r = call(f"pushing kernel {ref}", api.kernels_push, str(folder), rerun=rerun)
+    problems = [f"{what} {', '.join(bad)}" for what, bad in (
+        ("dataset sources", r.invalid_dataset_sources),
+        ("competition sources", r.invalid_competition_sources),
+        ("kernel sources", r.invalid_kernel_sources), ("model sources", r.invalid_model_sources)) if bad]
+    return Pushed(r.ref or ref, r.version_number, r.url or "", problems, r.error or "")
+
+
+def kernel_state(api: Api, ref: str, rerun: str) -> tuple[str, str]:
+    """(run state, failure message) of kernel `ref`: "owner/slug", or "owner/slug/<version>" for that run."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): r = api.kernels_status(ref)
+    except Exception as e:
+        if missing(e, "/".join(ref.split("/")[:2]), api): _not_pushed(ref, rerun)
+        raise error(f"getting the status of kernel {ref}", e, rerun) from None
+    return r.status.name.lower(), r.failure_message or ""
+
+
+def _not_pushed(ref: str, rerun: str) -> None:
+    raise UserError(f"kernel {ref} is not on Kaggle (not yours, or not pushed yet); push it first with "
+                    "`python build.py push`" + (f", then rerun `python build.py {rerun}`"
+                                               if rerun != "push" else ""))
+
+
+def latest_version(api: Api, ref: str, rerun: str = "submit") -> int:
+    """The number of kernel `ref`'s latest version: the run its last push started (GetKernel)."""
+    owner, slug = ref.split("/")
+    request = ApiGetKernelRequest()
+    request.user_name, request.kernel_slug = owner, slug
+
+    def get() -> int:
+        with api.build_kaggle_client() as kaggle:
+            return kaggle.kernels.kernels_api_client.get_kernel(request).metadata.current_version_number
+    try:
+        return get()
+    except Exception as e:
+        if missing(e, ref, api): _not_pushed(ref, rerun)
+        raise error(f"looking up kernel {ref}", e, rerun) from None
+
+
+def kernel_output(api: Api, ref: str, dest: Path, pattern: str, rerun: str) -> None:
+    """Download the files of kernel `ref`'s output (`owner/slug` or `owner/slug/<version>`) whose names match
+    `pattern` (re.search), and its log, into `dest`. Only matching files are fetched."""
+    call(f"downloading the output of kernel {ref}", api.kernels_output, ref, str(dest), file_pattern=pattern,
+         force=True, quiet=True, rerun=rerun)
+
+
+# ---- competitions and submissions
+
+def takes_code(api: Api, competition: str) -> bool:
+    """Whether the competition takes code submissions only (a code competition): Kaggle's GetCompetition."""
+    request = ApiGetCompetitionRequest()
+    request.competition_name = competition
+
+    def get() -> bool:
+        with api.build_kaggle_client() as kaggle:
+            competition_ = kaggle.competitions.competition_api_client.get_competition(request)
+        return competition_.is_kernels_submissions_only
+    return call(f"looking up competition {competition} (or say how it takes submissions: --code or --file)",
+                get, rerun="submit")
+
+
+def submissions(api: Api, competition: str, rerun: str = "submit") -> list[ApiSubmission]:
+    """Your team's latest submissions to the competition, newest first (ListSubmissions: the client's first
+    page, 20: a rerun comes soon after, and Kaggle's daily limits are smaller)."""
+    got = call(f"listing your submissions to {competition}", api.competition_submissions, competition,
+               rerun=rerun)
+    return [s for s in got or [] if s]
+
+
+def daily_limit(competition: str, text: str) -> UserError:
+    return UserError(f"Kaggle's daily submission limit for {competition} is reached "
+                     f"({text.strip().rstrip('.')}); rerun `python build.py submit` when it resets (midnight "
+                     "UTC): nothing was pushed or sent, and nothing is submitted twice")
+
+
+def allowance(api: Api, competition: str) -> None:
+    """Refuse in one line when your team has no submission left to make to the competition today (or ever:
+    a lifetime cap), before any GPU session is spent: Kaggle's GetSubmissionLimits."""
+    limits = call(f"asking Kaggle how many submissions to {competition} you have left",
+                  api.competition_get_submission_limits, competition, rerun="submit")
+    if limits.num_allowed_now > 0: return
+    if limits.limited_by_total:
+        raise UserError(f"your team has used all its submissions to {competition} ({limits.num_total}, the "
+                        "competition's lifetime cap): Kaggle takes no more, so nothing was pushed or sent")
+    now = datetime.now(timezone.utc)
+    hours = 24 - now.hour - now.minute / 60
+    raise daily_limit(competition, f"{limits.num_today} made today, none left; it resets at midnight UTC, "
+                                   f"in {hours:.1f} hours")
+
+
+def _submitted(send: Callable[[], object], competition: str, what: str) -> int:
+    """Make a submission; its ref. Kaggle refuses with an HTTP error, or with an answer that names no
+    submission and whose message says why (the client's own failed upload too): either way one line, the
+    daily limit told apart."""
+    try:
+        r = call(what, send, rerun="submit")
+    except UserError as e:
+        if is_daily_limit(str(e)): raise daily_limit(competition, str(e).split("(", 1)[-1]) from None
+        raise
+    if r.ref: return r.ref
+    why = (r.message or "no reason given").strip()
+    if is_daily_limit(why): raise daily_limit(competition, why)
+    raise UserError(f"Kaggle did not take the submission to {competition} ({why.rstrip('.')}); rerun "
+                    "`python build.py submit`")
+
+
+def submit_code(api: Api, competition: str, kernel: str, version: int, description: str,
+                output: str = "submission.csv") -> int:
+    """A code submission: Kaggle reruns kernel v`version` on the hidden test set and scores `output`."""
+    return _submitted(lambda: api.competition_submit_code(output, description, competition, kernel, version,
+                                                          quiet=True),
+                      competition, f"submitting {kernel} v{version} to {competition}")
+
+
+def submit_file(api: Api, competition: str, path: Path, description: str, what: str, note: Path) -> int:
+    """A file submission of `path`. The file goes up once: its upload token is noted in `note` with the
+    file's hash, and a rerun after a failed CreateSubmission reuses it instead of sending the bytes again."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try: noted = json.loads(note.read_text())
+    except (OSError, ValueError): noted = {}
+    token = noted.get("token") if noted.get("file") == [competition, digest] else None
+    if token is None:
+        start = ApiStartSubmissionUploadRequest()
+        start.competition_name, start.file_name = competition, path.name
+        start.content_length = path.stat().st_size
+        start.last_modified_epoch_seconds = int(path.stat().st_mtime)
+
+        def upload() -> str:
+            with api.build_kaggle_client() as kaggle:
+                r = kaggle.competitions.competition_api_client.start_submission_upload(start)
+            if api.upload_complete(str(path), r.create_url, True) != ResumableUploadResult.COMPLETE:
+                raise ConnectionError("the upload did not complete")
+            return r.token
+        token = call(f"uploading {what}", upload, rerun="submit")
+        with atomic_write(note) as tmp:
+            tmp.write_text(json.dumps({"file": [competition, digest], "token": token}))
+    create = ApiCreateSubmissionRequest()
+    create.competition_name, create.blob_file_tokens = competition, token
+    create.submission_description = description
+
+    def send():
+        with api.build_kaggle_client() as kaggle:
+            return kaggle.competitions.competition_api_client.create_submission(create)
+    return _submitted(send, competition, f"submitting {what} to {competition}")
+
+
+# ---- quota
+
+def gpu_quota(api: Api, rerun: str) -> tuple[float, float, datetime | None] | None:
+    """(hours used, hours allowed, when it refreshes) of this week's GPU quota (the client's quota_view);
+    None when Kaggle does not say."""
+    r = call("asking Kaggle for your weekly GPU quota", api.quota_view, rerun=rerun)
+    q = r.gpu_quota
+    if q is None or q.total_time_allowed is None: return None
+    used = (q.time_used.total_seconds() if q.time_used else 0.0) / 3600
+    return used, q.total_time_allowed.total_seconds() / 3600, r.quota_refresh_time
+
+
+def quota_line(quota: tuple[float, float, datetime | None] | None) -> str:
+    if quota is None: return "GPU quota: Kaggle did not say"
+    used, total, refresh = quota
+    when = f", refreshes {refresh:%Y-%m-%d %H:%M} UTC" if refresh else ""
+    return (f"GPU quota this week: {max(0.0, total - used):.1f} h left of {total:.1f} h "
+            f"({used:.1f} h used{when})")
+
