@@ -300,9 +300,11 @@ class EpochEnd(Callback):
         metrics = {n: float(v) for n, v in zip(names, values) if v is not None}
         row = dict(stage=p.stage, epoch=p.first + self.epoch, stage_epochs=r.stage_epochs(p.stage),
                    size=f"{p.size[0]}x{p.size[1]}", frozen=p.frozen, weighted=p.weighted, **metrics,
+                   lr=self.opt.hypers[-1]["lr"],  # the head's rate at the epoch's last batch
                    seconds=round(r.seconds[self.k], 1))
         history = pd.concat([read_history(r.out), pd.DataFrame([row])], ignore_index=True)
         write_csv(history, r.out / "history.csv")
+        report.plot_history(r.out, r.log)
         if self.lines:
             what = "weighted epochs" if p.weighted else f"stage {p.stage + 1}/{len(r.cfg.stages)}"
             shown = " ".join(f"{n} {v:.4f}" for n, v in metrics.items())
@@ -390,7 +392,6 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     lines = cfg.progress == "lines" or (cfg.progress == "auto" and not in_notebook())
     run = Run(cfg, out, phases, deadline, len(items), n_test, log)
     keep_history(out, phases, pos)
-    report.plot_schedule(phases, len(cfg.stages), out / "schedule.png")
 
     def loaders(p: Phase):
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if p.weighted else None

@@ -2,6 +2,7 @@
 throwaway folder, train with a line per epoch in the terminal, write a valid submission.csv, and the inference
 notebook predicts the same from the exported models; pretrained weights from the hub cache reach the run;
 failures are one line naming the cell."""
+import base64
 import json
 import os
 import re
@@ -57,9 +58,15 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
                         r"error_rate [0-9.]+",
                         done.stdout, re.M)
     assert epochs == ["1", "2"], done.stdout  # in the terminal as they happen, one line each
-    for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors",
+    for name in ("probs.csv", "history.csv", "history.png", "confusion.png", "model.safetensors",
                  "model.json"):
         assert (out / name).is_file(), name
+    # the executed notebook shows the learning curves beside the confusion matrix, as written
+    ran = nbformat.read(out / EXECUTED, as_version=4)
+    shown = "".join(o.get("data", {}).get("text/html", "")
+                    for c in ran.cells if c.id == "plots" for o in c.outputs)
+    pictures = [base64.b64encode((out / n).read_bytes()).decode() for n in ("history.png", "confusion.png")]
+    assert all(p in shown for p in pictures) and shown.index(pictures[0]) < shown.index(pictures[1])
 
 
 def test_the_inference_notebook_predicts_what_training_did_from_the_exported_models(dry):
