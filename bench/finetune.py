@@ -22,14 +22,17 @@ the figures depend on the machine; both sides run in one process, one after the 
 `--no-recalibrate` turns off the kit's BatchNorm re-estimation at a new stage size (to measure it).
 """
 import argparse
+import atexit
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HF_HOME = tempfile.mkdtemp(prefix="pkk-finetune-hf-")
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
 os.environ.update(HF_HOME=HF_HOME, HF_HUB_OFFLINE="1")  # before huggingface_hub is imported: offline
 # One thread for both sides: on a CPU shared with other jobs, two OpenMP threads that wait on each other ran
 # tf_efficientnet_lite0 at 2-4 images/s where one thread runs 51 (96x72, bs 16, training, load 4-5).
