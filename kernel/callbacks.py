@@ -25,6 +25,7 @@ from fastai.learner import Learner
 from torch import nn
 from torch.amp import GradScaler, autocast
 
+from . import report
 from .config import Config
 from .plan import Budget, Epoch, stage_epochs
 from .submission import write_csv
@@ -205,6 +206,7 @@ class EpochEnd(Callback):
         metrics = {n: float(v) for n, v in zip(names, values) if v is not None}
         row = dict(stage=e.stage, epoch=e.epoch, stage_epochs=stage_epochs(r.epochs, e.stage),
                    size=f"{e.size[0]}x{e.size[1]}", frozen=e.frozen, weighted=e.weighted, **metrics,
+                   lr=self.opt.hypers[-1]["lr"],  # the head's rate at the epoch's last batch
                    seconds=round(seconds, 1))
         self.record(row)
         if r.lines:
@@ -218,6 +220,7 @@ class EpochEnd(Callback):
         """The one place an epoch's history row is written: OUT/history.csv (whole, atomically)."""
         history = pd.concat([read_history(self.run.out), pd.DataFrame([row])], ignore_index=True)
         write_csv(history, self.run.out / "history.csv")
+        report.plot_history(self.run.out, self.run.log)  # redrawn every epoch: a killed run leaves its picture
 
 
 def read_history(out: Path) -> pd.DataFrame:

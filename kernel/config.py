@@ -162,75 +162,131 @@ SCRATCH_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
 CPU_STAGES = (Stage((64, 48), 3, 16, 1), Stage((96, 72), 2, 16, 0))
 
 
+def in_range(value: float, interval: str) -> bool:
+    """Whether `value` lies in `interval`, written "[0, 1)", "(0, inf)" ...; NaN lies in none."""
+    lo, hi = (float(v) for v in interval[1:-1].split(","))
+    above = value >= lo if interval[0] == "[" else value > lo
+    below = value <= hi if interval[-1] == "]" else value < hi
+    return bool(above and below)
+
+
+def doc(help: str, *, unit: str = "", range: str = "", choices: tuple[str, ...] = (),
+        resume: bool = True, **kw):
+    """A Config field with its documentation: what it does, its unit, its valid range (interval notation,
+    checked in `Config.__post_init__`) or choices. `--help` is generated from these and the presets."""
+    return field(metadata=dict(help=help, unit=unit, range=range, choices=choices, resume=resume), **kw)
+
+
 @dataclass
 class Config:
-    """One run of the kernel. Fields marked `resume=False` may change between a run and its resume."""
-    data: str = field(default="/kaggle/input/paddy-disease-classification", metadata={"resume": False})
-    out: str = field(default="/kaggle/working", metadata={"resume": False})
-    arch: str = "convnext_small.fb_in22k"  # any timm name; top of Paddy Doctor's leaderboard is convnext
-    # Pretrained weights: a file, or a folder holding `<arch>.safetensors` (what build.py ships);
-    # None: scratch
-    weights: str | None = field(default=None, metadata={"resume": False})
-    stages: tuple[Stage, ...] = KAGGLE_STAGES
-    lr: float = 5e-3  # peak learning rate of the one-cycle that runs over the whole schedule
+    """One run of the kernel. Fields with `resume=False` may change between a run and its resume.
+
+    Each field's `doc(...)` is its one documentation: the CLI's --help (with every preset's default),
+    and the range `__post_init__` checks."""
+    data: str = doc("the competition folder: train.csv, train_images/<label>/, test_images/",
+                    unit="path", resume=False, default="/kaggle/input/paddy-disease-classification")
+    out: str = doc("where submission.csv, probs.csv, the model, history.csv, plots and checkpoints go",
+                   unit="path", resume=False, default="/kaggle/working")
+    # top of Paddy Doctor's leaderboard is convnext
+    arch: str = doc("the network: any timm model name, with an optional pretrained tag",
+                    unit="timm name", default="convnext_small.fb_in22k")
+    weights: str | None = doc("pretrained weights: a .safetensors file, or a folder holding "
+                              "<arch>.safetensors (what build ships); none: from scratch",
+                              unit="path or none", resume=False, default=None)
+    stages: tuple[Stage, ...] = doc(
+        "progressive resizing: per stage, image height x width, epochs, batch size, gradient accumulation "
+        "(auto: the smallest whose micro-batch fits the GPU), comma separated",
+        unit="HxW:epochs:bs:accum,...", default=KAGGLE_STAGES)
+    lr: float = doc("peak learning rate of the one-cycle over the whole schedule (the head's, with a "
+                    "pretrained body)", unit="per optimiser step, Adam", range="(0, 1]", default=5e-3)
     # With pretrained weights (fastai's fine_tune recipe): the first epochs train the head alone on a
     # one-cycle of their own, then the body trains at this fraction of lr. From scratch neither applies.
-    freeze_epochs: int = 1
-    body_lr: float = 0.01
-    wd: float = 0.05
-    valid_pct: float = 0.2  # 0: train on every image, no validation
-    seed: int = 42  # seeds the validation split and the training
-    weighted_epochs: int = 0  # extra epochs at the last size with rare classes drawn more often
-    weight_power: float = 0.5  # class weight 1/count**power for those epochs
-    # after weighted epochs, rescale test probabilities to the true class frequencies (see train.export)
-    weighted_correction: bool = field(default=True, metadata={"resume": False})
+    freeze_epochs: int = doc("with pretrained weights: first epochs that train the head alone (body frozen), "
+                             "on a one-cycle of their own; at most the first stage's epochs",
+                             unit="epochs", range="[0, inf)", default=1)
+    body_lr: float = doc("with pretrained weights: the body's learning rate as a fraction of lr",
+                         unit="fraction of lr", range="(0, 1]", default=0.01)
+    wd: float = doc("weight decay (decoupled, AdamW's)", unit="fraction of the weights per unit of lr",
+                    range="[0, 1]", default=0.05)
+    valid_pct: float = doc("share of the training images held out for validation; 0: train on every image",
+                           unit="fraction", range="[0, 1)", default=0.2)
+    seed: int = doc("seeds the validation split, the initialisation and the batches' order",
+                    unit="integer", range="[0, 4294967295]", default=42)
+    weighted_epochs: int = doc("extra epochs at the last size with rare classes drawn more often",
+                               unit="epochs", range="[0, inf)", default=0)
+    weight_power: float = doc("for those epochs, each class drawn with weight 1/count**power (1: classes "
+                              "balanced, 0: as they come)", unit="exponent", range="[0, 1]", default=0.5)
+    weighted_correction: bool = doc("after weighted epochs, rescale test probabilities to the true class "
+                                    "frequencies", unit="on/off", resume=False, default=True)
     # Augmentation, on the GPU: fastai's aug_transforms (its defaults) and a shape-keeping random crop
-    flip: bool = True  # mirror left-right
-    flip_vert: bool = False  # with flip: all eight flips and quarter turns (fastai's flip_vert)
-    max_rotate: float = 10.0
-    min_zoom: float = 1.0
-    max_zoom: float = 1.1
-    max_warp: float = 0.2
-    max_lighting: float = 0.2
-    min_scale: float = 0.75  # the crop keeps at least this share of the image
-    mixup: float = 0.0  # MixUp's alpha (fastai's default when on: 0.4); 0: off
-    cutmix: float = 0.0  # CutMix's alpha (fastai's default when on: 1.0); 0: off
-    label_smoothing: float = 0.0  # eps of fastai's LabelSmoothingCrossEntropyFlat (its default: 0.1); 0: off
-    precision: str = "auto"  # auto: fp16 mixed precision on CUDA, fp32 on CPU; or fp16, fp32
-    tta: int = field(default=4, metadata={"resume": False})  # augmented passes averaged by learn.tta; 0: none
-    # validation/TTA batch; 0: the largest that fits
-    val_bs: int = field(default=0, metadata={"resume": False})
-    time_limit: float = field(default=0, metadata={"resume": False})  # seconds for the whole run; 0: none
-    accelerator: str = field(default="NvidiaTeslaT4", metadata={"resume": False})  # for accum auto off-GPU
-    gpu_memory: int = field(default=0, metadata={"resume": False})  # MiB a stage must fit; 0: the GPU's
-    members: tuple[Member, ...] = ()  # an ensemble; none: one model, trained into `out` itself
-    # where members run at once: auto (every visible GPU, else the CPU), or a list: 0,1 / cpu,cpu
-    devices: str = field(default="auto", metadata={"resume": False})
-    num_workers: int = field(default=4, metadata={"resume": False})
-    # lines, table; auto: table in a notebook
-    progress: str = field(default="auto", metadata={"resume": False})
-    label_col: str = "label"
-    id_col: str = "image_id"
-    restart: bool = field(default=False, metadata={"resume": False})
+    flip: bool = doc("augmentation: mirror left-right at random", unit="on/off", default=True)
+    flip_vert: bool = doc("augmentation, with flip: all eight flips and quarter turns", unit="on/off",
+                          default=False)
+    max_rotate: float = doc("augmentation: largest random rotation", unit="degrees", range="[0, 180]",
+                            default=10.0)
+    min_zoom: float = doc("augmentation: smallest random zoom (below 1 zooms out); at most max_zoom",
+                          unit="scale factor", range="(0, 10]", default=1.0)
+    max_zoom: float = doc("augmentation: largest random zoom", unit="scale factor", range="(0, 10]",
+                          default=1.1)
+    max_warp: float = doc("augmentation: largest random perspective warp", unit="fraction of the image",
+                          range="[0, 1)", default=0.2)
+    max_lighting: float = doc("augmentation: largest random change of brightness and contrast",
+                              unit="fraction", range="[0, 1)", default=0.2)
+    min_scale: float = doc("augmentation: the random crop keeps at least this share of the image (its "
+                           "shape kept; validation and test see it whole)", unit="fraction of the area",
+                           range="(0, 1]", default=0.75)
+    mixup: float = doc("MixUp's alpha (fastai's default when on: 0.4); 0: off; exclusive with cutmix",
+                       unit="Beta(alpha, alpha)", range="[0, inf)", default=0.0)
+    cutmix: float = doc("CutMix's alpha (fastai's default when on: 1.0); 0: off", unit="Beta(alpha, alpha)",
+                        range="[0, inf)", default=0.0)
+    label_smoothing: float = doc("eps of fastai's LabelSmoothingCrossEntropyFlat (its default: 0.1); 0: off",
+                                 unit="probability moved off the label", range="[0, 1)", default=0.0)
+    precision: str = doc("auto: fp16 mixed precision on CUDA, fp32 on the CPU", unit="choice",
+                         choices=("auto", "fp16", "fp32"), default="auto")
+    tta: int = doc("augmented passes over the test set averaged by learn.tta; 0: one plain pass",
+                   unit="passes", range="[0, inf)", resume=False, default=4)
+    val_bs: int = doc("validation and TTA batch; 0: the largest the memory estimate lets fit",
+                      unit="images", range="[0, inf)", resume=False, default=0)
+    time_limit: float = doc("the whole run's time budget: epochs are cut so that submission.csv is "
+                            "written before it; 0: none", unit="seconds", range="[0, inf)", resume=False,
+                            default=0)
+    accelerator: str = doc("Kaggle machine shape whose GPU memory `accum auto` fits, off the GPU",
+                           unit="machine_shape", resume=False, default="NvidiaTeslaT4")
+    gpu_memory: int = doc("GPU memory each stage must fit, for `accum auto` and the preflight; 0: the GPU's "
+                          "own, or the accelerator's off the GPU", unit="MiB", range="[0, inf)", resume=False,
+                          default=0)
+    members: tuple[Member, ...] = doc("an ensemble: 'name field=value ...; name ...' (and weight=W in the "
+                                      "average); empty: one model, trained into out itself",
+                                      unit="members", default=())
+    devices: str = doc("where members run at once: auto (every visible GPU, else the CPU), or a list "
+                       "such as 0,1 or cpu,cpu", unit="devices", resume=False, default="auto")
+    num_workers: int = doc("data loader worker processes", unit="processes", range="[0, inf)",
+                           resume=False, default=4)
+    progress: str = doc("lines: one line per epoch; table: fastai's table; auto: the table in a notebook",
+                        unit="choice", choices=("auto", "lines", "table"), resume=False, default="auto")
+    label_col: str = doc("train.csv's column of class names", unit="column", default="label")
+    id_col: str = doc("train.csv's and sample_submission.csv's column of image file names", unit="column",
+                      default="image_id")
+    restart: bool = doc("delete the checkpoint and history in out and start over", unit="on/off",
+                        resume=False, default=False)
 
     def __post_init__(self):
-        """Refuse values that would only fail deep inside fastai, hours later."""
+        """Refuse values that would only fail deep inside fastai, hours later (or train silently)."""
         if not self.stages: raise UserError("no stages; give at least one, e.g. --stages 160x120:6:64:1")
-        if not 0 <= self.valid_pct < 1:
-            raise UserError(f"--valid_pct {self.valid_pct} must be at least 0 and below 1, e.g. 0.2")
-        for name in ("tta", "weighted_epochs", "num_workers", "freeze_epochs", "val_bs", "time_limit",
-                     "mixup", "cutmix", "label_smoothing", "max_rotate", "max_warp", "max_lighting"):
-            if getattr(self, name) < 0: raise UserError(f"--{name} {getattr(self, name)} must be 0 or more")
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta["range"] and not in_range(value, meta["range"]):
+                raise UserError(f"--{f.name} {value} is out of range; give a value in {meta['range']}")
+            if meta["choices"] and value not in meta["choices"]:
+                raise UserError(f"--{f.name} {value!r} must be one of {', '.join(meta['choices'])}")
         if self.freeze_epochs > self.stages[0].epochs:
             raise UserError(f"--freeze_epochs {self.freeze_epochs} must be at most the first stage's "
                             f"{self.stages[0].epochs} epochs")
-        if not 0 < self.min_scale <= 1: raise UserError(f"--min_scale {self.min_scale} must be in (0, 1]")
+        if self.min_zoom > self.max_zoom:
+            raise UserError(f"--min_zoom {self.min_zoom} is above --max_zoom {self.max_zoom}; "
+                            "lower min_zoom or raise max_zoom")
         if self.mixup and self.cutmix: raise UserError("--mixup and --cutmix are exclusive; set one to 0")
         accelerator(self.accelerator)
-        choices = (("precision", ("auto", "fp16", "fp32")), ("progress", ("auto", "lines", "table")))
-        for name, allowed in choices:
-            if getattr(self, name) not in allowed:
-                raise UserError(f"--{name} {getattr(self, name)!r} must be one of {', '.join(allowed)}")
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained: a checkpoint resumes only under the same one."""
@@ -309,25 +365,39 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}; see --help")
 
 
+def describe(name: str) -> str:
+    """A field's --help: what it does, its unit and range, and its default under each preset (and with no
+    preset, where that differs), generated from PRESETS so that a new preset shows up."""
+    meta = next(f.metadata for f in fields(Config) if f.name == name)
+    shown = lambda v: "none" if v is None or v == "" else repr(v) if isinstance(v, str) else f"{v:g}" \
+        if isinstance(v, float) else str(v)
+    values = {p: shown(Config.make(p).to_dict()[name]) for p in PRESETS}
+    default = f"default {values[None]}" if len(set(values.values())) == 1 else \
+        "default: " + ", ".join(f"{p or 'no preset'} {v}" for p, v in values.items() if p) \
+        + f", no preset {values[None]}"
+    kind = f"one of {', '.join(meta['choices'])}" if meta["choices"] else meta["unit"]
+    if meta["range"]: kind += f", in {meta['range']}"
+    return f"{meta['help']} [{kind}]; {default}".replace("%", "%%")
+
+
 def options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
             preset: bool = True) -> argparse.ArgumentParser:
-    """Add `--preset` and one `--field` option per Config field not in `skip` to `p`.
+    """Add `--preset` and one `--field` option per Config field not in `skip` to `p`, each with its help.
 
     Every option defaults to None, meaning "not given": what was given is read back by `given()`.
     """
     if preset:
-        p.add_argument("--preset", choices=[k for k in PRESETS if k], help="start from this preset's values")
-    hints, defaults = typing.get_type_hints(Config), Config().to_dict()
+        p.add_argument("--preset", choices=[k for k in PRESETS if k],
+                       help="start from this preset's values (each option's help gives them)")
+    hints = typing.get_type_hints(Config)
     for name in FIELDS:
         if name in skip: continue
         if hints[name] is bool:
             p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
-                           help=f"default {defaults[name]}")
+                           help=describe(name))
         else:
             kind = {int: "INT", float: "FLOAT"}.get(hints[name], "TEXT")
-            p.add_argument(f"--{name}", default=None, metavar=kind,
-                           help=f"default {defaults[name]!r}" if name != "members" else
-                           "an ensemble: 'name field=value ...; name ...' (default: one model)")
+            p.add_argument(f"--{name}", default=None, metavar=kind, help=describe(name))
     return p
 
 

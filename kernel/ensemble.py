@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, predict, train
+from . import data, predict, report, train
 from .atomic import atomic_write
 from .config import Config
 from .errors import UserError
@@ -159,4 +159,5 @@ def run(cfg: Config, log=print) -> Path:
         path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
         log(f"wrote {path}: the mean of {', '.join(done)}"
             + (f"; missing: {', '.join(missing)}" if missing else ""))
+        report.plot_history(out, log)  # one line per member
     return path

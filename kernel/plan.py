@@ -73,33 +73,6 @@ def spread(epochs: list[Epoch], i: int = 0, here: float = 0.0) -> None:
         e.start = here + k * e.step
 
 
-@dataclass
-class Group:
-    """Consecutive epochs alike (one stage's, frozen or not), as the schedule plot draws them."""
-    stage: int
-    size: tuple[int, int]
-    bs: int
-    accum: int
-    frozen: bool
-    weighted: bool
-    epochs: int
-
-    @property
-    def micro_bs(self) -> int: return self.bs // self.accum
-
-
-def groups(epochs: list[Epoch]) -> list[Group]:
-    """The plan as runs of epochs alike."""
-    out: list[Group] = []
-    for e in epochs:
-        g = out[-1] if out else None
-        if g and (g.stage, g.size, g.bs, g.accum, g.frozen, g.weighted) == \
-                (e.stage, e.size, e.bs, e.accum, e.frozen, e.weighted):
-            g.epochs += 1
-        else: out.append(Group(e.stage, e.size, e.bs, e.accum, e.frozen, e.weighted, 1))
-    return out
-
-
 def stage_epochs(epochs: list[Epoch], stage: int) -> int:
     """How many epochs the plan gives `stage` now (the budget may have cut some)."""
     return sum(e.stage == stage for e in epochs)

@@ -34,7 +34,7 @@ from .checkpoint import CHECKPOINT  # noqa: F401  (where a run's checkpoint is, 
 from .config import Config, parse_args
 from .errors import UserError, cli
 from .lock import locked
-from .plan import Budget, Epoch, groups, plan, resolve
+from .plan import Budget, Epoch, plan, resolve
 from .submission import write_csv, write_submission
 from .weighted import class_weights
 
@@ -83,7 +83,6 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     if not has_valid: log("valid_pct 0: training on every image; no validation loss or error rate")
     lines = cfg.progress == "lines" or (cfg.progress == "auto" and not in_notebook())
     keep_history(out, epochs, start)
-    report.plot_schedule(groups(epochs), len(cfg.stages), out / "schedule.png")
 
     def loaders(e: Epoch):
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if e.weighted else None

@@ -67,10 +67,15 @@ cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **override
 submission = kernel.ensemble.run(cfg)'''
 
 PLOTS = '''\
-from IPython.display import Image, display
-for png in sorted(glob.glob(os.path.join(out, "**", "*.png"), recursive=True)):
-    print(png)
-    display(Image(png))'''
+import base64
+from IPython.display import HTML, display
+# how training went (history.png) beside the confusion matrix: for the run, and for each ensemble member
+found = glob.glob(os.path.join(out, "**", "*.png"), recursive=True)
+for folder in sorted({os.path.dirname(p) for p in found}):
+    pngs = [p for n in ("history.png", "confusion.png") if os.path.isfile(p := os.path.join(folder, n))]
+    print(", ".join(pngs))
+    display(HTML("".join(f'<img style="max-width:49%" src="data:image/png;base64,'
+                         f'{base64.b64encode(open(p, "rb").read()).decode()}">' for p in pngs)))'''
 
 PREDICT = '''\
 import kernel.predict

@@ -52,7 +52,7 @@ def training_output() -> dict[str, bytes]:
              "ensemble.json": b'{"members": {"a": 1.0, "b": 1.0}}\n'}
     for m in "ab":
         files.update({f"members/{m}/{name}": f"{m} {name}\n".encode() for name in (
-            "model.safetensors", "model.json", "history.csv", "probs.csv", "schedule.png", "confusion.png",
+            "model.safetensors", "model.json", "history.csv", "probs.csv", "history.png", "confusion.png",
             "log.txt")})
         files[f"members/{m}/checkpoints/last.pth"] = b"optimiser state " * 4096
         files[f"members/{m}/.lock"] = b""

@@ -2,6 +2,7 @@
 throwaway folder, train with a line per epoch in the terminal, write a valid submission.csv, and the inference
 notebook predicts the same from the exported models; pretrained weights from the hub cache reach the run;
 failures are one line naming the cell."""
+import base64
 import json
 import os
 import re
@@ -62,12 +63,21 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
         epochs = re.findall(rf"^    \[{m}\] stage 1/1 64x48 epoch (\d)/2( \(body frozen\))?: "
                             r"train_loss [0-9.]+ valid_loss [0-9.]+ error_rate [0-9.]+", done.stdout, re.M)
         assert epochs == [("1", " (body frozen)"), ("2", "")], done.stdout
-        for name in ("probs.csv", "history.csv", "schedule.png", "confusion.png", "model.safetensors",
+        for name in ("probs.csv", "history.csv", "history.png", "confusion.png", "model.safetensors",
                      "model.json"):
             assert (out / "members" / m / name).is_file(), name
     started = [i for i, l in enumerate(done.stdout.splitlines()) if l.endswith("started on the CPU")]
     first_epoch = [i for i, l in enumerate(done.stdout.splitlines()) if "epoch 1/2" in l]
     assert len(started) == 2 and max(started) < min(first_epoch)  # side by side, not one after the other
+    # the executed notebook shows the learning curves beside the confusion matrix, as written: the members'
+    # one line each (OUT/history.png), then each member's curves before its confusion matrix
+    ran = nbformat.read(out / EXECUTED, as_version=4)
+    shown = "".join(o.get("data", {}).get("text/html", "")
+                    for c in ran.cells if c.id == "plots" for o in c.outputs)
+    pngs = [out / "history.png"] + [out / "members" / m / n for m in "ab" for n in ("history.png", "confusion.png")]
+    pictures = [base64.b64encode(p.read_bytes()).decode() for p in pngs]
+    assert all(p in shown for p in pictures) and [shown.index(p) for p in pictures] == \
+        sorted(shown.index(p) for p in pictures)
 
 
 def test_the_inference_notebook_predicts_what_training_did_from_the_exported_models(dry):

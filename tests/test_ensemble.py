@@ -46,9 +46,10 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     out, logged = two
     for name in ("a", "b"):
         folder = out / "members" / name
-        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "checkpoints/last.pth",
-                  "log.txt"):
+        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "history.png",
+                  "checkpoints/last.pth", "log.txt"):
             assert (folder / f).is_file(), f"{name}/{f}"
+    assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one line per member
     assert json.loads((out / "members" / "b" / "model.json").read_text())["arch"] == "test_resnet"
     a, b, mean = read(out / "members/a/probs.csv"), read(out / "members/b/probs.csv"), read(out / "probs.csv")
     assert not np.allclose(a.to_numpy(), b.loc[a.index].to_numpy())  # two different models

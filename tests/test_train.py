@@ -96,7 +96,7 @@ def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_r
     history = pd.read_csv(out / "history.csv")
     assert list(zip(history.stage, history.epoch)) == \
         [(i, e) for i, s in enumerate(cfg.stages) for e in range(s.epochs)]
-    assert {"size", "train_loss", "valid_loss", "error_rate", "seconds", "stage_epochs"} \
+    assert {"size", "train_loss", "valid_loss", "error_rate", "lr", "seconds", "stage_epochs"} \
         <= set(history.columns)
     # A stage change keeps what was learnt. The learning rate carries on down at a new stage, never back up
     # to a new warm-up (restarting a one-cycle per stage is what undid each stage)...
@@ -114,7 +114,7 @@ def test_cpu_preset_learns_the_sample_keeps_what_it_learnt_across_stages_and_a_r
         assert same != (k in firsts), f"epoch {k + 1}: {'kept the old' if same else 'changed the'} statistics"
     probs = pd.read_csv(out / "probs.csv")
     assert len(probs) == 100 and probs.drop(columns="image_id").sum(axis=1).round(4).eq(1).all()
-    for png in ("schedule.png", "confusion.png"):
+    for png in ("history.png", "confusion.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A finished run only predicts again: no epoch is added, and TTA gives the same probabilities.
     logged = []
@@ -367,6 +367,7 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     first = pd.read_csv(out / "history.csv")
     saved = torch.load(checkpoint, weights_only=False)
+    assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture of how far it got
     assert len(first) < 4 and len(first) == saved["epoch"]
     restored = {}
 
@@ -640,8 +641,8 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     ("field", ["--no_such_field", "3"], "unrecognized arguments: --no_such_field 3"),
     ("stages", ["--stages", "64:2"], "bad stage '64:2'"),
     ("no stages", ["--stages", ","], "no stages"),
-    ("valid_pct", ["--valid_pct", "1.5"], "--valid_pct 1.5 must be at least 0 and below 1"),
-    ("tta", ["--tta", "-1"], "--tta -1 must be 0 or more"),
+    ("valid_pct", ["--valid_pct", "1.5"], "--valid_pct 1.5 is out of range; give a value in [0, 1)"),
+    ("tta", ["--tta", "-1"], "--tta -1 is out of range; give a value in [0, inf)"),
     ("lr", ["--lr", "fast"], "--lr wants a float, got 'fast'"),
     ("arch tag", ["--arch", "resnet10t.no_such_tag"], "resnet10t.no_such_tag"),
     ("weights", ["--weights", "/nonexistent/w.safetensors"],

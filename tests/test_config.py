@@ -1,0 +1,78 @@
+"""Config (kernel.config): every field documents itself in the --help of every command, with each preset's
+default, and every value out of a field's range is refused in one line."""
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+import build
+from conftest import ROOT, kernel_subprocess
+from kernel import Config, UserError
+from kernel.config import FIELDS, PRESETS, parse_args
+
+BAD = [  # (field, value) a user might type, each outside what the field can mean
+    ("lr", -1), ("lr", 0), ("lr", 2), ("lr", math.nan), ("lr", math.inf), ("wd", -5), ("wd", 3),
+    ("body_lr", 0), ("body_lr", -0.1), ("body_lr", 1.5), ("freeze_epochs", -1), ("freeze_epochs", 7),
+    ("valid_pct", -0.1), ("valid_pct", 1), ("seed", -1), ("seed", 2**32), ("weighted_epochs", -2),
+    ("weight_power", -0.5), ("weight_power", 1.5), ("max_rotate", -10), ("max_rotate", 270),
+    ("min_zoom", 0), ("min_zoom", -1), ("min_zoom", 1.2), ("max_zoom", 0), ("max_zoom", 20),
+    ("max_warp", -0.1), ("max_warp", 1), ("max_lighting", -0.2), ("max_lighting", 1), ("min_scale", 0),
+    ("min_scale", 1.5), ("mixup", -0.4), ("cutmix", -1), ("label_smoothing", -0.1), ("label_smoothing", 1),
+    ("tta", -1), ("val_bs", -8), ("time_limit", -60), ("num_workers", -1), ("precision", "fp8"),
+    ("progress", "bars"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD)
+def test_every_out_of_range_value_is_refused_in_one_line(name, value):
+    with pytest.raises(UserError) as e:
+        Config.make("cpu", **{name: value})  # the cpu preset's first stage has 6 epochs
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"--{name} ")
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "kernel.train", "--lr", "-1"],
+    [sys.executable, str(ROOT / "build.py"), "build", "--user", "someone", "--wd", "-5"],
+    [sys.executable, str(ROOT / "build.py"), "dry-run", "--max_rotate", "-3"],
+])
+def test_the_command_line_refuses_them_before_doing_anything(command, tmp_path):
+    r = subprocess.run([*command, "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=300, **kernel_subprocess())
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: ") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "out of range" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def helps(capsys) -> dict[str, str]:
+    """--help of every command that takes Config options, whitespace collapsed."""
+    texts = {}
+    for name, argv in (("train", None), ("build", ["build"]), ("dry-run", ["dry-run"]), ("push", ["push"])):
+        with pytest.raises(SystemExit):
+            parse_args(["--help"]) if argv is None else build.main([*argv, "--help"])
+        texts[name] = " ".join(capsys.readouterr().out.split())
+    return texts
+
+
+def test_every_option_says_what_it_does_its_unit_and_each_presets_default_in_every_commands_help(
+        capsys, monkeypatch):
+    # a preset added later shows up in every option's help, with its own values
+    monkeypatch.setitem(PRESETS, "laptop", dict(lr=0.02, tta=7, arch="resnet18"))
+    texts = helps(capsys)
+    for command, text in texts.items():
+        listed = text.split(" options: ", 1)[1]  # past the usage lines
+        chunks = re.split(r" (?=--\w+(?: TEXT| INT| FLOAT|, --no-))", listed)
+        option = {m[1]: c for c in chunks if (m := re.match(r"--(\w+)(?: TEXT| INT| FLOAT|, --no-)", c))}
+        expected = [f for f in FIELDS if command == "train" or f not in build.NOT_AT_BUILD]
+        assert sorted(option) == sorted(expected), command
+        for f in expected:
+            values = {p: Config.make(p).to_dict()[f] for p in PRESETS}
+            assert re.search(r"\w+ .* \[.+\]; default", option[f]), (command, f, option[f])  # unit, range
+            if len(set(map(str, values.values()))) > 1:
+                for p in ("kaggle", "cpu", "laptop", "no preset"): assert f" {p} " in option[f], (command, f)
+        assert "learning rate" in option["lr"] and "(0, 1]" in option["lr"]
+        assert "kaggle 0.005, cpu 0.005, cpu-scratch 0.005, laptop 0.02, no preset 0.005" in option["lr"]
+        assert "kaggle 4, cpu 2, cpu-scratch 2, laptop 7, no preset 4" in option["tta"]
+        assert "[degrees, in [0, 180]]" in option["max_rotate"] and "[seconds" in option["time_limit"]
