@@ -129,7 +129,6 @@ class TimeLimit(Callback):
         r = self.run
         if r.budget.out_of_time(r.epochs):  # a validation pass too: prediction comes first
             r.log("time budget: only prediction still fits before the time limit; training stops here")
-            r.budget.stopped = True
             raise CancelFitException
 
 

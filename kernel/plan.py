@@ -115,7 +115,6 @@ class Budget:
         self.seconds: dict[tuple, float] = {}  # epoch kind -> seconds its last epoch took (with validation)
         self.last: Epoch | None = None  # the epoch timed last
         self.valid_rate: tuple[float, int] | None = None  # (seconds per validation image, at how many pixels)
-        self.stopped = False  # training ended early: only prediction still fitted
 
     def timed(self, e: Epoch, seconds: float) -> None:
         self.seconds[e.kind], self.last = seconds, e
@@ -158,8 +157,12 @@ class Budget:
         n = len(self.cfg.stages)
         cuts = [f"{'weighted epochs' if s == n else f'stage {s + 1}'} from {b} to {stage_epochs(epochs, s)}"
                 for s, b in before.items() if stage_epochs(epochs, s) != b]
+        # Cut to nothing from here: the epoch trained last stays where it was on the cycle (it cannot anneal
+        # after the fact), as when the time runs out between batches.
+        then = ("; only prediction still fits before the time limit: training stops here" if i >= len(epochs)
+                else " (the one-cycle still anneals to its end)")
         self.log(f"time budget: {left:.0f} s left for training, not enough for the rest of the schedule; "
-                 f"cut {', '.join(cuts)} epochs (the one-cycle still anneals to its end)")
+                 f"cut {', '.join(cuts)} epochs{then}")
 
     def out_of_time(self, epochs: list[Epoch]) -> bool:
         """Between batches: only prediction still fits before the limit."""
