@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, RandomSplitter, Resize,
-                               aug_transforms, error_rate, resnet18, set_seed, vision_learner)
+from fastai.vision.all import error_rate, resnet18, set_seed, vision_learner
 
 import realsets
+from stock import loaders as stock_dls
 from kernel import Config
 from kernel.config import given, options
 from kernel.sample import accuracy, make_sample
@@ -40,18 +40,9 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
           seed: int = 42) -> tuple[float, int, float]:
     """fastai's stock recipe on `data`: (test accuracy, epochs, wall seconds). With `seconds`, the fewest
     epochs whose run takes at least that, timed on a first epoch and a prediction (a model thrown away)."""
-    train = pd.read_csv(data / "train.csv", dtype={"image_id": str})
-    train["path"] = [str(data / "train_images" / l / i) for i, l in zip(train.image_id, train.label)]
-    aug = {**dict(flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1, max_warp=0.2,
-                  max_lighting=0.2, min_scale=1.0), **aug}
-    tfms = aug_transforms(size=STOCK_SIZE, min_scale=aug["min_scale"], do_flip=aug["flip"],
-                          flip_vert=aug["flip_vert"], max_rotate=aug["max_rotate"], min_zoom=aug["min_zoom"],
-                          max_zoom=aug["max_zoom"], max_warp=aug["max_warp"],
-                          max_lighting=aug["max_lighting"])
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ColReader("path"), get_y=ColReader("label"),
-                      splitter=RandomSplitter(0.2, seed=seed), item_tfms=Resize(STOCK_SIZE), batch_tfms=tfms)
     t0 = time.time()
-    dls = block.dataloaders(train, bs=STOCK_BS, num_workers=0)
+    dls = stock_dls(data, {"min_scale": 1.0, **aug}, item=STOCK_SIZE, size=STOCK_SIZE, bs=STOCK_BS,
+                    seed=seed)
     answers = pd.read_csv(data / "test_answers.csv", dtype={"image_id": str})
 
     def fit(n: int):
@@ -71,7 +62,8 @@ def stock(data: Path, aug: dict, epochs: int | None = None, seconds: float | Non
         predict(learn)
         epochs = max(1, math.ceil((seconds - (t1 - t0) - (time.time() - t2)) / (t2 - t1)))
         t0 = time.time()
-        dls = block.dataloaders(train, bs=STOCK_BS, num_workers=0)  # timed again, as the kit's own loaders
+        dls = stock_dls(data, {"min_scale": 1.0, **aug}, item=STOCK_SIZE, size=STOCK_SIZE, bs=STOCK_BS,
+                        seed=seed)  # timed again, as the kit's own loaders
     learn = fit(epochs)
     probs = predict(learn)
     acc = float((np.array(dls.vocab)[probs.argmax(1).numpy()] == answers.label.to_numpy()).mean())

@@ -1,5 +1,5 @@
-"""What a stage change does to the valid loss: one one-cycle over the run (the kit) against a one-cycle restarted
-at every stage (the baseline, fastai's `fit_one_cycle` per stage), across seeds, in the same run.
+"""What a stage change does to the valid loss: one one-cycle over the run (the kit) against a one-cycle
+restarted at every stage (the baseline, fastai's `fit_one_cycle` per stage), across seeds, in the same run.
 
     python bench/stage_change.py [--seeds 1,2,3] [--preset cpu-scratch] [--field value ...]
 

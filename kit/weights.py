@@ -113,7 +113,8 @@ def packaged(dest: Path) -> Path | None:
 def lay_out_hub(hf_home: Path, arch: str, state: dict[str, Any]) -> Path:
     """A Hugging Face hub cache under `hf_home` holding `state` as timm's weights for `arch` (its pretrained
     tag's hub repo), in the cache's own layout (refs/main -> snapshots/<commit>/model.safetensors), as a
-    download would leave it: timm's and fastai's own `pretrained=True` then load it offline. Returns the file."""
+    download would leave it: timm's and fastai's own `pretrained=True` then load it offline. Returns the
+    file."""
     import timm
     from safetensors.torch import save_file
     repo = timm.get_pretrained_cfg(arch).hf_hub_id

@@ -74,7 +74,8 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
     ran = nbformat.read(out / EXECUTED, as_version=4)
     shown = "".join(o.get("data", {}).get("text/html", "")
                     for c in ran.cells if c.id == "plots" for o in c.outputs)
-    pngs = [out / "history.png"] + [out / "members" / m / n for m in "ab" for n in ("history.png", "confusion.png")]
+    pngs = [out / "history.png"] + [out / "members" / m / n for m in "ab"
+                                    for n in ("history.png", "confusion.png")]
     pictures = [base64.b64encode(p.read_bytes()).decode() for p in pngs]
     assert all(p in shown for p in pictures) and [shown.index(p) for p in pictures] == \
         sorted(shown.index(p) for p in pictures)
