@@ -92,10 +92,12 @@ def load(out: Path, cfg: Config, log=print) -> dict | None:
 
 
 def restore(learn: Learner, state: dict, scaler=None) -> None:
-    """Load a checkpoint's states into `learn` (its optimiser created) on the loaders' device, and put
-    every random stream back where it was when the checkpoint was written."""
+    """Load a checkpoint's states into `learn` on the loaders' device, and put every random stream back where
+    it was when the checkpoint was written. As timm's train.py: the model to its device first, then the
+    optimiser made over the parameters there, then the states."""
     device = learn.dls.device or torch.device("cpu")
     learn.model.to(device)  # before its state: fastai would move it only when the fit starts
+    learn.create_opt()  # over the moved parameters: a move may replace them, and an older optimiser keeps those
     learn.model.load_state_dict(state["model"])
     learn.opt.load_state_dict(state["opt"])
     for p, s in learn.opt.state.items():  # fastai keeps the state where it was loaded: onto the parameter's

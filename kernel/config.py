@@ -192,7 +192,8 @@ class Config:
     arch: str = doc("the network: any timm model name, with an optional pretrained tag",
                     unit="timm name", default="convnext_small.fb_in22k")
     weights: str | None = doc("pretrained weights: a .safetensors file, or a folder holding "
-                              "<arch>.safetensors (what build ships); none: from scratch",
+                              "<arch>.safetensors (what build ships), or several joined by ':' (the first that "
+                              "has it); none: from scratch",
                               unit="path or none", resume=False, default=None)
     stages: tuple[Stage, ...] = doc(
         "progressive resizing: per stage, image height x width, epochs, batch size, gradient accumulation "

@@ -12,6 +12,7 @@ An exported model is a folder: `model.safetensors` (the whole network's state di
 """
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import timm
@@ -27,21 +28,23 @@ WEIGHTS, META = "model.safetensors", "model.json"
 
 
 def weights_file(weights: str | None, arch: str) -> Path | None:
-    """The pretrained weights to load: `weights` itself, or `<weights>/<arch>.safetensors` for a folder."""
+    """The pretrained weights to load: `weights` itself, or `<weights>/<arch>.safetensors` for a folder.
+
+    Several paths may be given, joined by os.pathsep: Kaggle mounts each weights dataset (one per
+    architecture) in a folder of its own, and the first path that is a file, or a folder holding the
+    architecture's file, is taken."""
     if weights is None: return None
-    path = Path(weights)
-    if path.is_dir():
-        found = path / f"{arch}.safetensors"
-        if not found.is_file():
-            have = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "none"
-            raise UserError(f"no pretrained weights for {arch} in {path} (it has: {have}); rebuild with "
-                            "`build.py build`, which fetches them, or pass --weights none to train "
-                            "from scratch")
-        return found
-    if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights PATH to a file saved from the "
+    paths = [Path(p) for p in str(weights).split(os.pathsep) if p]
+    for path in paths:
+        if path.is_file(): return path
+        if (path / f"{arch}.safetensors").is_file(): return path / f"{arch}.safetensors"
+    folders = [p for p in paths if p.is_dir()]
+    if not folders:
+        raise UserError(f"weights file {weights} not found; pass --weights PATH to a file saved from the "
                         "architecture, or --weights none to train from scratch")
-    return path
+    have = ", ".join(sorted(p.name for f in folders for p in f.glob("*.safetensors"))) or "none"
+    raise UserError(f"no pretrained weights for {arch} in {weights} (it has: {have}); rebuild with "
+                    "`build.py build`, which fetches them, or pass --weights none to train from scratch")
 
 
 def body(net: nn.Module) -> nn.Module:

@@ -93,8 +93,8 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     learn = make_learner(cfg, loaders(epochs[min(start, len(epochs) - 1)]), net, has_valid, lines)
     mp = next((c for c in learn.cbs if isinstance(c, RunMixedPrecision)), None)
     scaler = mp.scaler if mp else None
-    learn.create_opt()
-    if state is not None: checkpoint.restore(learn, state, scaler)
+    if state is None: learn.create_opt()
+    else: checkpoint.restore(learn, state, scaler)
     trained = [start]
 
     def save(i: int) -> None:

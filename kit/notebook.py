@@ -56,13 +56,9 @@ smi = shutil.which("nvidia-smi") and subprocess.run(
 print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
-import tempfile
 import kernel.ensemble
-if weights:  # the weights datasets' files (one dataset per architecture), gathered in one folder
-    folder = tempfile.mkdtemp(prefix="pkk-weights-")
-    for d in map(mounted, weights_datasets):
-        for f in os.listdir(d): os.symlink(os.path.join(d, f), os.path.join(folder, f))
-    weights = folder if weights == "." else os.path.join(folder, weights)
+if weights and weights_datasets:  # looked for in every weights dataset (one per architecture, mounted apart)
+    weights = os.pathsep.join(os.path.join(mounted(d), weights) for d in weights_datasets)
 cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **overrides)
 submission = kernel.ensemble.run(cfg)'''
 

@@ -25,12 +25,26 @@ BAD = [  # (field, value) a user might type, each outside what the field can mea
 ]
 
 
+GOOD = [  # (field, value) at the edges of what the field can mean: each taken as given
+    ("lr", 1), ("wd", 0), ("wd", 1), ("body_lr", 1), ("freeze_epochs", 0), ("freeze_epochs", 3),
+    ("valid_pct", 0), ("seed", 0), ("seed", 2**32 - 1), ("weight_power", 0), ("weight_power", 1),
+    ("max_rotate", 0), ("max_rotate", 180), ("min_zoom", 1.1), ("max_zoom", 10), ("max_warp", 0),
+    ("min_scale", 1), ("label_smoothing", 0), ("tta", 0), ("time_limit", 0), ("precision", "fp16"),
+    ("progress", "lines"),
+]
+
+
 @pytest.mark.parametrize("name, value", BAD)
 def test_every_out_of_range_value_is_refused_in_one_line(name, value):
     with pytest.raises(UserError) as e:
-        Config.make("cpu", **{name: value})  # the cpu preset's first stage has 6 epochs
+        Config.make("cpu", **{name: value})  # the cpu preset's first stage has 3 epochs
     message = str(e.value)
-    assert "\n" not in message and message.startswith(f"--{name} ")
+    assert "\n" not in message and message.startswith(f"--{name} ") and str(value) in message.split()[1]
+
+
+@pytest.mark.parametrize("name, value", GOOD)
+def test_every_value_at_the_edge_of_a_range_is_taken(name, value):
+    assert Config.make("cpu", **{name: value}).to_dict()[name] == value
 
 
 @pytest.mark.parametrize("command", [

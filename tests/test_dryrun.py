@@ -174,7 +174,7 @@ def test_failing_cell_is_one_line_naming_it(dry, tmp_path, capsys):
     # --no-pretrained: the from-scratch recipe, and the dry run says so
     assert ("no pretrained weights for tf_efficientnet_lite0 here (--no-pretrained): the dry run trains from "
             "scratch, with the cpu-scratch preset") in capsys.readouterr().out
-    assert re.fullmatch(r"notebook cell 5 \(import tempfile\) failed: "
+    assert re.fullmatch(r"notebook cell 5 \(import kernel.ensemble\) failed: "
                         r"UserError: test images do not match .*"
                         r"; see .*dry-run\.ipynb", msg), msg
     assert ("\n" not in msg and (tmp_path / "out" / EXECUTED).is_file()

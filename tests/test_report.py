@@ -69,7 +69,12 @@ def test_an_ensembles_history_has_one_line_per_member(tmp_path):
         (tmp_path / "members" / name).mkdir(parents=True)
         history(offset=offset).to_csv(tmp_path / "members" / name / "history.csv", index=False)
     assert report.plot_history(tmp_path) == tmp_path / "history.png"
-    assert (tmp_path / "history.png").read_bytes()[:8] == PNG
+    both = (tmp_path / "history.png").read_bytes()
+    assert both[:8] == PNG
+    # the file drawn holds b's lines: without them it differs
+    (tmp_path / "members" / "b" / "history.csv").unlink()
+    report.plot_history(tmp_path)
+    assert (tmp_path / "history.png").read_bytes() != both
     drawn = lines(report.draw_history({"a": history(), "b": history(offset=0.3)}))
     assert {"a valid loss", "b valid loss", "a train loss", "b train loss", "a learning rate",
             "b learning rate", "a error rate", "b error rate"} <= set(drawn)
@@ -81,11 +86,12 @@ class Die(Callback):
     """Raises after the second epoch's end (after the kernel's EpochEnd), as a run killed there would stop."""
     order = 100
 
-    def __init__(self): self.epochs = 0
+    def __init__(self, out): self.epochs, self.out, self.pngs = 0, out, []
 
     def after_epoch(self):
         if any(type(c).__name__ == "EpochEnd" for c in self.learn.cbs):
             self.epochs += 1
+            self.pngs.append((self.out / "history.png").read_bytes())  # as this epoch left it
             if self.epochs == 2: raise RuntimeError("killed")
 
 
@@ -101,10 +107,12 @@ def test_a_run_that_dies_leaves_history_png_of_its_epochs_and_the_learning_rate_
         def after_batch(self):
             if self.training and any(type(c).__name__ == "EpochEnd" for c in self.learn.cbs):
                 lrs.append((self.epoch, self.opt.hypers[-1]["lr"]))
+    die = Die(out)
     with pytest.raises(RuntimeError, match="killed"):
-        run(cfg, cbs=[Look(), Die()], log=lambda *_: None)
+        run(cfg, cbs=[Look(), die], log=lambda *_: None)
     h = pd.read_csv(out / "history.csv")
     assert len(h) == 2 and (out / "history.png").read_bytes()[:8] == PNG
+    assert die.pngs[0][:8] == PNG and die.pngs[0] != die.pngs[1]  # redrawn at every epoch
     last = {e: lr for e, lr in lrs}  # each epoch's last batch
     assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(h.lr, [last[0], last[1]]))
     assert h.lr[0] != h.lr[1]
