@@ -310,6 +310,11 @@ class Config:
         """This config as member `m` trains it: its overrides applied, one model, into `out`."""
         return Config.make(None, **{**self.to_dict(), **dict(m.overrides), "members": (), "out": out})
 
+    def models(self) -> list["Config"]:
+        """Each model this config trains: its members' configs, or itself (what the preflight checks and
+        the weights are fetched for)."""
+        return [self.member(m, self.out) for m in self.members] or [self]
+
     @classmethod
     def make(cls, preset: str | None = None, **overrides) -> "Config":
         """A config from a preset (`kaggle` or `cpu`) with fields overridden; unknown names are refused."""

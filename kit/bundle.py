@@ -171,8 +171,7 @@ def _weights(cfg: Config, folder: Path, dataset_meta: dict, weights: Path | None
     """Put the pretrained weights into a dataset of their own per architecture, under FOLDER; (what the
     notebook's `weights` parameter says of them, the ids of those datasets)."""
     if not (weights or pretrained): return None, []
-    archs = [cfg.arch] if weights else sorted({c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members]
-                                               or [cfg]})
+    archs = [cfg.arch] if weights else sorted({c.arch for c in cfg.models()})
     sets = {}
     for arch in archs:
         meta = metadata.weights_dataset(dataset_meta, arch)

@@ -106,7 +106,7 @@ def local_weights(out: Path, cfg: Config, preset: str, shipped: str | None,
     every architecture the run trains; else, for EfficientNet-Lite0 (the cpu preset's), the real ImageNet
     weights a package ships, written into OUT/dry-run-weights/ (the Kaggle datasets stay what push uploads);
     else none, and the cpu preset gives way to cpu-scratch, its from-scratch recipe."""
-    archs = {c.arch for c in [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]}
+    archs = {c.arch for c in cfg.models()}
     have = {p.stem for p in (out / "weights").glob("*/*.safetensors")}
     if shipped not in (None, ".") or (shipped == "." and archs <= have): return preset, shipped
     if archs == {PACKAGED} and pretrained:

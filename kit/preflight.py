@@ -16,7 +16,7 @@ def preflight(cfg: Config, log=print) -> None:
     from kernel import memory, model
     acc = accelerator(cfg.accelerator)
     room = cfg.gpu_memory * 2**20 or acc.memory  # what a stage must fit: --gpu_memory, else the accelerator's
-    configs = [cfg.member(m, cfg.out) for m in cfg.members] or [cfg]
+    configs = cfg.models()
     for c in configs: model.check_arch(c.arch)
     log(f"memory preflight on {acc.name} ({room / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
     seen = set()
