@@ -260,6 +260,9 @@ class Config:
     members: tuple[Member, ...] = doc("an ensemble: 'name field=value ...; name ...' (and weight=W in the "
                                       "average); empty: one model, trained into out itself",
                                       unit="members", default=())
+    sessions: int = doc("Kaggle training kernels the members are split over (balanced by estimated cost), "
+                        "at most two running at once; 1: every member in one kernel", unit="sessions",
+                        range="[1, inf)", resume=False, default=1)
     devices: str = doc("where members run at once: auto (every visible GPU, else the CPU), or a list "
                        "such as 0,1 or cpu,cpu", unit="devices", resume=False, default="auto")
     num_workers: int = doc("data loader worker processes", unit="processes", range="[0, inf)",
