@@ -1,6 +1,6 @@
 """The kit's pretrained path against stock fastai `fine_tune`, on the same real ImageNet weights, same images.
 
-    python bench/finetune.py [--sets sample,digits,textures] [--seeds 1,2,3] [--no-recalibrate]
+    python bench/finetune.py [--sets sample,digits,textures,scenes] [--seeds 1,2,3] [--no-recalibrate]
                              [--field value ...]
 
 Stock is Road to the Top part 2's Paddy recipe (`vision_learner(arch)`, item `Resize((480, 360))`, batch
@@ -12,8 +12,8 @@ EfficientNet-Lite0 ImageNet weights that the package efficientnet-lite0-pytorch-
 `vision_learner(..., pretrained=True)` reads them from a Hugging Face hub cache this bench lays out
 (kit.weights.lay_out_hub), offline, as a download would have left it.
 
-For each set (the generated sample, and bench/realsets.py's digit scans and photo textures, each with the
-augmentation a user would pick for it, given to both sides) and each seed, it runs the kit
+For each set (the generated sample, and bench/realsets.py's digit scans, photo textures and scenes, each with
+the augmentation a user would pick for it, given to both sides) and each seed, it runs the kit
 (`Config.make("cpu", arch=..., weights=...)` plus the recipe below and any `--field value`), times its
 whole run (checks, training, TTA, submission, plots), then gives stock `fine_tune(N)` with N the smallest
 number of epochs whose projected run (from a timing run per set) is at least the kit's wall time, and
@@ -59,7 +59,8 @@ ITEM, BATCH, BS, LR = (180, 135), (96, 72), 16, 0.01
 # The kit's recipe measured here (chosen on seed 11, see README); --field value overrides any of it.
 KIT = dict(members="", arch=ARCH, stages="64x48:3:16:1,96x72:3:16:1", freeze_epochs=1, lr=1e-2, body_lr=0.1,
            tta=2)  # one model: the cpu preset's recipe without its two members
-SIZES = {"sample": (300, 100), "digits": (300, 150), "textures": (300, 150)}  # train, test images
+# train, test images
+SIZES = {"sample": (300, 100), "digits": (300, 150), "textures": (300, 150), "scenes": (300, 150)}
 SAMPLE_AUG = {}  # the generated shapes have no orientation that matters: the defaults
 
 
@@ -103,7 +104,7 @@ def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int, weights: P
 def main(argv: list[str]) -> None:
     p = options(argparse.ArgumentParser(description=__doc__.splitlines()[0]), skip=("data", "out"),
                 preset=False)
-    p.add_argument("--sets", default="sample,digits,textures")
+    p.add_argument("--sets", default="sample,digits,textures,scenes")
     p.add_argument("--seeds", default="1,2,3", help="seeds to run, comma separated: each gives a row per set")
     p.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="the kit re-estimates BatchNorm statistics at each new stage size (default: yes)")

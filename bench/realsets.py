@@ -1,10 +1,10 @@
 """Real image sets that installed packages ship, laid out as Kaggle's Paddy Doctor competition.
 
-    python bench/realsets.py OUT [--seed 0] [--n_train N --n_test N]   # OUT/digits, OUT/textures
+    python bench/realsets.py OUT [--seed 0] [--n_train N --n_test N]   # OUT/digits, textures, scenes
 
 The generated sample (kernel.sample) tells whether the kit runs; it cannot tell whether the kit learns
-real images. These two sets are real pictures that come inside packages already installed (nothing is
-downloaded, ever), of two different kinds, cut into Paddy's layout and class imbalance so that
+real images. These three sets are real pictures that come inside packages already installed (nothing is
+downloaded, ever), of three different kinds, cut into Paddy's layout and class imbalance so that
 `kernel.train` and stock fastai run on them exactly as on a Kaggle competition:
 
 - `digits`: scans of handwritten digits (scikit-learn's bundled `load_digits`, UCI's 1,797 8x8 scans
@@ -14,8 +14,13 @@ downloaded, ever), of two different kinds, cut into Paddy's layout and class imb
   greyscale, exposure, white balance, contrast and tint, so mean colour does not give the class away
   and a CNN must learn the photo's texture. Test patches come from a band of each photo that no
   train patch touches.
+- `scenes`: views of ten other photographs bundled with scikit-image (an astronaut, a cameraman, coins,
+  a rocket, a motorcycle, a retina, a printed page, the moon, cells, a clock), upright: no turns, no
+  vertical flips, grey photos stay grey and colour ones colour; views span a factor 3.3 in scale (a
+  detail to the whole band), under a random exposure. Class = the photo; test views come from a band
+  of each photo that no train view touches, as for textures.
 
-Both are laid out as Paddy: `train.csv` (image_id,label,variety,age), `train_images/<label>/<id>`,
+All are laid out as Paddy: `train.csv` (image_id,label,variety,age), `train_images/<label>/<id>`,
 `test_images/<id>`, `sample_submission.csv` (rows shuffled), plus `test_answers.csv` for scoring with
 `kernel.sample.accuracy` and `provenance.csv` saying where each image came from; neither is read by a
 kernel. Class sizes follow Paddy's (`kernel.sample.class_counts`), class i of a set taking the place of
@@ -63,6 +68,14 @@ TEXTURES_AUG = dict(
     max_lighting=0.3,             # patches come brightened, darkened and tinted: so may training's
     min_scale=0.5,                # any part of a patch shows the same texture
 )
+SCENES_AUG = dict(
+    flip=True, flip_vert=False,   # a mirrored photo is the same photo; one upside down is not
+    max_rotate=10.0,              # a hand-held camera tilts a little
+    min_zoom=1.0, max_zoom=1.3,   # views already come at many scales
+    max_warp=0.2,
+    max_lighting=0.3,             # views come under a random exposure
+    min_scale=0.5,
+)
 
 # Digit d takes the place of Paddy's d-th largest class: "zero" is the commonest, "nine" the rarest.
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -82,6 +95,19 @@ TEXTURE_SOURCES = {
     "portrait": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # 512x600 colour: face, uniform
     "cat": ("skimage", "data/chelsea.png"),        # 451x300 colour: fur, eyes
     "coffee": ("skimage", "data/coffee.png"),      # 600x400 colour: cup on a wooden table
+}
+# Upright photographs, none of them in TEXTURE_SOURCES: objects and scenes rather than texture.
+SCENE_SOURCES = {
+    "astronaut": ("skimage", "data/astronaut.png"),    # 512x512 colour: a portrait with a flag
+    "camera": ("skimage", "data/camera.png"),          # 512x512 grey: a cameraman on a lawn
+    "coins": ("skimage", "data/coins.png"),            # 384x303 grey: coins on a table
+    "rocket": ("skimage", "data/rocket.jpg"),          # 640x427 colour: a rocket on its pad
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),  # 741x500 colour: a motorcycle indoors
+    "retina": ("skimage", "data/retina.jpg"),          # 1411x1411 colour: the back of an eye
+    "page": ("skimage", "data/page.png"),              # 384x191 grey: a printed page
+    "moon": ("skimage", "data/moon.png"),              # 512x512 grey: the moon's surface
+    "cells": ("skimage", "data/cell.png"),             # 550x660 grey: cells under a microscope
+    "clock": ("skimage", "data/clock_motion.png"),     # 400x300 grey: a clock, motion-blurred
 }
 TEST_BAND = 0.35  # test patches come from the right 35% of each photo, train patches from the rest
 
@@ -196,27 +222,29 @@ def digits(out: str | Path, n_train: int = 750, n_test: int = 250, seed: int = 0
     return write_set(out, items, rng, seed)
 
 
-def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator, *, upright: bool = False,
+                  smallest: float = 0.55) -> tuple[Image.Image, dict]:
     """A 240x320 patch of `photo`, from its train area (left 65%) or test band (right 35%).
 
-    The window's long side is 55%..100% of the largest that fits the test band, so patches of one
-    photo span a factor 1.8 in scale; a landscape window is turned by 90 degrees to portrait. Then
+    The window's long side is `smallest`..100% of the largest that fits the test band (0.55: patches of
+    one photo span a factor 1.8 in scale); a landscape window is turned by 90 degrees to portrait. Then
     flips, and colour: greyscale (half the patches of colour photos), a random exposure and white
-    balance, contrast and tint, so that neither greyness nor mean colour names the photo.
+    balance, contrast and tint, so that neither greyness nor mean colour names the photo. `upright`: a
+    view of a scene instead: portrait windows only, no turn, no vertical flip, colour photos kept colour.
     """
     w, h = photo.size
     band = round(w * (1 - TEST_BAND))
     x0, x1 = (0, band) if split == "train" else (band, w)
-    long = round(float(rng.uniform(0.55, 1.0)) * min(w - band, h))
-    turn = bool(rng.random() < 0.5)
+    long = round(float(rng.uniform(smallest, 1.0)) * min(w - band, h))
+    turn = not upright and bool(rng.random() < 0.5)
     cw, ch = (long, long * 3 // 4) if turn else (long * 3 // 4, long)
     x, y = int(rng.integers(x0, x1 - cw + 1)), int(rng.integers(0, h - ch + 1))
     patch = photo.crop((x, y, x + cw, y + ch))
     if turn: patch = patch.transpose(Image.ROTATE_90)
-    flip_h, flip_v = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    flip_h, flip_v = bool(rng.random() < 0.5), not upright and bool(rng.random() < 0.5)
     if flip_h: patch = ImageOps.mirror(patch)
     if flip_v: patch = ImageOps.flip(patch)
-    grey = photo.mode == "L" or bool(rng.random() < 0.5)
+    grey = photo.mode == "L" or not upright and bool(rng.random() < 0.5)
     a = np.asarray(patch.convert("L").convert("RGB") if grey else patch.convert("RGB"), dtype=np.float32)
     # A camera's auto exposure and white balance: each channel's mean set to one random level, then a
     # random tint. The photo's own brightness and colour cast are gone; its texture and colours stay.
@@ -228,32 +256,42 @@ def texture_patch(photo: Image.Image, split: str, rng: np.random.Generator) -> t
                  "flip_v": int(flip_v), "grey": int(grey)}
 
 
-def load_photo(label: str) -> Image.Image:
-    """The bundled photo of class `label`: RGB, or L for greyscale photos."""
-    with Image.open(package_file(*TEXTURE_SOURCES[label])) as im:
+def load_photo(source: tuple[str, str]) -> Image.Image:
+    """The bundled photo at `source` (package, file): RGB, or L for greyscale photos."""
+    with Image.open(package_file(*source)) as im:
         return im.convert("L" if im.mode in ("L", "I", "I;16") else "RGB")
+
+
+def photo_set(out: str | Path, sources: dict[str, tuple[str, str]], n_train: int, n_test: int, seed: int,
+              **patch) -> Path:
+    """Write a set whose class is the photo each patch is cut from (`texture_patch(**patch)`)."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for label, (k_train, k_test) in split_counts(n_train, n_test, list(sources)).items():
+        photo = load_photo(sources[label])
+        for k in range(k_train + k_test):
+            split = "train" if k < k_train else "test"
+            img, record = texture_patch(photo, split, rng, **patch)
+            items.append((split, label, img, {"source": "/".join(sources[label]), **record}))
+    return write_set(out, items, rng, seed)
 
 
 def textures(out: str | Path, n_train: int = 1000, n_test: int = 300, seed: int = 0) -> Path:
     """Write the textures set to `out` and return its path."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for label, (k_train, k_test) in split_counts(n_train, n_test, list(TEXTURE_SOURCES)).items():
-        photo = load_photo(label)
-        source = "/".join(TEXTURE_SOURCES[label])
-        for k in range(k_train + k_test):
-            split = "train" if k < k_train else "test"
-            img, record = texture_patch(photo, split, rng)
-            items.append((split, label, img, {"source": source, **record}))
-    return write_set(out, items, rng, seed)
+    return photo_set(out, TEXTURE_SOURCES, n_train, n_test, seed)
 
 
-SETS = {"digits": digits, "textures": textures}
+def scenes(out: str | Path, n_train: int = 1000, n_test: int = 300, seed: int = 0) -> Path:
+    """Write the scenes set to `out` and return its path: upright views, a factor 3.3 apart in scale."""
+    return photo_set(out, SCENE_SOURCES, n_train, n_test, seed, upright=True, smallest=0.3)
+
+
+SETS = {"digits": digits, "textures": textures, "scenes": scenes}
 
 
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out", help="writes OUT/digits and OUT/textures")
+    p.add_argument("out", help="writes OUT/digits, OUT/textures and OUT/scenes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_train", type=int, help="train images of each set (default: the set's own)")
     p.add_argument("--n_test", type=int, help="test images of each set (default: the set's own)")

@@ -15,7 +15,9 @@ from kernel.sample import class_counts  # noqa: E402
 
 N_TRAIN, N_TEST = 60, 20
 SMALL = (realsets.WIDTH // 4, realsets.HEIGHT // 4)
-NAMES = {"digits": realsets.DIGIT_NAMES, "textures": list(realsets.TEXTURE_SOURCES)}
+NAMES = {"digits": realsets.DIGIT_NAMES, "textures": list(realsets.TEXTURE_SOURCES),
+         "scenes": list(realsets.SCENE_SOURCES)}
+SOURCES = {"textures": realsets.TEXTURE_SOURCES, "scenes": realsets.SCENE_SOURCES}
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +104,15 @@ def test_digits_are_the_bundled_scans(sets):
     assert len(set(hashes)) == len(hashes)
 
 
-def test_texture_patches_come_from_their_own_photo(sets):
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_photo_patches_come_from_their_own_photo(sets, name):
     """Recut from the provenance, each patch matches its photo far better than the same cut of any other."""
-    data = sets["textures"]
+    data, sources = sets[name], SOURCES[name]
     prov = pd.read_csv(data / realsets.PROVENANCE)
     assert (prov.groupby("label").source.nunique() == 1).all() and prov.source.nunique() == 10
-    photos = {label: realsets.load_photo(label) for label in realsets.TEXTURE_SOURCES}
+    photos = {label: realsets.load_photo(source) for label, source in sources.items()}
     for row in prov.itertuples():
-        assert row.source == "/".join(realsets.TEXTURE_SOURCES[row.label])
+        assert row.source == "/".join(sources[row.label])
         band = round(photos[row.label].width * (1 - realsets.TEST_BAND))
         assert (row.x >= band) if row.split == "test" else (row.x + row.w <= band)  # test band kept apart
         folder = data / "train_images" / row.label if row.split == "train" else data / "test_images"
@@ -124,7 +127,27 @@ def test_texture_patches_come_from_their_own_photo(sets):
             if row.flip_h: cut = ImageOps.mirror(cut)
             if row.flip_v: cut = ImageOps.flip(cut)
             scores[label] = corr(patch, grey(cut.resize(SMALL, Image.BOX)))
-        assert max(scores, key=scores.get) == row.label and scores[row.label] > 0.9, (row, scores)
+        # a scene's smallest views are enlarged 3x from the photo: blurrier than a texture's
+        assert max(scores, key=scores.get) == row.label and scores[row.label] > (0.9 if name == "textures"
+                                                                                  else 0.8), (row, scores)
+
+
+def test_scenes_stay_upright_in_their_own_colours_at_many_scales(sets):
+    """Scenes are views, not textures: never turned or flipped upside down, a colour photo's views in
+    colour, a grey one's grey; windows from a third of the largest that fits to the whole of it."""
+    prov = pd.read_csv(sets["scenes"] / realsets.PROVENANCE)
+    assert not prov.turn.any() and not prov.flip_v.any() and 0.3 < prov.flip_h.mean() < 0.7
+    grey = {label: realsets.load_photo(src).mode == "L" for label, src in realsets.SCENE_SOURCES.items()}
+    assert (prov.grey == prov.label.map(grey)).all() and 0 < sum(grey.values()) < len(grey)
+    photos = {label: realsets.load_photo(src).size for label, src in realsets.SCENE_SOURCES.items()}
+    largest = prov.label.map({k: min(round(w * realsets.TEST_BAND), h) for k, (w, h) in photos.items()})
+    scale = prov.h / largest
+    assert scale.min() < 0.4 and scale.max() > 0.9
+    colour = prov[~prov.grey.astype(bool)].iloc[0]
+    folder = sets["scenes"] / ("train_images/" + colour.label if colour.split == "train" else "test_images")
+    with Image.open(folder / colour.image_id) as im:
+        a = np.asarray(im, dtype=np.float64)
+    assert np.abs(a - a.mean(2, keepdims=True)).mean() > 3  # colour, not grey written as RGB
 
 
 def test_texture_mean_colour_does_not_name_the_photo(sets):
