@@ -8,10 +8,10 @@ layout and imbalance — it runs `kernel.train` with `--preset cpu-scratch` (plu
 a user would choose it, and any `--field value` given), then fastai's stock recipe: `vision_learner(resnet18,
 pretrained=False)`, `Resize` and `aug_transforms` with the same augmentation, `fit_one_cycle` at 64x48
 (fastai's "64 px"), bs 32, for the fewest epochs whose projected run (timed on a first epoch and a
-prediction, thrown away) is at least the kit's whole wall time (data checks, training, TTA, submission), plus one: one timed epoch undershoots when the load
-changes, and stock must not get less time than the kit. It prints both test accuracies, their ratio, and
-stock's time as a share of the kit's. Not a CI test: the figures depend on the machine; run it on an idle one
-(both sides run in the same process, one after the other, so shared load slows both alike).
+prediction, thrown away) is at least the kit's whole wall time (data checks, training, TTA, submission),
+plus one: one timed epoch undershoots when the load changes, and stock must not get less time than the
+kit. It prints both test accuracies, their ratio, and stock's time as a share of the kit's. Not a CI test:
+the figures depend on the machine (both sides run in the same process, one after the other).
 """
 import argparse
 import math
