@@ -37,7 +37,7 @@ GOOD = [  # (field, value) at the edges of what the field can mean: each taken a
 @pytest.mark.parametrize("name, value", BAD)
 def test_every_out_of_range_value_is_refused_in_one_line(name, value):
     with pytest.raises(UserError) as e:
-        Config.make("cpu", **{name: value})  # the cpu preset's first stage has 3 epochs
+        Config.make("cpu", **{name: value})  # the cpu preset's first stage has 5 epochs
     message = str(e.value)
     assert "\n" not in message and message.startswith(f"--{name} ") and str(value) in message.split()[1]
 
