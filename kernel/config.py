@@ -199,6 +199,10 @@ class Config:
         "progressive resizing: per stage, image height x width, epochs, batch size, gradient accumulation "
         "(auto: the smallest whose micro-batch fits the GPU), comma separated",
         unit="HxW:epochs:bs:accum,...", default=KAGGLE_STAGES)
+    resize: str = doc("how an image is fitted to a stage's size: squish (stretched to it), crop (aspect "
+                      "kept, cut to it: a random part in training, the centre in validation and prediction) "
+                      "or pad (aspect kept, all of it, black bars)", unit="choice",
+                      choices=("squish", "crop", "pad"), default="squish")
     lr: float = doc("peak learning rate of the one-cycle over the whole schedule (the head's, with a "
                     "pretrained body)", unit="per optimiser step, Adam", range="(0, 1]", default=5e-3)
     # With pretrained weights (fastai's fine_tune recipe): the first epochs train the head alone on a

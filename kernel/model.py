@@ -120,7 +120,10 @@ def native_size(arch: str) -> tuple[int, int] | None:
     `dynamic_img_size`). Decided on the meta-device model (`memory.model`): no weights, no download."""
     from .memory import model as meta_model
     check_arch(arch)
-    net = body(meta_model(arch, 10))
+    try: net = body(meta_model(arch, 10))
+    except Exception as e:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
+        raise UserError(f"timm cannot build {arch!r} ({first_line(e, 200)}); "
+                        "pick a name from timm.list_models()") from None
     cfg = net.pretrained_cfg
     if not cfg.get("fixed_input_size") or getattr(net, "dynamic_img_size", False): return None
     return tuple(cfg["input_size"][1:])
