@@ -348,6 +348,23 @@ PRESETS: dict[str | None, dict] = {
     # the dry run gives it the packaged EfficientNet-Lite0 weights.
     "cpu": dict(arch="tf_efficientnet_lite0", stages=CPU_STAGES, lr=1e-2, body_lr=0.1, wd=0.01, tta=2,
                 num_workers=0, time_limit=0, members="a seed=1; b seed=2", devices="cpu,cpu"),
+    # Road to the Top part 3 (fastai course22 notebook 10, Paddy's best published recipe): four large models,
+    # each fitted two ways (a squish of the whole image, and Resize((640, 480)), a crop to the stage's shape
+    # at validation; ConvNeXt both ways cropped, at 224 and 320x224), fine_tune(12) = 1 frozen + 12 epochs at
+    # lr 0.01 (5e-3 once unfrozen, the body at 1/100), fastai's wd 0.01, batch 64 (accum 2 on a 16 GB card
+    # there; `auto` here finds what a T4 takes), TTA, the ViTs weighted double; seeds differ, as its splits
+    # did. The Swins take their native sizes (SwinV2 192x192) in the run's one stage. Over 2 sessions.
+    "rttt": dict(stages="224x224:13:64:auto", lr=5e-3, wd=0.01, tta=4, sessions=2, time_limit=11.5 * 3600,
+                 members="; ".join([
+                     "convnext-224 arch=convnext_large.fb_in22k resize=crop seed=1",
+                     "convnext-320 arch=convnext_large.fb_in22k resize=crop stages=320x224:13:64:auto seed=2",
+                     "vit-squish arch=vit_large_patch16_224.augreg_in21k_ft_in1k resize=squish seed=3 "
+                     "weight=2",
+                     "vit-crop arch=vit_large_patch16_224.augreg_in21k_ft_in1k resize=crop seed=4 weight=2",
+                     "swinv2-squish arch=swinv2_large_window12_192.ms_in22k resize=squish seed=5",
+                     "swinv2-crop arch=swinv2_large_window12_192.ms_in22k resize=crop seed=6",
+                     "swin-squish arch=swin_large_patch4_window7_224.ms_in22k_ft_in1k resize=squish seed=7",
+                     "swin-crop arch=swin_large_patch4_window7_224.ms_in22k_ft_in1k resize=crop seed=8"])),
     # From scratch, one model, when no pretrained weights can be had. resnet10t: on the sample it learns
     # from scratch in minutes where resnet18 barely starts (0.64 vs 0.39).
     "cpu-scratch": dict(arch="resnet10t", stages=SCRATCH_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0,

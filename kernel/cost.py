@@ -90,8 +90,8 @@ def show(rows: list[Row], log=print) -> float:
     """Print the time plan, one line per model; returns the total seconds."""
     log("time plan (estimated T4 hours per model; kernel/cost.py says how, within ~2x):")
     for r in rows:
-        log(f"  {r.name or 'model':<12} {r.arch:<40} {r.seconds / 3600:5.1f} h  {r.stages}"
+        log(f"  {r.name or 'model':<14} {r.arch:<46} {r.seconds / 3600:5.1f} h  {r.stages}"
             + (f"  weight {r.weight:g}" if r.weight != 1 else ""))
     total = math.fsum(r.seconds for r in rows)
-    log(f"  {'total':<12} {'':<40} {total / 3600:5.1f} h of T4 time")
+    log(f"  {'total':<14} {'(one T4 after another)':<46} {total / 3600:5.1f} h")
     return total

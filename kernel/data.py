@@ -156,9 +156,10 @@ def augmentations(cfg: Config, size: tuple[int, int]) -> list:
 
 
 def datablock(cfg: Config, size: tuple[int, int], vocab: list[str], stats: tuple) -> DataBlock:
-    """Images decoded straight to `size` on the CPU (`load_image`, fitted as `cfg.resize` says), augmented and normalised in batches on
-    the GPU. Normalisation is here, in every stage's pipeline, not left to `vision_learner`: it adds
-    `Normalize` only to the loaders it is first given, so later stages and prediction would go without."""
+    """Images decoded straight to `size` on the CPU (`load_image`, fitted as `cfg.resize` says), augmented
+    and normalised in batches on the GPU. Normalisation is here, in every stage's pipeline, not left to
+    `vision_learner`: it adds `Normalize` only to the loaders it is first given, so later stages and
+    prediction would go without."""
     image = TransformBlock(type_tfms=LoadImage(size, cfg.resize), batch_tfms=IntToFloatTensor)
     return DataBlock(blocks=(image, CategoryBlock(vocab=vocab)), get_x=ColReader("path"),
                      get_y=ColReader(cfg.label_col), splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),

@@ -43,7 +43,8 @@ def colour(px: np.ndarray) -> str:
 
 
 def rows(a: np.ndarray) -> str:
-    """Each row's colour along the middle column, run-length coded, edges left out: 'red 8, blue 48, red 8'."""
+    """Each row's colour along the middle column, run-length coded, edges left out: 'red 6, blue 52, red 6'.
+    """
     names = [c for y in range(a.shape[0]) if (c := colour(a[y, a.shape[1] // 2])) != "mix"]
     runs = []
     for n in names:
@@ -133,7 +134,8 @@ def test_a_members_mode_reaches_its_training_validation_prediction_and_exported_
         seen: dict = {}
         run(member, cbs=[Seen(seen)], log=quiet)
         predict.predict(out, test, undecodable, cbs=[Seen(seen)], log=quiet)
-        assert set(seen) == {"train", "valid", "predict"} and len(seen["predict"]) == 2 * 2 * 6  # TTA+1, twice
+        assert set(seen) == {"train", "valid", "predict"}
+        assert len(seen["predict"]) == 2 * 2 * 6  # TTA 1 + the plain pass, 6 images, in training and after
         for where, images in seen.items():
             bars = [rows(a) for a in images]
             if m.name == "p":
@@ -153,7 +155,8 @@ def test_a_members_mode_reaches_its_training_validation_prediction_and_exported_
 def pkk_test_swin(pretrained: bool = False, **kwargs):
     """A Swin that takes 64x64 images only (timm's Swin-T, its pretrained config said 64x64, in 2 tiny
     stages): a fixed-size model that trains on a CPU in seconds."""
-    kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "input_size": (3, 64, 64)}
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    kwargs["pretrained_cfg_overlay"] = {**overlay, "input_size": (3, 64, 64)}
     return _create_swin_transformer("swin_tiny_patch4_window7_224", pretrained, img_size=64, window_size=4,
                                     embed_dim=16, depths=(1, 1), num_heads=(1, 2), **kwargs)
 
