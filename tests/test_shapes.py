@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from fastai.callback.core import Callback
 from fastai.vision.all import Normalize
 from PIL import Image
