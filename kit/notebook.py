@@ -56,11 +56,12 @@ smi = shutil.which("nvidia-smi") and subprocess.run(
 print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
-import kernel.ensemble
+import kernel.ensemble, kernel.manifest
 if weights and weights_datasets:  # looked for in every weights dataset (one per architecture, mounted apart)
     weights = os.pathsep.join(os.path.join(mounted(d), weights) for d in weights_datasets)
 cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **overrides)
-submission = kernel.ensemble.run(cfg)'''
+submission = kernel.ensemble.run(cfg)
+kernel.manifest.write(out, cfg, run_token)  # which run this output is, for the fan-in to check'''
 
 PLOTS = '''\
 import base64
@@ -74,8 +75,10 @@ for folder in sorted({os.path.dirname(p) for p in found}):
                          f'{base64.b64encode(open(p, "rb").read()).decode()}">' for p in pngs)))'''
 
 PREDICT = '''\
-import kernel.predict
-submission = kernel.predict.run([models], data, out, tta=tta)'''
+import kernel.manifest, kernel.predict
+for m, token in zip(models, tokens or [None] * len(models)):  # an older output attached: one line
+    kernel.manifest.check(m, token, f"the training output attached at {m}", "rerun `python build.py submit`")
+submission = kernel.predict.run(models, data, out, tta=tta)'''
 
 SUBMISSION = '''\
 import pandas as pd
@@ -124,6 +127,7 @@ def notebook(title: str, competition: str, dataset_id: str, overrides: dict, wei
               "or a file; None: from scratch",
               f"weights_datasets = {[f'/kaggle/input/datasets/{w}' for w in weight_sets]!r}  "
               "# one per architecture, uploaded once",
+              "run_token = None  # push writes the run's own: the output's manifest.json names it",
               TARGET]
     return _notebook([
         ("title", new_markdown_cell(
@@ -140,33 +144,37 @@ def notebook(title: str, competition: str, dataset_id: str, overrides: dict, wei
 
 
 def inference_notebook(title: str, competition: str, dataset_id: str,
-                       train_kernel: str) -> nbformat.NotebookNode:
-    """The inference notebook: the training kernel's output attached, its exported models predict the test
-    images, nothing is trained. Short enough for a code competition's rerun on the hidden test set."""
+                       train_kernels: list[str]) -> nbformat.NotebookNode:
+    """The inference notebook: the training kernels' outputs attached (one per session), their exported
+    models predict the test images, all members averaged with their weights, nothing is trained. Short
+    enough for a code competition's rerun on the hidden test set."""
+    outputs = [f"/kaggle/input/{k.split('/')[1]}" for k in train_kernels]
     params = [*_inputs(competition, dataset_id),
-              f"models = '/kaggle/input/{train_kernel.split('/')[1]}'  "
-              "# the training kernel's output: exported models",
+              f"models = {outputs!r}  "
+              "# the training kernels' outputs: exported models",
+              "tokens = None  # the run token each output's manifest must carry (submit sets them); None: any",
               "tta = None  # augmented passes; None: each model's own setting",
               TARGET]
+    kernels = ", ".join(f"`{k}`" for k in train_kernels)
     return _notebook([
         ("title", new_markdown_cell(
-            f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel "
-            f"`{train_kernel}` (attached as an input) and writes `/kaggle/working/submission.csv`. "
-            "No training.")),
+            f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel"
+            f"{'s' if len(train_kernels) > 1 else ''} {kernels} (attached as inputs) and writes "
+            "`/kaggle/working/submission.csv`. No training.")),
         ("parameters", _params(params)),
         ("install", new_code_cell(
-            install("data, dataset, models = mounted(data), mounted(dataset), mounted(models)"))),
+            install("data, dataset = mounted(data), mounted(dataset)\nmodels = [mounted(m) for m in models]"))),
         ("predict", new_code_cell(PREDICT)),
         ("submission", new_code_cell(SUBMISSION)),
     ])
 
 
-def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
+def inject(nb: nbformat.NotebookNode, by: str = "the dry run", **values) -> nbformat.NotebookNode:
     """A copy of `nb` with a cell after the `parameters` cell that assigns `values` (papermill's
-    convention)."""
+    convention); `by` says who in its first line."""
     nb = nbformat.from_dict(nb)  # a deep copy: the built notebook stays as pushed
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    cell = new_code_cell("# Injected by the dry run\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()),
+    cell = new_code_cell(f"# Injected by {by}\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()),
                          metadata={"tags": ["injected-parameters"]})
     cell.id = "injected-parameters"
     nb.cells.insert(at + 1, cell)
@@ -178,10 +186,32 @@ def write(nb: nbformat.NotebookNode, path: Path) -> None:
     with atomic_write(path) as tmp: nbformat.write(nb, str(tmp))
 
 
+def values(nb: nbformat.NotebookNode) -> dict:
+    """What the `parameters` cell of `nb`, and any cell injected after it, set."""
+    found: dict = {}
+    for c in nb.cells:
+        if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", [])): exec(c.source, found)
+    return {k: v for k, v in found.items() if not k.startswith("__")}
+
+
 def parameters(folder: Path) -> dict:
     """What the `parameters` cell of the notebook built in `folder` sets (data, overrides, weights ...)."""
     meta = json.loads((folder / "kernel-metadata.json").read_text())
-    nb = nbformat.read(folder / meta["code_file"], as_version=4)
-    values: dict = {}
-    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), values)
-    return {k: v for k, v in values.items() if not k.startswith("__")}
+    return values(nbformat.read(folder / meta["code_file"], as_version=4))
+
+
+def stamp(folder: Path, dest: Path, by: str, **values_) -> Path:
+    """DEST: the kernel built in FOLDER (kernel-metadata.json and notebook) with `values_` injected after its
+    parameters, to push as it is (the build stays as built). Written whole: a copy beside, then renamed."""
+    import shutil
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    nb = inject(nbformat.read(folder / meta["code_file"], as_version=4), by, **values_)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copyfile(folder / "kernel-metadata.json", tmp / "kernel-metadata.json")
+    nbformat.write(nb, str(tmp / meta["code_file"]))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
