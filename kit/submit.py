@@ -279,10 +279,10 @@ def session_outputs(api: Api, plan: list[dict], pushed: dict, dest: Path) -> dic
 
 
 def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, list[str]]:
-    """DEST/submission.csv made here from the members' probabilities of the sessions in `plan`, averaged with
-    their weights (as one session averages its own members), rows in a session's submission.csv order;
-    (its path, the members missing)."""
-    from kernel.submission import average, write_submission  # pandas: only when a file is submitted
+    """DEST/submission.csv (and DEST/probs.csv) made here from the members' probabilities of the sessions in
+    `plan`, averaged with their weights (as one session averages its own members), rows in a session's
+    submission.csv order; (its path, the members missing)."""
+    from kernel.submission import average, write_csv, write_submission  # pandas: only when a file is submitted
     import pandas as pd
     got = session_outputs(api, plan, pushed, dest / "output")
     first = next(iter(got.values())) / SUBMISSION
@@ -303,6 +303,7 @@ def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, 
         raise UserError(f"no member of {_runs(plan, pushed)} wrote its {PROBS}; read the logs with "
                         "`python build.py status`, fix, and push again")
     probs = average(frames, {n: float(weights.get(n, 1.0)) for n in frames}, id_col)
+    write_csv(probs, dest / PROBS)
     return write_submission(probs, first, id_col, label_col, dest / SUBMISSION), missing
 
 

@@ -30,7 +30,7 @@ kernel is not saved and nothing runs. A kernel attached to another (kernelDataSo
 serves it: the output of its latest version that completed, whatever the version. A kernel's output may be
 a function of the push and of those attached outputs (`outputs[ref] = lambda request, attached: {...}`), so a
 test can run the real inference code on what was attached; if it raises, that run ends in ERROR with its
-message. `fail_session(ref, message)` makes the next run of `ref` end in ERROR.
+message. `fail_session(ref, message)` makes the runs of `ref` end in ERROR.
 
 The daily submission limit: Kaggle's public API does not document how it refuses a submission over the limit.
 The stand-in answers CreateSubmission and CreateCodeSubmission with HTTP 400 and the text users have long
@@ -147,11 +147,13 @@ class KaggleStandin:
             self.faults.setdefault(method, []).append(
                 Fault(status, message, body, raw, drop or after, after, times))
 
-    def fail_session(self, ref: str, message: str = "CUDA out of memory") -> None:
-        """The next run of kernel `ref` ends in ERROR with `message` (a session that failed)."""
+    def fail_session(self, ref: str, message: str = "CUDA out of memory", output: dict | None = None) -> None:
+        """The next runs of kernel `ref` end in ERROR with `message` (a session that failed), leaving `output`
+        (none by default)."""
         with self.lock:
             self.run_states[ref] = ["RUNNING", "ERROR"]
             self.failure_messages[ref] = message
+            self.outputs[ref] = output or {}
 
     def running(self, user: str, but: str = "") -> list[str]:
         """The kernels of `user` whose latest version is a GPU session still running (all but kernel `but`)."""
