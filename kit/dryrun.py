@@ -157,7 +157,7 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
              overrides={**run, "progress": "lines"}, weights=shipped,
              weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))])
-        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=str(out.resolve()),
+        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(out.resolve())],
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
     same = pd.read_csv(submission).equals(pd.read_csv(inferred))

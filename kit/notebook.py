@@ -48,20 +48,18 @@ import fastai, kernel, timm, torch
 print("kernel", kernel.__version__, "from", os.path.dirname(kernel.__file__))
 print(f"python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
       f"timm {timm.__version__}")
-# nvidia-smi, not torch.cuda: this process starts no CUDA context that members on the same GPU would lose
-# memory to
+# nvidia-smi, not torch.cuda: no CUDA context here, which the members on the same GPU would lose memory to
 smi = shutil.which("nvidia-smi") and subprocess.run(
     ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
     capture_output=True, text=True).stdout.strip()
 print("GPUs:", "; ".join(smi.splitlines()) if smi else "none")'''
 
 TRAIN = '''\
-import kernel.ensemble, kernel.manifest
+import kernel.ensemble
 if weights and weights_datasets:  # looked for in every weights dataset (one per architecture, mounted apart)
     weights = os.pathsep.join(os.path.join(mounted(d), weights) for d in weights_datasets)
 cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **overrides)
-submission = kernel.ensemble.run(cfg)
-kernel.manifest.write(out, cfg, run_token)  # which run this output is, for the fan-in to check'''
+submission = kernel.ensemble.run(cfg, token=run_token)  # the token: which run this output is (manifest.json)'''
 
 PLOTS = '''\
 import base64
@@ -77,7 +75,7 @@ for folder in sorted({os.path.dirname(p) for p in found}):
 PREDICT = '''\
 import kernel.manifest, kernel.predict
 for m, token in zip(models, tokens or [None] * len(models)):  # an older output attached: one line
-    kernel.manifest.check(m, token, f"the training output attached at {m}", "rerun `python build.py submit`")
+    kernel.manifest.check(m, token, f"the output attached at {m}", "rerun `python build.py submit`")
 submission = kernel.predict.run(models, data, out, tta=tta)'''
 
 SUBMISSION = '''\

@@ -88,7 +88,8 @@ def test_the_inference_notebook_predicts_what_training_did_from_the_exported_mod
     ran = nbformat.read(out / INFERRED, as_version=4)
     values = {}
     exec(next(c for c in ran.cells if c.id == "injected-parameters").source, values)
-    assert Path(values["models"]) == out.resolve() and Path(values["out"]) == (out / "inference").resolve()
+    assert [Path(m) for m in values["models"]] == [out.resolve()]
+    assert Path(values["out"]) == (out / "inference").resolve()
     predicted = "".join(o.get("text", "") for c in ran.cells if c.id == "predict" for o in c.outputs)
     assert "predicted 100 test images with" in predicted
     pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"),

@@ -254,7 +254,7 @@ def test_a_stale_attached_output_is_refused_in_one_line(standin, trained, tmp_pa
     if competition == "file":
         assert "the output of session 2" in line and "push --session 2" in line
     else:  # the inference notebook refused it on Kaggle: its run failed, saying why
-        assert f"inference kernel {INFER} v1 failed" in line and "the training output attached at" in line
+        assert f"inference kernel {INFER} v1 failed" in line and "the output attached at" in line
     assert not standin.submissions
 
 
@@ -310,3 +310,28 @@ def test_a_third_session_waits_and_is_pushed_when_a_slot_frees(standin, trained,
     assert standin.kernels[TRAIN3]["versions"][0]["text"] and len(standin.running(USERNAME)) <= 2
     submit(out, timeout=120)
     assert submitted(standin) == labels(trained.expected())
+
+
+def test_each_session_attaches_only_its_members_weights_and_the_one_code_dataset(tmp_path):
+    from conftest import lay_out_hub
+    from kit.bundle import build
+    archs = ("test_resnet.r160_in1k", "test_efficientnet.r160_in1k")
+    for arch in archs: lay_out_hub(Path(os.environ["HF_HOME"]), arch)
+    members = f"a arch={archs[0]} stages=160x160:2:16:1; b arch={archs[1]}; c arch={archs[1]}"
+    out = build(tmp_path / "build", {"arch": archs[1], "stages": "160x160:1:16:1", "members": members,
+                                     "sessions": "2"}, user="alice")
+    meta = {k: json.loads((out / k / "kernel-metadata.json").read_text()) for k in ("kernel", "kernel-2", "infer")}
+    assert meta["kernel"]["dataset_sources"] == ["alice/paddy-kernel-kit", "alice/test-resnet-r160-in1k-weights"]
+    assert meta["kernel-2"]["dataset_sources"] == ["alice/paddy-kernel-kit",
+                                                   "alice/test-efficientnet-r160-in1k-weights"]
+    assert [notebook.parameters(out / k)["weights_datasets"] for k in ("kernel", "kernel-2")] == [
+        ["/kaggle/input/datasets/alice/test-resnet-r160-in1k-weights"],
+        ["/kaggle/input/datasets/alice/test-efficientnet-r160-in1k-weights"]]
+    # the inference kernel attaches both training kernels and predicts with both outputs
+    assert meta["infer"]["kernel_sources"] == ["alice/paddy-kernel-kit-train", "alice/paddy-kernel-kit-train-2"]
+    assert notebook.parameters(out / "infer")["models"] == ["/kaggle/input/paddy-kernel-kit-train",
+                                                           "/kaggle/input/paddy-kernel-kit-train-2"]
+    # one code dataset, one weights dataset per architecture, the plan kept for push, status and submit
+    assert sorted(p.name for p in out.iterdir()) == ["dataset", "infer", "kernel", "kernel-2", "sessions.json",
+                                                    "weights"]
+    assert [s["names"] for s in sessions.read_plan(out)] == [["a"], ["b", "c"]]
