@@ -262,46 +262,50 @@ def _runs(plan: list[dict], pushed: dict) -> str:
     return " + ".join(f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan)
 
 
-def session_outputs(api: Api, plan: list[dict], pushed: dict, dest: Path) -> dict[str, Path]:
-    """Download what the fan-in needs of each session's output into DEST/<folder>, each checked to be the run
-    push started (its manifest's token and the build's fingerprint); {folder: where}."""
+def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, list[str]]:
+    """Download what the fan-in needs of each session's output (FAN_IN: the members' probabilities, not their
+    models) and average it here (`average_outputs`) into DEST/submission.csv; (its path, the members
+    missing)."""
     got = {}
     for s in plan:
-        p, where = pushed[s["folder"]], dest / s["folder"]
-        run = f"{s['kernel']}/{p['version']}"
-        fetch_output(api, run, where, FAN_IN, "submit")
-        from kernel import manifest
-        manifest.check(where, p["token"], f"the output of session {s['session']} ({s['kernel']} v{p['version']})",
+        p, got[s["folder"]] = pushed[s["folder"]], dest / "output" / s["folder"]
+        fetch_output(api, f"{s['kernel']}/{p['version']}", got[s["folder"]], FAN_IN, "submit")
+    return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["token"] for s in plan}, dest,
+                           {s["folder"]: f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan})
+
+
+def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
+                    names: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+    """DEST/submission.csv (and DEST/probs.csv) from the sessions' outputs in `folders` ({folder: where}), each
+    first checked to be the run push started (its manifest's token, the build's fingerprint): every member's
+    probabilities averaged with its weight (as one session averages its own members), rows in a session's
+    submission.csv order; (its path, the members missing). `names`: how to call each session's run."""
+    from kernel import manifest
+    from kernel.submission import average, write_csv, write_submission  # pandas: only when a file is made
+    import pandas as pd
+    for s in plan:
+        run = (names or {}).get(s["folder"], folders[s["folder"]])
+        manifest.check(folders[s["folder"]], tokens[s["folder"]], f"the output of session {s['session']} ({run})",
                        f"rerun that session with `python build.py push --session {s['session']}`",
                        s["fingerprint"])
-        got[s["folder"]] = where
-    return got
-
-
-def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, list[str]]:
-    """DEST/submission.csv (and DEST/probs.csv) made here from the members' probabilities of the sessions in
-    `plan`, averaged with their weights (as one session averages its own members), rows in a session's
-    submission.csv order; (its path, the members missing)."""
-    from kernel.submission import average, write_csv, write_submission  # pandas: only when a file is submitted
-    import pandas as pd
-    got = session_outputs(api, plan, pushed, dest / "output")
-    first = next(iter(got.values())) / SUBMISSION
-    if not first.is_file():
-        raise UserError(f"{plan[0]['kernel']} completed without writing {SUBMISSION}; read its log with "
-                        "`python build.py status`, fix, and push again")
+    first = next((folders[s["folder"]] / SUBMISSION for s in plan
+                  if (folders[s["folder"]] / SUBMISSION).is_file()), None)
+    if first is None:
+        raise UserError(f"no session wrote its {SUBMISSION}; read the logs (`python build.py status`), fix, and "
+                        "push again")
     id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
     frames, weights = {}, {}
     for s in plan:
-        where = got[s["folder"]]
+        where = folders[s["folder"]]
         try: weights.update(json.loads((where / "ensemble.json").read_text())["members"])
         except (OSError, ValueError, KeyError): pass
         for name in s["names"]:
             if (where / "members" / name / PROBS).is_file():
                 frames[name] = pd.read_csv(where / "members" / name / PROBS, dtype={id_col: str})
-    missing = [n for s in plan for n in s["names"] if n not in frames]
     if not frames:
-        raise UserError(f"no member of {_runs(plan, pushed)} wrote its {PROBS}; read the logs with "
-                        "`python build.py status`, fix, and push again")
+        raise UserError(f"no member wrote its {PROBS}; read the logs (`python build.py status`), fix, and push "
+                        "again")
+    missing = [n for s in plan for n in s["names"] if n not in frames]
     probs = average(frames, {n: float(weights.get(n, 1.0)) for n in frames}, id_col)
     write_csv(probs, dest / PROBS)
     return write_submission(probs, first, id_col, label_col, dest / SUBMISSION), missing
