@@ -1,7 +1,7 @@
 """paddy kernel kit: build -> dry-run -> push -> submit a fastai Kaggle code-competition kernel.
 
     python build.py build   [--out build] [--weights FILE | --no-pretrained] [--wheel FILE ...] [--user NAME]
-                            [--accelerator NAME] [--field value ...]
+                            [--preset rttt] [--accelerator NAME] [--field value ...]
     python build.py dry-run [--data DIR] [--out build] [--preset cpu] [--field value ...]
     python build.py push    [--out build] [--timeout SECONDS] [--session K] [--wait] [same options as build]
     python build.py submit  [--build build] [--message TEXT] [--code | --file] [--infer] [--partial]
@@ -10,12 +10,13 @@
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
 `--field value` is any kernel.Config field (`--arch`, `--stages`, `--members`, `--lr`, `--tta`, ...): for
-build and push it sets the Kaggle run (over the kaggle preset); for the dry run, the run here (over the
-cpu preset) and the build it runs. A thin CLI: the work lives in kit/ and kernel/.
+build and push it sets the Kaggle run (over the kaggle preset, and `--preset NAME` over that, e.g. rttt);
+for the dry run, the run here (over the cpu preset, or `--preset`) and the build it runs. A thin CLI: the
+work lives in kit/ and kernel/.
 """
 from pathlib import Path
 
-from kernel.config import _Parser, given, options
+from kernel.config import PRESETS, _Parser, given, options
 from kernel.errors import cli
 
 # Not build options: where the kernel finds its data and writes (Kaggle's paths), which weights file it
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> None:
         s.add_argument("--wheel", action="append", default=[], metavar="FILE",
                        help="an extra wheel to ship and install offline (repeatable), "
                        "for a package Kaggle lacks")
-        options(s, skip=NOT_AT_BUILD, preset=s is d)
+        options(s, skip=NOT_AT_BUILD)
     d.add_argument("--data", help="competition folder (default: a generated sample)")
     u.add_argument("--timeout", type=float, default=600,
                    help="seconds to wait for Kaggle to process the dataset (default: 600)")
@@ -82,7 +83,10 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
 
     if args.cmd in ("build", "dry-run", "push"):
-        kw = dict(overrides=given(args, NOT_AT_BUILD), weights=args.weights, pretrained=args.pretrained,
+        overrides = given(args, NOT_AT_BUILD)
+        if args.cmd != "dry-run" and args.preset:  # the Kaggle run: the kaggle preset, this one over it
+            overrides = {**PRESETS[args.preset], **overrides}
+        kw = dict(overrides=overrides, weights=args.weights, pretrained=args.pretrained,
                   user=args.user, wheels=args.wheel)
     if args.cmd == "build":
         from kit.bundle import build

@@ -199,6 +199,10 @@ class Config:
         "progressive resizing: per stage, image height x width, epochs, batch size, gradient accumulation "
         "(auto: the smallest whose micro-batch fits the GPU), comma separated",
         unit="HxW:epochs:bs:accum,...", default=KAGGLE_STAGES)
+    resize: str = doc("how an image is fitted to a stage's size: squish (stretched to it), crop (aspect "
+                      "kept, cut to it: a random part in training, the centre in validation and prediction) "
+                      "or pad (aspect kept, all of it, black bars)", unit="choice",
+                      choices=("squish", "crop", "pad"), default="squish")
     lr: float = doc("peak learning rate of the one-cycle over the whole schedule (the head's, with a "
                     "pretrained body)", unit="per optimiser step, Adam", range="(0, 1]", default=5e-3)
     # With pretrained weights (fastai's fine_tune recipe): the first epochs train the head alone on a
@@ -348,6 +352,23 @@ PRESETS: dict[str | None, dict] = {
     # from scratch in minutes where resnet18 barely starts (0.64 vs 0.39).
     "cpu-scratch": dict(arch="resnet10t", stages=SCRATCH_STAGES, lr=5e-3, wd=0.01, tta=2, num_workers=0,
                         time_limit=0),
+    # Road to the Top part 3 (fastai course22 notebook 10, Paddy's best published recipe): four large models,
+    # each fitted two ways (a squish of the whole image, and Resize((640, 480)), a crop to the stage's shape
+    # at validation; ConvNeXt both ways cropped, at 224 and 320x224), fine_tune(12) = 1 frozen + 12 epochs at
+    # lr 0.01 (5e-3 once unfrozen, the body at 1/100), fastai's wd 0.01, batch 64 (accum 2 on a 16 GB card
+    # there; `auto` here finds what a T4 takes), TTA, the ViTs weighted double; seeds differ, as its splits
+    # did. The Swins take their native sizes (SwinV2 192x192) in the run's one stage. Over 2 sessions.
+    "rttt": dict(stages="224x224:13:64:auto", lr=5e-3, wd=0.01, tta=4, sessions=2, time_limit=11.5 * 3600,
+                 members="; ".join([
+                     "convnext-224 arch=convnext_large.fb_in22k resize=crop seed=1",
+                     "convnext-320 arch=convnext_large.fb_in22k resize=crop stages=320x224:13:64:auto seed=2",
+                     "vit-squish arch=vit_large_patch16_224.augreg_in21k_ft_in1k resize=squish seed=3 "
+                     "weight=2",
+                     "vit-crop arch=vit_large_patch16_224.augreg_in21k_ft_in1k resize=crop seed=4 weight=2",
+                     "swinv2-squish arch=swinv2_large_window12_192.ms_in22k resize=squish seed=5",
+                     "swinv2-crop arch=swinv2_large_window12_192.ms_in22k resize=crop seed=6",
+                     "swin-squish arch=swin_large_patch4_window7_224.ms_in22k_ft_in1k resize=squish seed=7",
+                     "swin-crop arch=swin_large_patch4_window7_224.ms_in22k_ft_in1k resize=crop seed=8"])),
 }
 
 

@@ -6,11 +6,12 @@ Layout (Paddy Doctor's, and any folder-per-class competition's):
     DATA/test_images/<image_id>
     DATA/sample_submission.csv          image_id,label  (optional: gives the submission's row order)
 """
+import random
 from pathlib import Path
 
 import pandas as pd
 from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor, Normalize,
-                               PILImage, RandomResizedCropGPU, RandomSplitter, Transform, TransformBlock,
+                               PILImage, RandomResizedCropGPU, RandomSplitter, RandTransform, TransformBlock,
                                aug_transforms)
 from PIL import Image
 
@@ -93,28 +94,50 @@ def checked_test(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str], Path]
     return test, undecodable, sample
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> PILImage:
-    """The image at `path` as RGB, squished to `size` (h, w), decoded no larger than that needs.
+def load_image(path: str | Path, size: tuple[int, int], resize: str = "squish",
+               where: tuple[float, float] = (0.5, 0.5)) -> PILImage:
+    """The image at `path` as RGB, fitted to `size` (h, w) as `resize` says, decoded no larger than needed.
 
-    `draft` asks libjpeg to decode at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8) that still covers
-    `size`, so a 640x480 JPEG comes out 160x120 without the full image ever being decoded or resized:
-    most of the CPU's work at the small stages. Other formats ignore `draft` and decode whole.
+    squish: stretched to `size`. crop: scaled (aspect kept) to cover `size`, then cut to it at `where`
+    (fractions of the slack, top and left: (0.5, 0.5) is the centre). pad: scaled to fit inside `size`,
+    centred on black. `draft` asks libjpeg to decode at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8) that
+    still covers the size wanted, so a 640x480 JPEG comes out 160x120 without the full image ever being
+    decoded or resized: most of the CPU's work at the small stages. Other formats ignore `draft`.
     """
     h, w = size
     with Image.open(path) as im:
-        im.draft("RGB", (w, h))  # PIL sizes are (w, h)
+        W, H = im.size  # PIL sizes are (w, h)
+        scale = {"squish": None, "crop": max(w / W, h / H), "pad": min(w / W, h / H)}[resize]
+        want = (w, h) if scale is None else (max(1, round(W * scale)), max(1, round(H * scale)))
+        im.draft("RGB", want)
         im = im.convert("RGB")
-    # Squished here rather than by fastai's `Resize`, which zero-pads (copies) every image it is given.
-    return PILImage(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
+    # Resized here rather than by fastai's `Resize`, which zero-pads (copies) every image it is given.
+    if im.size != want: im = im.resize(want, Image.BILINEAR)
+    if resize == "crop":
+        left, top = round((want[0] - w) * where[1]), round((want[1] - h) * where[0])
+        im = im.crop((left, top, left + w, top + h))
+    elif resize == "pad":
+        canvas = Image.new("RGB", (w, h))
+        canvas.paste(im, ((w - want[0]) // 2, (h - want[1]) // 2))
+        im = canvas
+    return PILImage(im)
 
 
-class LoadImage(Transform):
-    """Path -> `load_image(path, size)`. A class, not a `partial`, so that it pickles (spawned workers)."""
-    def __init__(self, size: tuple[int, int]):
+class LoadImage(RandTransform):
+    """Path -> `load_image(path, size, resize)`; a crop is cut at random in training, at the centre in
+    validation and prediction (fastai's `Resize` does the same). A class, not a `partial`, so that it
+    pickles (spawned workers)."""
+    split_idx = None  # training and validation alike (a RandTransform's default is training only)
+
+    def __init__(self, size: tuple[int, int], resize: str = "squish"):
         super().__init__()
-        self.size = size
+        self.size, self.resize = size, resize
 
-    def encodes(self, path) -> PILImage: return load_image(path, self.size)
+    def before_call(self, b, split_idx: int | None) -> None:
+        super().before_call(b, split_idx)
+        self.where = (0.5, 0.5) if split_idx else (random.random(), random.random())
+
+    def encodes(self, path) -> PILImage: return load_image(path, self.size, self.resize, self.where)
 
 
 def augmentations(cfg: Config, size: tuple[int, int]) -> list:
@@ -133,10 +156,11 @@ def augmentations(cfg: Config, size: tuple[int, int]) -> list:
 
 
 def datablock(cfg: Config, size: tuple[int, int], vocab: list[str], stats: tuple) -> DataBlock:
-    """Images decoded straight to `size` on the CPU (`load_image`), augmented and normalised in batches on
-    the GPU. Normalisation is here, in every stage's pipeline, not left to `vision_learner`: it adds
-    `Normalize` only to the loaders it is first given, so later stages and prediction would go without."""
-    image = TransformBlock(type_tfms=LoadImage(size), batch_tfms=IntToFloatTensor)
+    """Images decoded straight to `size` on the CPU (`load_image`, fitted as `cfg.resize` says), augmented
+    and normalised in batches on the GPU. Normalisation is here, in every stage's pipeline, not left to
+    `vision_learner`: it adds `Normalize` only to the loaders it is first given, so later stages and
+    prediction would go without."""
+    image = TransformBlock(type_tfms=LoadImage(size, cfg.resize), batch_tfms=IntToFloatTensor)
     return DataBlock(blocks=(image, CategoryBlock(vocab=vocab)), get_x=ColReader("path"),
                      get_y=ColReader(cfg.label_col), splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
                      batch_tfms=[*augmentations(cfg, size), Normalize.from_stats(*stats)])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, manifest, predict, report, train
+from . import data, manifest, plan, predict, report, train
 from .atomic import atomic_write
 from .config import Config
 from .errors import UserError
@@ -119,7 +119,7 @@ def _run(cfg: Config, log) -> Path:
         # The competition is checked once here, in one line, rather than once per member.
         data.train_items(cfg, log)
         *_, sample = data.checked_test(cfg, log)
-        members = {m.name: cfg.member(m, str(out / "members" / m.name)) for m in cfg.members}
+        members = {m.name: plan.member(cfg, m, str(out / "members" / m.name), log) for m in cfg.members}
         with atomic_write(out / predict.ENSEMBLE) as tmp:
             tmp.write_text(json.dumps({"members": {m.name: m.weight for m in cfg.members}}, indent=1) + "\n")
         todo: queue.Queue = queue.Queue()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import timm
 import torch
-from fastai.vision.learner import create_timm_model
+from fastai.vision.learner import TimmBody, create_timm_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -90,6 +90,12 @@ def check_arch(arch: str) -> None:
                         "e.g. convnext_small.fb_in22k")
 
 
+class ChannelsFirstBody(TimmBody):
+    """fastai's TimmBody for bodies whose features come channels last (timm's Swin and SwinV2 give
+    (B, H, W, C)): fastai's head pools NCHW, and would take H for the channels."""
+    def forward(self, x): return super().forward(x).permute(0, 3, 1, 2)
+
+
 def timm_net(arch: str, n_out: int, **kwargs) -> nn.Module:
     """fastai's `create_timm_model`, with a ViT-like body built to take any image size.
 
@@ -99,10 +105,28 @@ def timm_net(arch: str, n_out: int, **kwargs) -> nn.Module:
     `dynamic_img_pad`. Models without these options (CNNs) do not take the keywords: built without them.
     """
     try:
-        return create_timm_model(arch, n_out, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)[0]
+        net = create_timm_model(arch, n_out, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)[0]
     except TypeError as e:
         if "dynamic_img" not in str(e): raise
-        return create_timm_model(arch, n_out, **kwargs)[0]
+        net = create_timm_model(arch, n_out, **kwargs)[0]
+    if net[0].needs_pool and getattr(net[0].model, "output_fmt", "NCHW") == "NHWC":
+        net[0].__class__ = ChannelsFirstBody  # the same module and state dict, its output permuted
+    return net
+
+
+def native_size(arch: str) -> tuple[int, int] | None:
+    """The one image size (h, w) a fixed-size body takes, timm's pretrained `input_size` (Swin: its
+    windows tile that size only); None for a body that takes any size (CNNs; ViTs, built with
+    `dynamic_img_size`). Decided on the meta-device model (`memory.model`): no weights, no download."""
+    from .memory import model as meta_model
+    check_arch(arch)
+    try: net = body(meta_model(arch, 10))
+    except Exception as e:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
+        raise UserError(f"timm cannot build {arch!r} ({first_line(e, 200)}); "
+                        "pick a name from timm.list_models()") from None
+    cfg = net.pretrained_cfg
+    if not cfg.get("fixed_input_size") or getattr(net, "dynamic_img_size", False): return None
+    return tuple(cfg["input_size"][1:])
 
 
 def create(arch: str, n_out: int, weights: Path | None = None, log=print) -> nn.Module:

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
-from .config import Config, Stage, accelerator
+from .config import Config, Member, Stage, accelerator
 from .errors import UserError
 
 
@@ -104,6 +104,38 @@ def resolve(cfg: Config, n_out: int, log=print) -> tuple[Stage, ...]:
             s = replace(s, accum=accum)
         stages.append(s)
     return tuple(stages)
+
+
+def shaped(cfg: Config, *, own_stages: bool = False, name: str = "", log=None) -> Config:
+    """`cfg` with the stages its model can train at. A fixed-size model (Swin's windows: timm's pretrained
+    `input_size`, `model.native_size`) trains at its own size, in one stage of the run's whole epochs
+    (batch and accumulation from the last stage), unless the stages are its own (`own_stages`: a member
+    that set them), which must then all be at that size; anything else is refused in one line."""
+    from .model import native_size
+    native = native_size(cfg.arch)
+    if native is None or all(s.size == native for s in cfg.stages): return cfg
+    h, w = native
+    if own_stages:
+        who = f"member {name}" if name else "the run"
+        raise UserError(f"{who}: {cfg.arch} takes only {h}x{w} images, not the stages "
+                        f"{','.join(map(str, cfg.stages))}; give it stages at {h}x{w}, e.g. "
+                        f"stages={h}x{w}:{sum(s.epochs for s in cfg.stages)}:{cfg.stages[-1].bs}:auto, "
+                        "or leave its stages out to train at that size")
+    last = cfg.stages[-1]
+    stage = Stage(native, sum(s.epochs for s in cfg.stages), last.bs, last.accum)
+    if log: log(f"{name or cfg.arch}: {cfg.arch} takes only {h}x{w} images: one stage {stage} "
+                f"instead of {','.join(map(str, cfg.stages))}")
+    return Config.make(None, **{**cfg.to_dict(), "stages": (stage,)})
+
+
+def member(cfg: Config, m: Member, out: str, log=None) -> Config:
+    """Member `m` as it trains (`Config.member`), its stages `shaped`: its own checked, else fitted."""
+    return shaped(cfg.member(m, out), own_stages="stages" in dict(m.overrides), name=m.name, log=log)
+
+
+def models(cfg: Config) -> list[Config]:
+    """Each model the config trains (`Config.models`), with its stages as it trains them (`shaped`)."""
+    return [member(cfg, m, cfg.out) for m in cfg.members] or [shaped(cfg)]
 
 
 class Budget:

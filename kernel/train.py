@@ -34,7 +34,7 @@ from .checkpoint import CHECKPOINT  # noqa: F401  (where a run's checkpoint is, 
 from .config import Config, parse_args
 from .errors import UserError, cli
 from .lock import locked
-from .plan import Budget, Epoch, plan, resolve
+from .plan import Budget, Epoch, plan, resolve, shaped
 from .submission import write_csv, write_submission
 from .weighted import class_weights
 
@@ -162,6 +162,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
     with locked(out):
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
         model.check_arch(cfg.arch)  # before reading every image
+        cfg = shaped(cfg, log=log)  # a fixed-size model (Swin) at its own size
         items = data.train_items(cfg, log)
         test, undecodable, sample = data.checked_test(cfg, log)
         vocab = sorted(items[cfg.label_col].unique())

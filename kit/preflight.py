@@ -12,12 +12,14 @@ N_CLASSES = 10  # the competition's classes are not known here; the head is tiny
 
 
 def preflight(cfg: Config, log=print) -> None:
-    """Print the estimate of every member's every stage; refuse the first that does not fit."""
-    from kernel import memory, model
+    """Print the estimate of every member's every stage (as it trains them: a fixed-size model at its own
+    size, `plan.models`); refuse the first that does not fit. Then the time plan: each model's estimated
+    T4 hours (`kernel.cost`)."""
+    from kernel import cost, memory, model, plan
     acc = accelerator(cfg.accelerator)
     room = cfg.gpu_memory * 2**20 or acc.memory  # what a stage must fit: --gpu_memory, else the accelerator's
-    configs = cfg.models()
-    for c in configs: model.check_arch(c.arch)
+    for c in cfg.models(): model.check_arch(c.arch)
+    configs = plan.models(cfg)
     log(f"memory preflight on {acc.name} ({room / GIB:.1f} GiB a GPU), fp16, estimated peak per stage:")
     seen = set()
     for c in configs:
@@ -42,7 +44,7 @@ def preflight(cfg: Config, log=print) -> None:
                                 f"takes) need ~{least / GIB:.1f} GiB, more than {acc.name}'s "
                                 f"{room / GIB:.1f} GiB; use a smaller size or --arch")
             need = memory.estimate(c.arch, N_CLASSES, s.size, s.bs // accum).total
-            log(f"  {c.arch:<28} {s.size[0]:>4}x{s.size[1]:<4} batch {s.bs} = {accum} x {s.bs // accum:<4} "
+            log(f"  {c.arch:<46} {s.size[0]:>4}x{s.size[1]:<4} batch {s.bs} = {accum} x {s.bs // accum:<4} "
                 f"{need / GIB:5.1f} GiB  " + ("fits" if need <= room else "DOES NOT FIT")
                 + ("  (accum auto)" if not s.accum else ""))
             if need > room:
@@ -53,3 +55,4 @@ def preflight(cfg: Config, log=print) -> None:
                        if fit else "use a smaller size or --arch")
                 raise UserError(f"stage {s} of {c.arch} needs ~{need / GIB:.1f} GiB of GPU memory, more than "
                                 f"{acc.name}'s {room / GIB:.1f} GiB; {fix}")
+    cost.show(cost.table(cfg), log)
