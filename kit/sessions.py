@@ -25,12 +25,11 @@ PLAN, PUSHED = "sessions.json", "pushed.json"  # in OUT
 RUNNING_MAX = 2  # batch GPU sessions an account may run at once (Kaggle's refusal of a third, observed)
 
 
-def cost(cfg: Config) -> float:
-    """A member's estimated training cost: the images' pixels times epochs over its stages (weighted epochs
-    at the last size). Relative only: it balances sessions, it does not time them. Every architecture
-    counts alike here."""
-    pixels = [s.size[0] * s.size[1] for s in cfg.stages]
-    return float(sum(p * s.epochs for p, s in zip(pixels, cfg.stages)) + pixels[-1] * cfg.weighted_epochs)
+def costs(cfg: Config) -> list[float]:
+    """Each model's estimated T4 seconds (kernel/cost.py: its forward FLOPs x epochs x images, and its
+    prediction), in the order of its members: what the split balances."""
+    from kernel import cost  # torch, on the meta device: only when a build splits
+    return [r.seconds for r in cost.table(cfg)]
 
 
 def split(costs: list[float], n: int) -> list[list[int]]:
@@ -64,16 +63,17 @@ def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) ->
                         f"{len(cfg.members)}; give more --members or fewer --sessions")
     words = [p.strip() for p in (members or "").split(";") if p.strip()]
     if len(words) != len(cfg.members): words = [str(m) for m in cfg.members]  # a preset's members
-    costs = [cost(c) for c in cfg.models()]
+    each = costs(cfg)
     sessions = []
-    for k, group in enumerate(split(costs, n), start=1):
+    for k, group in enumerate(split(each, n), start=1):
         one = replace(cfg, members=tuple(cfg.members[i] for i in group), sessions=1)
         sessions.append({"session": k, "folder": folder(k),
                          "kernel": kernel_id if k == 1 else f"{kernel_id}-{k}",
                          "title": title if k == 1 else f"{title}-{k}",
                          "members": "; ".join(words[i] for i in group), "names": [m.name for m in one.members],
                          "fingerprint": one.fingerprint(),
-                         "share": round(sum(costs[i] for i in group) / sum(costs), 4)})
+                         "hours": round(sum(each[i] for i in group) / 3600, 2),
+                         "share": round(sum(each[i] for i in group) / sum(each), 4)})
     return sessions
 
 

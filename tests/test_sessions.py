@@ -157,9 +157,10 @@ def test_members_are_split_over_sessions_by_estimated_cost():
     assert sessions.split([4, 1, 2, 1], 3) == [[0], [2], [1, 3]]
     cfg = Config.make("kaggle", **KAGGLE)
     plan = sessions.plan(cfg, TRAIN, "paddy-kernel-kit-train", MEMBERS)
-    assert [(s["kernel"], s["folder"], s["members"], s["share"]) for s in plan] == [
-        (TRAIN, "kernel", "a stages=64x48:4:16:1", 0.5),
-        (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3", 0.5)]
+    assert [(s["kernel"], s["folder"], s["members"]) for s in plan] == [
+        (TRAIN, "kernel", "a stages=64x48:4:16:1"), (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3")]
+    # by kernel/cost.py's estimate (4, 1, 2 and 1 epochs, and the same prediction each): near halves
+    assert abs(plan[0]["share"] - 0.5) < 0.01 and plan[0]["share"] + plan[1]["share"] == pytest.approx(1, abs=1e-3)
     # the fingerprint a session's manifest must carry is its own config's, as the kernel computes it
     assert plan[1]["fingerprint"] == Config.make("kaggle", **{**KAGGLE, "members": plan[1]["members"],
                                                             "sessions": 1}).fingerprint()
