@@ -46,7 +46,8 @@ def main(argv: list[str]) -> None:
     u.add_argument("--timeout", type=float, default=600,
                    help="seconds to wait for Kaggle to process the dataset (default: 600)")
     u.add_argument("--session", type=int, metavar="K",
-                   help="with --sessions N: push session K alone again (one that failed); the others' runs stay")
+                   help="with --sessions N: push session K alone again (one that failed); the others' runs "
+                   "stay")
     u.add_argument("--wait", action="store_true",
                    help="with --sessions N: carry on the last push without building: push the sessions that "
                    "wait as ours end (at most two run at once)")
@@ -65,8 +66,8 @@ def main(argv: list[str]) -> None:
                    help="run the inference kernel on the training run's output even for a file competition "
                    "(default: its submission is made here from the run's probabilities, no second GPU session)")
     m.add_argument("--partial", action="store_true",
-                   help="with --sessions N: submit the ensemble of the sessions that finished (a failed one, and "
-                   "those still waiting, left out), saying which members are missing")
+                   help="with --sessions N: submit the ensemble of the sessions that finished (a failed one, "
+                   "and those still waiting, left out), saying which members are missing")
     m.add_argument("--timeout", type=float, default=13 * 3600,
                    help="seconds to wait, in all, for the training run, the inference run and the score "
                    "(default: 13 hours)")

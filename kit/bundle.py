@@ -175,13 +175,13 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
     files = ", ".join(sorted(p.name for p in (out / "dataset").iterdir()))
     if weight_sets: files += f"; weights in {', '.join(weight_sets.values())}"
     kernels = ", ".join(f"{out / s['folder']} ({s['kernel']}" + (
-        f": {', '.join(s['names'])}, ~{s['hours']:.1f} T4 h, {s['share']:.0%} of the estimated cost"
+        f": {', '.join(s['names'])}, {s['share']:.0%} of the estimated cost, ~{s['wall']:.1f} h on its GPUs"
         if len(plan) > 1 else "") + ")" for s in plan)
     print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), {kernels} "
           f"on {kernel_meta['machine_shape']}, and {out / 'infer'} ({infer_meta['id']})")
-    over = [s for s in plan if len(plan) > 1 and cfg.time_limit and s["hours"] * 3600 > cfg.time_limit]
+    over = [s for s in plan if len(plan) > 1 and cfg.time_limit and s["wall"] * 3600 > cfg.time_limit]
     for s in over:  # an estimate within ~2x: a warning, and the time budget cuts epochs so that it predicts
-        print(f"warning: session {s['session']} ({', '.join(s['names'])}) is estimated at {s['hours']:.1f} T4 h, "
+        print(f"warning: session {s['session']} ({', '.join(s['names'])}) is estimated at {s['wall']:.1f} h, "
               f"more than its time limit ({cfg.time_limit / 3600:.1f} h): its time budget will cut epochs; "
               "more --sessions, or fewer epochs, would avoid it")
     return out

@@ -204,7 +204,8 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
     submission, missing = average_outputs(local, outputs, tokens, out)
     if missing: raise UserError(f"members {', '.join(missing)} did not finish; see the executed notebooks")
     # the members' own probabilities, weighted and averaged here: what both fan-ins must equal
-    frames = {n: pd.read_csv(outputs[s["folder"]] / "members" / n / "probs.csv", dtype=str).set_index(cfg.id_col)
+    frames = {n: pd.read_csv(outputs[s["folder"]] / "members" / n / "probs.csv",
+                             dtype=str).set_index(cfg.id_col)
               for s in local for n in s["names"]}
     weights = {m.name: m.weight for m in cfg.members}
     mean = sum(f.astype(float) * weights[n] for n, f in frames.items()) / sum(weights.values())

@@ -62,7 +62,8 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
                                                                       ApiStartSubmissionUploadRequest,
                                                                       ApiSubmission)
     from kagglesdk.kaggle_env import get_endpoint, get_env
-    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest, ApiListKernelSessionOutputRequest
+    from kagglesdk.kernels.types.kernels_api_service import (ApiGetKernelRequest,
+                                                             ApiListKernelSessionOutputRequest)
 
 T = TypeVar("T")
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kernel.atomic import atomic_write
-from kernel.config import Config
+from kernel.config import Config, accelerator
 from kernel.errors import UserError
 
 PLAN, PUSHED = "sessions.json", "pushed.json"  # in OUT
@@ -52,7 +52,8 @@ def folder(k: int) -> str:
 def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) -> list[dict]:
     """The sessions of `cfg` (a Kaggle config with its `sessions`): for each, its folder, kernel id and title
     (`<slug>`, `<slug>-2`, ...), its members (in the words of `members`, the --members text, when given) and
-    their names, the fingerprint its run's manifest must carry, and its share of the estimated cost."""
+    their names, the fingerprint its run's manifest must carry, its estimated T4 hours (`hours`, one member
+    after another; `wall`, side by side on the accelerator's GPUs) and its share of the estimated cost."""
     n = cfg.sessions
     if n == 1:
         return [{"session": 1, "folder": folder(1), "kernel": kernel_id, "title": title,
@@ -63,7 +64,7 @@ def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) ->
                         f"{len(cfg.members)}; give more --members or fewer --sessions")
     words = [p.strip() for p in (members or "").split(";") if p.strip()]
     if len(words) != len(cfg.members): words = [str(m) for m in cfg.members]  # a preset's members
-    each = costs(cfg)
+    each, gpus = costs(cfg), max(1, accelerator(cfg.accelerator).gpus)
     sessions = []
     for k, group in enumerate(split(each, n), start=1):
         one = replace(cfg, members=tuple(cfg.members[i] for i in group), sessions=1)
@@ -73,6 +74,9 @@ def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) ->
                          "members": "; ".join(words[i] for i in group), "names": [m.name for m in one.members],
                          "fingerprint": one.fingerprint(),
                          "hours": round(sum(each[i] for i in group) / 3600, 2),
+                         # its members side by side on the session's GPUs, as kernel/ensemble.py queues them
+                         "wall": round(max(sum(each[group[j]] for j in g)
+                                           for g in split([each[i] for i in group], gpus)) / 3600, 2),
                          "share": round(sum(each[i] for i in group) / sum(each), 4)})
     return sessions
 

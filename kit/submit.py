@@ -285,14 +285,15 @@ def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str
     import pandas as pd
     for s in plan:
         run = (names or {}).get(s["folder"], folders[s["folder"]])
-        manifest.check(folders[s["folder"]], tokens[s["folder"]], f"the output of session {s['session']} ({run})",
+        manifest.check(folders[s["folder"]], tokens[s["folder"]],
+                       f"the output of session {s['session']} ({run})",
                        f"rerun that session with `python build.py push --session {s['session']}`",
                        s["fingerprint"])
     first = next((folders[s["folder"]] / SUBMISSION for s in plan
                   if (folders[s["folder"]] / SUBMISSION).is_file()), None)
     if first is None:
-        raise UserError(f"no session wrote its {SUBMISSION}; read the logs (`python build.py status`), fix, and "
-                        "push again")
+        raise UserError(f"no session wrote its {SUBMISSION}; read the logs (`python build.py status`), fix, "
+                        "and push again")
     id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
     frames, weights = {}, {}
     for s in plan:
@@ -354,10 +355,10 @@ def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, 
                     what = f"the code of {kernel} v{run}"
                 else:
                     path = Path(tmp) / "inferred" / SUBMISSION
-                    if path not in fetch_output(api, f"{kernel}/{run}", path.parent, rf"^{re.escape(SUBMISSION)}$",
-                                                "submit"):
-                        raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its "
-                                        "log on Kaggle, fix, and rerun `python build.py submit`")
+                    wanted = rf"^{re.escape(SUBMISSION)}$"
+                    if path not in fetch_output(api, f"{kernel}/{run}", path.parent, wanted, "submit"):
+                        raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read "
+                                        "its log on Kaggle, fix, and rerun `python build.py submit`")
                     what = f"{SUBMISSION} of {kernel} v{run}"
                     ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
             else:

@@ -105,8 +105,9 @@ class Trained:
             with tempfile.TemporaryDirectory() as tmp:
                 for ref, files in attached.items():
                     for name, data in files.items():
-                        (Path(tmp) / "input" / ref.split("/")[1] / name).parent.mkdir(parents=True, exist_ok=True)
-                        (Path(tmp) / "input" / ref.split("/")[1] / name).write_bytes(data)
+                        path = Path(tmp) / "input" / ref.split("/")[1] / name
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(data)
                 values.update(models=[f"{tmp}/input/{m.rsplit('/', 1)[1]}" for m in values["models"]],
                               data=str(self.sample), out=f"{tmp}/working")
                 exec(next(c.source for c in nb.cells if c.id == "predict"), values)
@@ -158,9 +159,11 @@ def test_members_are_split_over_sessions_by_estimated_cost():
     cfg = Config.make("kaggle", **KAGGLE)
     plan = sessions.plan(cfg, TRAIN, "paddy-kernel-kit-train", MEMBERS)
     assert [(s["kernel"], s["folder"], s["members"]) for s in plan] == [
-        (TRAIN, "kernel", "a stages=64x48:4:16:1"), (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3")]
+        (TRAIN, "kernel", "a stages=64x48:4:16:1"),
+        (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3")]
     # by kernel/cost.py's estimate (4, 1, 2 and 1 epochs, and the same prediction each): near halves
-    assert abs(plan[0]["share"] - 0.5) < 0.01 and plan[0]["share"] + plan[1]["share"] == pytest.approx(1, abs=1e-3)
+    assert abs(plan[0]["share"] - 0.5) < 0.01
+    assert plan[0]["share"] + plan[1]["share"] == pytest.approx(1, abs=1e-3)
     # the fingerprint a session's manifest must carry is its own config's, as the kernel computes it
     assert plan[1]["fingerprint"] == Config.make("kaggle", **{**KAGGLE, "members": plan[1]["members"],
                                                             "sessions": 1}).fingerprint()
@@ -188,7 +191,8 @@ def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained
     submit(out, timeout=120)
     said = capsys.readouterr().out
     (s,) = standin.submissions
-    assert s["description"] == f"trained by {TRAIN} v1 + {TRAIN2} v1 [paddy-kernel-kit {TRAIN} v1 + {TRAIN2} v1]"
+    runs = f"{TRAIN} v1 + {TRAIN2} v1"
+    assert s["description"] == f"trained by {runs} [paddy-kernel-kit {runs}]"
     assert submitted(standin) == labels(trained.expected())
     assert "complete, public score 0.97412" in said and "missing" not in said
     # no GPU session for the fan-in, and only the members' probabilities came down, not their models
@@ -321,8 +325,10 @@ def test_each_session_attaches_only_its_members_weights_and_the_one_code_dataset
     members = f"a arch={archs[0]} stages=160x160:2:16:1; b arch={archs[1]}; c arch={archs[1]}"
     out = build(tmp_path / "build", {"arch": archs[1], "stages": "160x160:1:16:1", "members": members,
                                      "sessions": "2"}, user="alice")
-    meta = {k: json.loads((out / k / "kernel-metadata.json").read_text()) for k in ("kernel", "kernel-2", "infer")}
-    assert meta["kernel"]["dataset_sources"] == ["alice/paddy-kernel-kit", "alice/test-resnet-r160-in1k-weights"]
+    meta = {k: json.loads((out / k / "kernel-metadata.json").read_text())
+            for k in ("kernel", "kernel-2", "infer")}
+    assert meta["kernel"]["dataset_sources"] == ["alice/paddy-kernel-kit",
+                                                 "alice/test-resnet-r160-in1k-weights"]
     assert meta["kernel-2"]["dataset_sources"] == ["alice/paddy-kernel-kit",
                                                    "alice/test-efficientnet-r160-in1k-weights"]
     assert [notebook.parameters(out / k)["weights_datasets"] for k in ("kernel", "kernel-2")] == [
