@@ -8,6 +8,11 @@
     output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls,
                   bounded
 
+With `--sessions N` (kit/sessions.py) push pushes each session's kernel with a fresh run token written into
+a copy of its notebook, at most two at once, noting the others as waiting in OUT/pushed.json (Kaggle's
+refusal of a third is one line, and that session waits too); `push_waiting` (`push --wait`) and submit push
+them as ours end; `push(session=K)` pushes session K alone again. `status` shows every session.
+
 Whether a dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload holds
 a small file whose name carries the hash of the other files, `paddy-kernel-kit-content-<sha256>.txt`, which
 Kaggle's file listing returns without a download. Not in the description: Kaggle may keep a dataset's old

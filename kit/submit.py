@@ -11,6 +11,12 @@
                     submission.csv;
                   then wait for the score, print it
 
+With `--sessions N` (`submit_sessions`): wait for every session (pushing those that wait as slots free); a
+failed one is one line naming `push --session K`, unless `partial`; then fan in: a file competition downloads
+each session's members' probs.csv and averages every member with its weight here (`average_outputs`, each
+output first checked by its manifest.json to be the run push started); a code competition pushes the
+inference kernel with every finished session's output attached and the tokens they must carry.
+
 How the competition takes submissions is Kaggle's to say: its `is_kernels_submissions_only` (GetCompetition);
 `code=True/False` (--code/--file) says it instead.
 
