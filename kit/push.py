@@ -188,16 +188,16 @@ def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
 
 def warn_quota(api: Api, time_limit: float, what: str = "") -> None:
     """One line when the run may take longer than the GPU time left this week (a warning: Kaggle not saying
-    stops nothing). `what` names the limit: several sessions bill their wall clocks one after another."""
+    stops nothing). `what` names the limit and its verb: several sessions' wall clocks add up."""
     try: quota = kaggle.gpu_quota(api, "push")
     except UserError as e:
         print(f"warning: {str(e).split(';')[0]}; pushing anyway", file=sys.stderr)
         return
     if quota is None: return
     used, total, _ = quota
-    what = what or f"the run's time limit ({time_limit / 3600:.1f} h)"
+    what = what or f"the run's time limit ({time_limit / 3600:.1f} h) is"
     if time_limit and time_limit / 3600 > total - used:
-        print(f"warning: {what} is more than your GPU quota left "
+        print(f"warning: {what} more than your GPU quota left "
               f"this week ({max(0.0, total - used):.1f} h of {total:.1f} h): Kaggle stops it when the quota "
               "runs out; lower --time_limit, or push after the quota refreshes", file=sys.stderr)
 
@@ -231,7 +231,7 @@ def push(out: Path, overrides: dict | None = None, weights: str | None = None, p
         return ref
     todo = [plan[session - 1]] if session else plan
     warn_quota(api, limit * len(todo), f"the {len(todo)} sessions' time limits ({len(todo)} x "
-                                       f"{limit / 3600:.1f} h)" if len(todo) > 1 else "")
+                                       f"{limit / 3600:.1f} h, each billed once) are" if len(todo) > 1 else "")
     sent = push_datasets(api, out, timeout)
     pushed = {k: v for k, v in kept.items() if session and k != plan[session - 1]["folder"]}
     sessions.write_pushed(out, pushed)

@@ -173,7 +173,10 @@ def test_members_are_split_over_sessions_by_estimated_cost():
 
 def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained, tmp_path, capsys):
     out = tmp_path / "build"
+    standin.gpu_used_s = 10 * 3600  # 20 h left: less than the two sessions' 2 x 11.5 h
     push(out, KAGGLE, pretrained=False)
+    assert ("warning: the 2 sessions' time limits (2 x 11.5 h, each billed once) are more than your GPU quota "
+            "left this week (20.0 h of 30.0 h)") in capsys.readouterr().err
     # two kernels pushed, each with its members and a fresh run token, recorded with Kaggle's version
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
     record = sessions.read_pushed(out)
@@ -292,29 +295,42 @@ def test_a_failed_session_is_named_then_rerun_alone_and_partial_says_what_is_mis
 
 
 def test_a_third_session_waits_and_is_pushed_when_a_slot_frees(standin, trained, tmp_path, capsys):
+    out = tmp_path / "build"
+    push(out, {**KAGGLE, "sessions": "3"}, pretrained=False)
+    # two pushed; the third not even tried (Kaggle would refuse it), noted as waiting
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
+    assert [p["version"] for p in sessions.read_pushed(out).values()] == [1, 1, None]
+    assert f"kernel {TRAIN3} (session 3): waits for a free slot" in capsys.readouterr().out
+    status(out)
+    assert f"session 3 {TRAIN3}: waiting (not pushed yet), members b, d" in capsys.readouterr().out
+
+    submit(out, timeout=120)  # pushes it once one of the first two has ended, then waits for all three
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN3]
+    assert sessions.read_pushed(out)["kernel-3"]["version"] == 1
+    assert submitted(standin) == labels(trained.expected())
+
+
+def test_kaggles_refusal_of_a_third_session_is_one_line_and_the_session_waits(standin, trained, tmp_path,
+                                                                             capsys):
     # another GPU session of the account is running: Kaggle refuses our second as a third
     other = f"{USERNAME}/something-else"
     standin.SaveKernel(USERNAME, {"slug": other, "enableGpu": True})
     standin.kernels[other]["versions"][-1]["states"] = ["RUNNING"]
     out = tmp_path / "build"
-    push(out, {**KAGGLE, "sessions": "3"}, pretrained=False)
-    err = capsys.readouterr().err
-    refused = [l for l in err.splitlines() if "Maximum batch GPU session count of 2 reached" in l]
-    assert refused and refused[0].startswith(f"session 2: Kaggle did not start kernel {TRAIN2}")
-    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN3]
-    assert TRAIN2 not in standin.kernels and TRAIN3 not in standin.kernels  # nothing runs, nothing lost
-    assert [p["version"] for p in sessions.read_pushed(out).values()] == [1, None, None]
-    status(out)
-    assert f"session 3 {TRAIN3}: waiting (not pushed yet), members b, d" in capsys.readouterr().out
+    push(out, KAGGLE, pretrained=False)
+    refused = [l for l in capsys.readouterr().err.splitlines() if "Maximum batch GPU session count" in l]
+    assert refused == [f"session 2: Kaggle did not start kernel {TRAIN2}: Maximum batch GPU session count of 2 "
+                       "reached (an account runs 2 at once); it waits, and `python build.py push --wait` or "
+                       "`python build.py submit` pushes it when a session ends"]
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
+    assert TRAIN2 not in standin.kernels  # nothing runs, nothing is lost: it waits
+    assert [p["version"] for p in sessions.read_pushed(out).values()] == [1, None]
 
     standin.kernels[other]["versions"][-1]["states"] = ["COMPLETE"]  # a slot frees
     push_waiting(out, timeout=120)
     record = sessions.read_pushed(out)
-    assert all(p["version"] == 1 for p in record.values())
-    # never more than two of ours at once: the third went once one of the first two had ended
-    assert standin.kernels[TRAIN3]["versions"][0]["text"] and len(standin.running(USERNAME)) <= 2
-    submit(out, timeout=120)
-    assert submitted(standin) == labels(trained.expected())
+    assert record["kernel-2"]["version"] == 1
+    assert pushed_values(standin, TRAIN2)["run_token"] == record["kernel-2"]["token"]
 
 
 def test_each_session_attaches_only_its_members_weights_and_the_one_code_dataset(tmp_path):
