@@ -3,8 +3,9 @@
     python build.py build   [--out build] [--weights FILE | --no-pretrained] [--wheel FILE ...] [--user NAME]
                             [--preset rttt] [--accelerator NAME] [--field value ...]
     python build.py dry-run [--data DIR] [--out build] [--preset cpu] [--field value ...]
-    python build.py push    [--out build] [--timeout SECONDS] [same options as build]
-    python build.py submit  [--build build] [--message TEXT] [--code | --file] [--infer] [--timeout SECONDS]
+    python build.py push    [--out build] [--timeout SECONDS] [--session K] [--wait] [same options as build]
+    python build.py submit  [--build build] [--message TEXT] [--code | --file] [--infer] [--partial]
+                            [--timeout SECONDS]
     python build.py status  [--build build]
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
@@ -44,6 +45,14 @@ def main(argv: list[str]) -> None:
     d.add_argument("--data", help="competition folder (default: a generated sample)")
     u.add_argument("--timeout", type=float, default=600,
                    help="seconds to wait for Kaggle to process the dataset (default: 600)")
+    u.add_argument("--session", type=int, metavar="K",
+                   help="with --sessions N: push session K alone again (one that failed); the others' runs "
+                   "stay")
+    u.add_argument("--wait", action="store_true",
+                   help="with --sessions N: carry on the last push without building: push the sessions that "
+                   "wait as ours end (at most two run at once)")
+    u.add_argument("--wait_timeout", dest="timeout_wait", type=float, default=4 * 12 * 3600,
+                   help="seconds --wait waits at most (default: 48 hours)")
     m = sub.add_parser("submit", help="wait for the pushed training run, run the inference kernel on its "
                        "output, submit, print the score; rerun it freely: it never submits twice")
     m.add_argument("--message", help="the submission's description (the inference kernel's version is added)")
@@ -56,6 +65,9 @@ def main(argv: list[str]) -> None:
     m.add_argument("--infer", action="store_true",
                    help="run the inference kernel on the training run's output even for a file competition "
                    "(default: its submission is made here from the run's probabilities, no second GPU session)")
+    m.add_argument("--partial", action="store_true",
+                   help="with --sessions N: submit the ensemble of the sessions that finished (a failed one, "
+                   "and those still waiting, left out), saying which members are missing")
     m.add_argument("--timeout", type=float, default=13 * 3600,
                    help="seconds to wait, in all, for the training run, the inference run and the score "
                    "(default: 13 hours)")
@@ -83,12 +95,16 @@ def main(argv: list[str]) -> None:
     elif args.cmd == "dry-run":
         from kit.dryrun import dry_run
         dry_run(Path(args.out), data=args.data, preset=args.preset or "cpu", **kw)
+    elif args.cmd == "push" and args.wait:
+        from kit.push import push_waiting
+        push_waiting(Path(args.out), timeout=args.timeout_wait)
     elif args.cmd == "push":
         from kit.push import push
-        push(Path(args.out), timeout=args.timeout, **kw)
+        push(Path(args.out), timeout=args.timeout, session=args.session, **kw)
     elif args.cmd == "submit":
         from kit.submit import submit
-        submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout, infer=args.infer)
+        submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout, infer=args.infer,
+               partial=args.partial)
     elif args.cmd == "status":
         from kit.push import status
         status(Path(args.build))

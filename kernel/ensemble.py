@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, plan, predict, report, train
+from . import data, manifest, plan, predict, report, train
 from .atomic import atomic_write
 from .config import Config
 from .errors import UserError
@@ -98,8 +98,16 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
     return error or last or f"exit status {child.returncode}"
 
 
-def run(cfg: Config, log=print) -> Path:
-    """Train every member (or the one model) and write OUT/submission.csv; returns its path."""
+def run(cfg: Config, log=print, token: str | None = None) -> Path:
+    """Train every member (or the one model) and write OUT/submission.csv; returns its path. `token`: the run
+    token push wrote into the notebook, named in OUT/manifest.json once the run is over (for the fan-in of
+    an ensemble split over sessions, see kernel.manifest)."""
+    path = _run(cfg, log)
+    if token is not None: manifest.write(cfg.out, cfg, token)
+    return path
+
+
+def _run(cfg: Config, log) -> Path:
     if not cfg.members: return train.run(cfg, log=log)
     t0, out = time.time(), Path(cfg.out)
     lock, say = threading.Lock(), log

@@ -9,6 +9,9 @@
                   weights datasets attached)
     OUT/infer/    the inference notebook, its kernel-metadata.json (`<id>-infer`, the training kernel
                   attached)
+    with --sessions N (the members split over N training kernels, balanced by estimated cost):
+    OUT/kernel-2/ ... the other sessions' notebooks (`<id>-2`, ...), each with its members and its members'
+                  weights datasets; OUT/infer attaches them all; OUT/sessions.json says who is where
 
 On Kaggle the notebook installs the dataset's wheels with `pip install --no-index --no-deps`: nothing
 from the internet, and Kaggle's torch and fastai are never replaced. Everything is built in a temporary
@@ -25,7 +28,7 @@ from pathlib import Path
 from kernel.config import Config
 from kernel.errors import UserError
 
-from . import metadata, notebook
+from . import metadata, notebook, sessions
 from .preflight import preflight
 from .weights import Unavailable, fetch
 
@@ -125,7 +128,8 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
     overrides.setdefault("accelerator", kernel_meta["machine_shape"])
     if overrides["accelerator"] == Config.accelerator: del overrides["accelerator"]  # the default: no noise
     cfg = Config.make("kaggle", **overrides)
-    infer_meta = metadata.inference(kernel_meta)
+    plan = sessions.plan(cfg, kernel_meta["id"], kernel_meta["title"], overrides.get("members"))
+    infer_meta = metadata.inference(kernel_meta, [s["kernel"] for s in plan])
     weights = _input(weights, "--weights") if weights else None
     wheels = [_input(w, "--wheel", ".whl") for w in wheels]
     if out.exists() and not (out.is_dir() and (not any(out.iterdir())
@@ -137,21 +141,31 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
     # beside OUT: the rename stays on one disk
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        dataset, kernel, infer = tmp / "dataset", tmp / "kernel", tmp / "infer"
-        for d in (dataset, kernel, infer): d.mkdir()
+        dataset, infer = tmp / "dataset", tmp / "infer"
+        for d in (dataset, infer): d.mkdir()
         kernel_wheel(dataset)
         for w in wheels: shutil.copyfile(w, dataset / w.name)
         check_wheels(dataset, [dataset / w.name for w in wheels])
         shipped, weight_sets = _weights(cfg, tmp / "weights", dataset_meta, weights, pretrained, dry_run)
-        kernel_meta["dataset_sources"] += [w for w in weight_sets if w not in kernel_meta["dataset_sources"]]
         _write_json(dataset / metadata.DATASET_FILE, dataset_meta)
         competition = metadata.competition(kernel_meta)
-        nb = notebook.notebook(kernel_meta["title"], competition, dataset_meta["id"], overrides, shipped,
-                               weight_sets)
-        notebook.write(nb, kernel / kernel_meta["code_file"])
-        _write_json(kernel / metadata.KERNEL_FILE, kernel_meta)
+        for s in plan:  # one training kernel per session: its members, its architectures' weights only
+            archs = {c.arch for c in cfg.models()} if len(plan) == 1 else {
+                c.arch for c, m in zip(cfg.models(), cfg.members) if m.name in s["names"]}
+            sets = [w for a, w in weight_sets.items() if weights or a in archs]
+            meta = {**kernel_meta, "id": s["kernel"], "title": s["title"],
+                    "dataset_sources": kernel_meta["dataset_sources"]
+                    + [w for w in sets if w not in kernel_meta["dataset_sources"]]}
+            metadata.check_kernel(meta, dataset_meta["id"], f"{metadata.KERNEL_FILE} (session {s['session']})")
+            given = overrides if len(plan) == 1 else {
+                **{k: v for k, v in overrides.items() if k != "sessions"}, "members": s["members"]}
+            (tmp / s["folder"]).mkdir()
+            nb = notebook.notebook(meta["title"], competition, dataset_meta["id"], given, shipped, sets)
+            notebook.write(nb, tmp / s["folder"] / meta["code_file"])
+            _write_json(tmp / s["folder"] / metadata.KERNEL_FILE, meta)
+        if len(plan) > 1: _write_json(tmp / sessions.PLAN, {"sessions": plan})
         nb = notebook.inference_notebook(infer_meta["title"], competition, dataset_meta["id"],
-                                         kernel_meta["id"])
+                                         [s["kernel"] for s in plan])
         notebook.write(nb, infer / infer_meta["code_file"])
         _write_json(infer / metadata.KERNEL_FILE, infer_meta)
         replace_dir(tmp, out)
@@ -159,18 +173,25 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = ", ".join(sorted(p.name for p in (out / "dataset").iterdir()))
-    if weight_sets: files += f"; weights in {', '.join(weight_sets)}"
-    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), "
-          f"{out / 'kernel'} ({kernel_meta['id']} on {kernel_meta['machine_shape']}) "
-          f"and {out / 'infer'} ({infer_meta['id']})")
+    if weight_sets: files += f"; weights in {', '.join(weight_sets.values())}"
+    kernels = ", ".join(f"{out / s['folder']} ({s['kernel']}" + (
+        f": {', '.join(s['names'])}, {s['share']:.0%} of the estimated cost, ~{s['wall']:.1f} h on its GPUs"
+        if len(plan) > 1 else "") + ")" for s in plan)
+    print(f"built {out / 'dataset'} ({dataset_meta['id']}: {files}), {kernels} "
+          f"on {kernel_meta['machine_shape']}, and {out / 'infer'} ({infer_meta['id']})")
+    over = [s for s in plan if len(plan) > 1 and cfg.time_limit and s["wall"] * 3600 > cfg.time_limit]
+    for s in over:  # an estimate within ~2x: a warning, and the time budget cuts epochs so that it predicts
+        print(f"warning: session {s['session']} ({', '.join(s['names'])}) is estimated at {s['wall']:.1f} h, "
+              f"more than its time limit ({cfg.time_limit / 3600:.1f} h): its time budget will cut epochs; "
+              "more --sessions, or fewer epochs, would avoid it")
     return out
 
 
 def _weights(cfg: Config, folder: Path, dataset_meta: dict, weights: Path | None, pretrained: bool,
-             dry_run: bool) -> tuple[str | None, list[str]]:
+             dry_run: bool) -> tuple[str | None, dict[str, str]]:
     """Put the pretrained weights into a dataset of their own per architecture, under FOLDER; (what the
-    notebook's `weights` parameter says of them, the ids of those datasets)."""
-    if not (weights or pretrained): return None, []
+    notebook's `weights` parameter says of them, {architecture: the id of its dataset})."""
+    if not (weights or pretrained): return None, {}
     archs = [cfg.arch] if weights else sorted({c.arch for c in cfg.models()})
     sets = {}
     for arch in archs:
@@ -178,7 +199,7 @@ def _weights(cfg: Config, folder: Path, dataset_meta: dict, weights: Path | None
         sets[arch] = folder / meta["id"].split("/")[1]
         sets[arch].mkdir(parents=True)
         _write_json(sets[arch] / metadata.DATASET_FILE, meta)
-    ids = [f"{dataset_meta['id'].split('/')[0]}/{d.name}" for d in sets.values()]
+    ids = {a: f"{dataset_meta['id'].split('/')[0]}/{d.name}" for a, d in sets.items()}
     if weights:
         shutil.copyfile(weights, sets[cfg.arch] / weights.name)
         return weights.name, ids
@@ -188,5 +209,5 @@ def _weights(cfg: Config, folder: Path, dataset_meta: dict, weights: Path | None
         if not dry_run: raise
         print(f"no pretrained weights: {e.args[0].split('; ')[0]}; the dry run goes on without them")
         shutil.rmtree(folder)
-        return None, []
+        return None, {}
     return ".", ids

@@ -30,7 +30,7 @@ from kernel.data import test_items, train_items
 from kernel.errors import UserError
 from kernel.sample import accuracy, make_sample
 
-from . import bundle, metadata, notebook
+from . import bundle, metadata, notebook, sessions
 from .weights import PACKAGED, packaged
 
 EXECUTED, INFERRED, LOG = "dry-run.ipynb", "dry-run-infer.ipynb", "dry-run.log"  # in OUT
@@ -152,12 +152,15 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     preset, shipped = local_weights(out, cfg, preset, notebook.parameters(out / "kernel")["weights"],
                                     pretrained)
 
+    plan = sessions.read_plan(out)
+    if plan is not None:
+        return _sessions(out, data, preset, run, shipped, t0)
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
              overrides={**run, "progress": "lines"}, weights=shipped,
              weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))])
-        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=str(out.resolve()),
+        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(out.resolve())],
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
     same = pd.read_csv(submission).equals(pd.read_csv(inferred))
@@ -168,6 +171,60 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     if not same:
         raise UserError(f"the inference notebook's {inferred} differs from the training run's {submission}: "
                         "the exported models do not predict what training did; please report this")
+    answers = Path(data) / "test_answers.csv"
+    if answers.is_file():
+        print(f"  accuracy on the sample's answers: {accuracy(submission, answers):.3f}")
+    return submission
+
+
+SESSIONS = "sessions"  # in OUT: each session's output, OUT/sessions/<kernel folder>/
+
+
+def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None, t0: float) -> Path:
+    """The dry run of a build with --sessions N: each training notebook in turn with its share of the local
+    run's members (split as build splits the Kaggle run's) and a run token, as push starts them; then the
+    fan-in both ways, over both outputs: the inference notebook (a code competition) and the laptop's average
+    of the members' probabilities (a file competition). Both must be the weighted mean of the members' own
+    probabilities; the largest difference is printed."""
+    from .submit import average_outputs
+    cfg = Config.make(preset, **run)
+    local = sessions.plan(cfg, "local/run", "run", run.get("members"))  # the run here, split alike
+    tokens = {s["folder"]: sessions.token() for s in local}
+    outputs = {s["folder"]: (out / SESSIONS / s["folder"]).resolve() for s in local}
+    with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
+        for s in local:
+            given = {**{k: v for k, v in run.items() if k != "sessions"}, "members": s["members"],
+                     "progress": "lines"}
+            _run(out, s["folder"], f"dry-run-{s['folder']}.ipynb", f"{site}/{s['folder']}", data=str(data),
+                 out=str(outputs[s["folder"]]), preset=preset, overrides=given, weights=shipped,
+                 weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))],
+                 run_token=tokens[s["folder"]])
+        _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(p) for p in outputs.values()],
+             tokens=list(tokens.values()), out=str((out / "inference").resolve()))
+    submission, missing = average_outputs(local, outputs, tokens, out)
+    if missing: raise UserError(f"members {', '.join(missing)} did not finish; see the executed notebooks")
+    # the members' own probabilities, weighted and averaged here: what both fan-ins must equal
+    frames = {n: pd.read_csv(outputs[s["folder"]] / "members" / n / "probs.csv",
+                             dtype=str).set_index(cfg.id_col)
+              for s in local for n in s["names"]}
+    weights = {m.name: m.weight for m in cfg.members}
+    mean = sum(f.astype(float) * weights[n] for n, f in frames.items()) / sum(weights.values())
+    diffs = {}
+    for what, path in (("laptop", out / "probs.csv"), ("inference", out / "inference" / "probs.csv")):
+        got = pd.read_csv(path, dtype=str).set_index(cfg.id_col).astype(float).loc[mean.index, mean.columns]
+        diffs[what] = float((got - mean).abs().to_numpy().max())
+    same = pd.read_csv(submission).equals(pd.read_csv(out / "inference" / "submission.csv"))
+    minutes, seconds = divmod(round(time.time() - t0), 60)
+    where = "; ".join(f"{p} ({', '.join(s['names'])})" for s, p in zip(local, outputs.values()))
+    print(f"dry run of {len(local)} sessions finished in {minutes}m{seconds:02d}s\n  sessions:   {where}\n"
+          f"  submission: {submission}, the laptop's fan-in (a file competition)\n"
+          f"  inference:  {out / 'inference' / 'submission.csv'}, the inference notebook over every session's "
+          f"output (a code competition): " + ("the same" if same else "DIFFERENT") + "\n"
+          f"  both are the weighted mean of the {len(frames)} members' own probabilities: largest difference "
+          f"{diffs['laptop']:.1e} (laptop), {diffs['inference']:.1e} (inference notebook)")
+    if not same or max(diffs.values()) > 1e-5:
+        raise UserError("the fan-in of the sessions is not the average of the members' probabilities; "
+                        "please report this")
     answers = Path(data) / "test_answers.csv"
     if answers.is_file():
         print(f"  accuracy on the sample's answers: {accuracy(submission, answers):.3f}")

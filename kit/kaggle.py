@@ -7,7 +7,10 @@ Kaggle is taken as it answers, not as kagglesdk's types suggest:
   body, a proxy's answer, still gives one line);
 - a dataset or kernel that does not exist yet is often 403, not 404: `missing()` decides by whose it is;
 - the daily submission limit is a 400 whose text says "daily Submission allowance"; `allowance()` asks
-  GetSubmissionLimits before anything is spent.
+  GetSubmissionLimits before anything is spent;
+- a push beyond the account's concurrent batch GPU sessions is answered 200, with the error in the body's
+  "error" ("Maximum batch GPU session count of 2 reached.", which kaggle-cli prints after "Kernel push error:"):
+  `is_session_limit()` tells it apart, and the kernel is not saved.
 
 No network is found out at once (`client()` asks the endpoint for an answer within a few seconds) instead of
 after the client's retries.
@@ -59,11 +62,13 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
                                                                       ApiStartSubmissionUploadRequest,
                                                                       ApiSubmission)
     from kagglesdk.kaggle_env import get_endpoint, get_env
-    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+    from kagglesdk.kernels.types.kernels_api_service import (ApiGetKernelRequest,
+                                                             ApiListKernelSessionOutputRequest)
 
 T = TypeVar("T")
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
+SESSIONS = re.compile(r"maximum batch gpu session count", re.I)
 
 
 class Api(KaggleApi):
@@ -148,6 +153,11 @@ def missing(e: BaseException, ref: str, api: Api) -> bool:
 
 def is_daily_limit(text: str) -> bool:
     return bool(DAILY.search(text or ""))
+
+
+def is_session_limit(text: str) -> bool:
+    """Whether Kaggle refused a push because the account runs as many GPU sessions as it may at once."""
+    return bool(SESSIONS.search(text or ""))
 
 
 def call(what: str, fn: Callable[..., T], *args, rerun: str = "push", **kwargs) -> T:
@@ -309,6 +319,28 @@ def latest_version(api: Api, ref: str, rerun: str = "submit") -> int:
     except Exception as e:
         if missing(e, ref, api): _not_pushed(ref, rerun)
         raise error(f"looking up kernel {ref}", e, rerun) from None
+
+
+def output_files(api: Api, ref: str, rerun: str) -> tuple[list[str], float | None]:
+    """(the names of the files in kernel `ref`'s output, the seconds its log ran for) without downloading
+    anything; `ref` is "owner/slug/<version>". Empty while the run goes on (Kaggle lists nothing yet)."""
+    owner, slug, version = ref.split("/")
+    names, token, seconds = [], None, None
+    while True:
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name, request.kernel_slug, request.version_label = owner, slug, f"v{version}"
+        request.page_size = 200
+        if token: request.page_token = token
+
+        def get():
+            with api.build_kaggle_client() as kaggle:
+                return kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
+        r = call(f"listing the output of kernel {ref}", get, rerun=rerun)
+        names += [f.file_name for f in r.files or [] if f.file_name]
+        try: seconds = max(float(e.get("time", 0)) for e in json.loads(r.log or "[]")) if r.log else seconds
+        except (ValueError, TypeError, AttributeError): pass
+        token = r.next_page_token
+        if not token: return names, seconds
 
 
 def kernel_output(api: Api, ref: str, dest: Path, pattern: str, rerun: str) -> None:

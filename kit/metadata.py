@@ -154,11 +154,12 @@ def metadata(user: str, templates: Path = ROOT, machine: str | None = None) -> t
     return dataset, check_kernel(kernel, dataset["id"])
 
 
-def inference(kernel: dict) -> dict:
+def inference(kernel: dict, sources: list[str] | None = None) -> dict:
     """The inference kernel's metadata: the training kernel's, as `<id>-infer`, with the training kernel's
-    output attached (kernel_sources) for its exported models."""
+    output attached (kernel_sources) for its exported models; `sources`: every training kernel's, when the
+    ensemble is split over several sessions."""
     meta = {**kernel, "id": f"{kernel['id']}-infer", "title": f"{kernel['title']}-infer",
-            "code_file": "infer.ipynb", "kernel_sources": [kernel["id"]]}
+            "code_file": "infer.ipynb", "kernel_sources": list(sources or [kernel["id"]])}
     return check_kernel(meta, kernel["dataset_sources"][0], f"{KERNEL_FILE} (inference kernel {meta['id']})")
 
 

@@ -48,8 +48,7 @@ import fastai, kernel, timm, torch
 print("kernel", kernel.__version__, "from", os.path.dirname(kernel.__file__))
 print(f"python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
       f"timm {timm.__version__}")
-# nvidia-smi, not torch.cuda: this process starts no CUDA context that members on the same GPU would lose
-# memory to
+# nvidia-smi, not torch.cuda: no CUDA context here, which the members on the same GPU would lose memory to
 smi = shutil.which("nvidia-smi") and subprocess.run(
     ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
     capture_output=True, text=True).stdout.strip()
@@ -60,7 +59,7 @@ import kernel.ensemble
 if weights and weights_datasets:  # looked for in every weights dataset (one per architecture, mounted apart)
     weights = os.pathsep.join(os.path.join(mounted(d), weights) for d in weights_datasets)
 cfg = kernel.Config.make(preset, data=data, out=out, weights=weights, **overrides)
-submission = kernel.ensemble.run(cfg)'''
+submission = kernel.ensemble.run(cfg, token=run_token)  # the token: which run this output is (manifest.json)'''
 
 PLOTS = '''\
 import base64
@@ -74,8 +73,10 @@ for folder in sorted({os.path.dirname(p) for p in found}):
                          f'{base64.b64encode(open(p, "rb").read()).decode()}">' for p in pngs)))'''
 
 PREDICT = '''\
-import kernel.predict
-submission = kernel.predict.run([models], data, out, tta=tta)'''
+import kernel.manifest, kernel.predict
+for m, token in zip(models, tokens or [None] * len(models)):  # an older output attached: one line
+    kernel.manifest.check(m, token, f"the output attached at {m}", "rerun `python build.py submit`")
+submission = kernel.predict.run(models, data, out, tta=tta)'''
 
 SUBMISSION = '''\
 import pandas as pd
@@ -124,6 +125,7 @@ def notebook(title: str, competition: str, dataset_id: str, overrides: dict, wei
               "or a file; None: from scratch",
               f"weights_datasets = {[f'/kaggle/input/datasets/{w}' for w in weight_sets]!r}  "
               "# one per architecture, uploaded once",
+              "run_token = None  # push writes the run's own: the output's manifest.json names it",
               TARGET]
     return _notebook([
         ("title", new_markdown_cell(
@@ -140,33 +142,37 @@ def notebook(title: str, competition: str, dataset_id: str, overrides: dict, wei
 
 
 def inference_notebook(title: str, competition: str, dataset_id: str,
-                       train_kernel: str) -> nbformat.NotebookNode:
-    """The inference notebook: the training kernel's output attached, its exported models predict the test
-    images, nothing is trained. Short enough for a code competition's rerun on the hidden test set."""
+                       train_kernels: list[str]) -> nbformat.NotebookNode:
+    """The inference notebook: the training kernels' outputs attached (one per session), their exported
+    models predict the test images, all members averaged with their weights, nothing is trained. Short
+    enough for a code competition's rerun on the hidden test set."""
+    outputs = [f"/kaggle/input/{k.split('/')[1]}" for k in train_kernels]
     params = [*_inputs(competition, dataset_id),
-              f"models = '/kaggle/input/{train_kernel.split('/')[1]}'  "
-              "# the training kernel's output: exported models",
+              f"models = {outputs!r}  "
+              "# the training kernels' outputs: exported models",
+              "tokens = None  # the run token each output's manifest must carry (submit sets them); None: any",
               "tta = None  # augmented passes; None: each model's own setting",
               TARGET]
+    kernels = ", ".join(f"`{k}`" for k in train_kernels)
     return _notebook([
         ("title", new_markdown_cell(
-            f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel "
-            f"`{train_kernel}` (attached as an input) and writes `/kaggle/working/submission.csv`. "
-            "No training.")),
+            f"# {title}\n\nPredicts the `{competition}` test images with the models exported by the kernel"
+            f"{'s' if len(train_kernels) > 1 else ''} {kernels} (attached as inputs) and writes "
+            "`/kaggle/working/submission.csv`. No training.")),
         ("parameters", _params(params)),
         ("install", new_code_cell(
-            install("data, dataset, models = mounted(data), mounted(dataset), mounted(models)"))),
+            install("data, dataset = mounted(data), mounted(dataset)\nmodels = [mounted(m) for m in models]"))),
         ("predict", new_code_cell(PREDICT)),
         ("submission", new_code_cell(SUBMISSION)),
     ])
 
 
-def inject(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
+def inject(nb: nbformat.NotebookNode, by: str = "the dry run", **values) -> nbformat.NotebookNode:
     """A copy of `nb` with a cell after the `parameters` cell that assigns `values` (papermill's
-    convention)."""
+    convention); `by` says who in its first line."""
     nb = nbformat.from_dict(nb)  # a deep copy: the built notebook stays as pushed
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    cell = new_code_cell("# Injected by the dry run\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()),
+    cell = new_code_cell(f"# Injected by {by}\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()),
                          metadata={"tags": ["injected-parameters"]})
     cell.id = "injected-parameters"
     nb.cells.insert(at + 1, cell)
@@ -178,10 +184,32 @@ def write(nb: nbformat.NotebookNode, path: Path) -> None:
     with atomic_write(path) as tmp: nbformat.write(nb, str(tmp))
 
 
+def values(nb: nbformat.NotebookNode) -> dict:
+    """What the `parameters` cell of `nb`, and any cell injected after it, set."""
+    found: dict = {}
+    for c in nb.cells:
+        if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", [])): exec(c.source, found)
+    return {k: v for k, v in found.items() if not k.startswith("__")}
+
+
 def parameters(folder: Path) -> dict:
     """What the `parameters` cell of the notebook built in `folder` sets (data, overrides, weights ...)."""
     meta = json.loads((folder / "kernel-metadata.json").read_text())
-    nb = nbformat.read(folder / meta["code_file"], as_version=4)
-    values: dict = {}
-    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), values)
-    return {k: v for k, v in values.items() if not k.startswith("__")}
+    return values(nbformat.read(folder / meta["code_file"], as_version=4))
+
+
+def stamp(folder: Path, dest: Path, by: str, **values_) -> Path:
+    """DEST: the kernel built in FOLDER (kernel-metadata.json and notebook) with `values_` injected after its
+    parameters, to push as it is (the build stays as built). Written whole: a copy beside, then renamed."""
+    import shutil
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    nb = inject(nbformat.read(folder / meta["code_file"], as_version=4), by, **values_)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copyfile(folder / "kernel-metadata.json", tmp / "kernel-metadata.json")
+    nbformat.write(nb, str(tmp / meta["code_file"]))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest

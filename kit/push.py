@@ -8,6 +8,11 @@
     output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls,
                   bounded
 
+With `--sessions N` (kit/sessions.py) push pushes each session's kernel with a fresh run token written into
+a copy of its notebook, at most two at once, noting the others as waiting in OUT/pushed.json (Kaggle's
+refusal of a third is one line, and that session waits too); `push_waiting` (`push --wait`) and submit push
+them as ours end; `push(session=K)` pushes session K alone again. `status` shows every session.
+
 Whether a dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload holds
 a small file whose name carries the hash of the other files, `paddy-kernel-kit-content-<sha256>.txt`, which
 Kaggle's file listing returns without a download. Not in the description: Kaggle may keep a dataset's old
@@ -30,12 +35,13 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from kernel.atomic import atomic_write
 from kernel.errors import UserError
 
-from . import kaggle, metadata
+from . import kaggle, metadata, notebook, sessions
 from .kaggle import Api
 
 MARKER = "paddy-kernel-kit-content-"  # + sha256 + ".txt": the content hash, in a file name
@@ -154,11 +160,19 @@ def push_datasets(api: Api, out: Path, timeout: float) -> int:
     return sent
 
 
+class SessionLimit(UserError):
+    """Kaggle refused a push: the account runs as many batch GPU sessions as it may at once."""
+
+
 def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
     """Push the kernel in the folder KERNEL (OUT/kernel, or OUT/infer): a new version, which Kaggle runs.
     Returns its id and version number."""
     ref = json.loads((kernel / metadata.KERNEL_FILE).read_text())["id"]
     r = kaggle.push_kernel(api, kernel, ref, rerun=rerun)
+    if r.error and kaggle.is_session_limit(r.error):
+        raise SessionLimit(f"Kaggle did not start kernel {ref}: {r.error.rstrip('.')} (an account runs "
+                           f"{sessions.RUNNING_MAX} at once); it waits, and `python build.py push --wait` or "
+                           "`python build.py submit` pushes it when a session ends")
     if r.error:
         raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, "
                         f"then rerun `python build.py {rerun}`")
@@ -172,39 +186,130 @@ def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
     return ref, r.version
 
 
-def warn_quota(api: Api, time_limit: float) -> None:
+def warn_quota(api: Api, time_limit: float, what: str = "") -> None:
     """One line when the run may take longer than the GPU time left this week (a warning: Kaggle not saying
-    stops nothing)."""
+    stops nothing). `what` names the limit and its verb: several sessions' wall clocks add up."""
     try: quota = kaggle.gpu_quota(api, "push")
     except UserError as e:
         print(f"warning: {str(e).split(';')[0]}; pushing anyway", file=sys.stderr)
         return
     if quota is None: return
     used, total, _ = quota
+    what = what or f"the run's time limit ({time_limit / 3600:.1f} h) is"
     if time_limit and time_limit / 3600 > total - used:
-        print(f"warning: the run's time limit ({time_limit / 3600:.1f} h) is more than your GPU quota left "
+        print(f"warning: {what} more than your GPU quota left "
               f"this week ({max(0.0, total - used):.1f} h of {total:.1f} h): Kaggle stops it when the quota "
               "runs out; lower --time_limit, or push after the quota refreshes", file=sys.stderr)
 
 
 def push(out: Path, overrides: dict | None = None, weights: str | None = None, pretrained: bool = True,
-         user: str | None = None, wheels: list[str] = (), timeout: float = DATASET_WAIT_S) -> str:
+         user: str | None = None, wheels: list[str] = (), timeout: float = DATASET_WAIT_S,
+         session: int | None = None) -> str:
     """Build under OUT, check it, bring the datasets up to date on Kaggle, push the kernel; returns the
-    kernel's id."""
+    kernel's id. With sessions: push the first two, the others wait (`push_waiting` pushes them as sessions
+    end); `session` K: push that session alone again (the others' runs are kept)."""
     from kernel.config import Config
 
     from .bundle import build
     api = kaggle.client("push")
+    kept = sessions.read_pushed(out)  # the build replaces OUT: what push started is carried across
     # The build checks the metadata as Kaggle would (and the config, and GPU memory): everything that would
     # fail is refused before any upload.
     build(out, overrides, weights=weights, pretrained=pretrained, user=user or api.user, wheels=wheels)
-    warn_quota(api, Config.make("kaggle", **(overrides or {})).time_limit)
+    plan = sessions.read_plan(out)
+    if session is not None and not (plan and 1 <= session <= len(plan)):
+        raise UserError(f"--session {session}: the build has sessions 1 to {len(plan) if plan else 1}; "
+                        "give one of those (or build with --sessions N)")
+    limit = Config.make("kaggle", **(overrides or {})).time_limit
+    if plan is None:
+        warn_quota(api, limit)
+        sent = push_datasets(api, out, timeout)
+        ref, _ = push_kernel(api, out / "kernel")
+        print(f"  uploaded {_size(sent)} in all; follow the run with `python build.py status`; "
+              "`python build.py submit` waits for it, then submits it for a score; "
+              "`python build.py output --wait` fetches its submission.csv, models and plots")
+        return ref
+    todo = [plan[session - 1]] if session else plan
+    warn_quota(api, limit * len(todo), f"the {len(todo)} sessions' time limits ({len(todo)} x "
+                                       f"{limit / 3600:.1f} h, each billed once) are" if len(todo) > 1 else "")
     sent = push_datasets(api, out, timeout)
-    ref, _ = push_kernel(api, out / "kernel")
-    print(f"  uploaded {_size(sent)} in all; follow the run with `python build.py status`; "
-          "`python build.py submit` waits for it, then submits it for a score; "
-          "`python build.py output --wait` fetches its submission.csv, models and plots")
-    return ref
+    pushed = {k: v for k, v in kept.items() if session and k != plan[session - 1]["folder"]}
+    sessions.write_pushed(out, pushed)
+    for s in todo:
+        started = [p for p in sessions.read_pushed(out).values() if p["version"]]
+        if session or len(started) < sessions.RUNNING_MAX:
+            start(api, out, s)
+        else:
+            sessions.note(out, s, None, None)
+            print(f"kernel {s['kernel']} (session {s['session']}): waits for a free slot (an account runs "
+                  f"{sessions.RUNNING_MAX} GPU sessions at once); `python build.py push --wait` or "
+                  "`python build.py submit` pushes it when one ends")
+    print(f"  uploaded {_size(sent)} in all; follow the sessions with `python build.py status`; "
+          "`python build.py submit` waits for them all (pushing those that wait), then submits the ensemble")
+    return plan[0]["kernel"]
+
+
+def start(api: Api, out: Path, s: dict, rerun: str = "push") -> int | None:
+    """Push session `s` with a fresh run token written into its notebook, and note it in OUT/pushed.json:
+    its version, or waiting when Kaggle runs as many GPU sessions of the account as it may (one line)."""
+    token = sessions.token()
+    folder = notebook.stamp(out / s["folder"], out.parent / f".{out.name}-kaggle-push" / s["folder"], "push",
+                            run_token=token)
+    try:
+        _, version = push_kernel(api, folder, rerun)
+    except SessionLimit as e:
+        sessions.note(out, s, None, None)
+        print(f"session {s['session']}: {e}", file=sys.stderr)
+        return None
+    sessions.note(out, s, version, token)
+    return version
+
+
+def advance(api: Api, out: Path, plan: list[dict], rerun: str, start_waiting: bool = True) -> dict[str, str]:
+    """One look at every session pushed from OUT: {folder: state}, "waiting" for those not pushed yet; a
+    waiting one is pushed when fewer than two of ours run (`start_waiting`)."""
+    states = {}
+    for s in plan:
+        p = sessions.read_pushed(out).get(s["folder"], {})
+        states[s["folder"]] = kaggle.kernel_state(api, f"{s['kernel']}/{p['version']}", rerun)[0] \
+            if p.get("version") else "waiting"
+    for s in plan:
+        running = sum(v not in FINISHED and v != "waiting" for v in states.values())
+        if start_waiting and states[s["folder"]] == "waiting" and running < sessions.RUNNING_MAX:
+            if start(api, out, s, rerun.split()[0]): states[s["folder"]] = "queued"
+    return states
+
+
+def summary(states: dict[str, str]) -> str:
+    counts = {}
+    for v in states.values(): counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+
+
+def push_waiting(out: Path, timeout: float = OUTPUT_WAIT_S) -> dict[str, str]:
+    """`push --wait`: carry on the last push from OUT, building nothing: push each session that waits as one
+    of ours ends, until none waits (at most `timeout` seconds); {folder: state}."""
+    plan = sessions.read_plan(out)
+    if plan is None or not any(not p["version"] for p in sessions.read_pushed(out).values()):
+        print(f"no session pushed from {out} waits; follow them with `python build.py status`")
+        return {}
+    states = carry_on(kaggle.client("push --wait"), out, timeout, "push --wait")
+    print(f"every session is pushed ({summary(states)}); `python build.py submit` waits for them and submits")
+    return states
+
+
+def carry_on(api: Api, out: Path, timeout: float, rerun: str) -> dict[str, str]:
+    """Push the sessions that wait as ours end, until none waits (at most `timeout` seconds)."""
+    plan, found = sessions.read_plan(out) or [], {}
+
+    def get() -> str:
+        found["states"] = advance(api, out, plan, rerun)
+        return summary(found["states"])
+    kaggle.poll("sessions", get, lambda _: "waiting" not in found["states"].values(), timeout)
+    if "waiting" in found["states"].values():
+        raise UserError(f"sessions still wait after {timeout:.0f} s ({summary(found['states'])}); rerun "
+                        f"`python build.py {rerun}` later")
+    return found["states"]
 
 
 def built(out: Path, kernel: str = "kernel") -> dict:
@@ -222,10 +327,38 @@ def status(out: Path = Path("build"), shown: int = 5) -> str:
     scores."""
     from .submit import show_submissions  # submit builds on the helpers here
     meta, api = built(out), kaggle.client("status")
-    state, failure = kaggle.kernel_state(api, meta["id"], "status")
-    print(f"kernel {meta['id']}: {state}" + (f" ({failure})" if failure else ""))
+    plan = sessions.read_plan(out)
+    if plan is None:
+        state, failure = kaggle.kernel_state(api, meta["id"], "status")
+        print(f"kernel {meta['id']}: {state}" + (f" ({failure})" if failure else ""))
+    else:
+        state = summary({s["folder"]: show_session(api, out, s) for s in plan})
     print(kaggle.quota_line(kaggle.gpu_quota(api, "status")))
     show_submissions(api, metadata.competition(meta), shown)
+    return state
+
+
+def show_session(api: Api, out: Path, s: dict) -> str:
+    """Print one line for session `s`: its kernel and version, state, members done, time used; its state."""
+    p = sessions.read_pushed(out).get(s["folder"], {})
+    head = f"session {s['session']} {s['kernel']}"
+    if not p.get("version"):
+        print(f"{head}: waiting (not pushed yet), members {', '.join(s['names'])}")
+        return "waiting"
+    run = f"{s['kernel']}/{p['version']}"
+    state, failure = kaggle.kernel_state(api, run, "status")
+    if state in FINISHED:
+        names, seconds = kaggle.output_files(api, run, "status")
+        done = [n for n in s["names"] if f"members/{n}/probs.csv" in names]
+        used = f"{seconds / 3600:.1f} h" if seconds is not None else "?"
+        members = f"members done {len(done)}/{len(s['names'])}: {', '.join(done) or 'none'}"
+        fix = f"; rerun it alone with `python build.py push --session {s['session']}`" \
+            if state != "complete" else ""
+    else:
+        used = f"{(time.time() - p['at']) / 3600:.1f} h since push"
+        members, fix = f"members {', '.join(s['names'])}", ""
+    print(f"{head} v{p['version']}: {state}" + (f" ({failure})" if failure else "")
+          + f", {members}, time used {used}{fix}")
     return state
 
 

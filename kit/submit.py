@@ -11,6 +11,12 @@
                     submission.csv;
                   then wait for the score, print it
 
+With `--sessions N` (`submit_sessions`): wait for every session (pushing those that wait as slots free); a
+failed one is one line naming `push --session K`, unless `partial`; then fan in: a file competition downloads
+each session's members' probs.csv and averages every member with its weight here (`average_outputs`, each
+output first checked by its manifest.json to be the run push started); a code competition pushes the
+inference kernel with every finished session's output attached and the tokens they must carry.
+
 How the competition takes submissions is Kaggle's to say: its `is_kernels_submissions_only` (GetCompetition);
 `code=True/False` (--code/--file) says it instead.
 
@@ -38,7 +44,8 @@ from kernel.errors import UserError
 
 from . import kaggle, metadata
 from .kaggle import Api, ApiSubmission
-from .push import FINISHED, built, fetch_output, push_kernel
+from . import notebook, sessions
+from .push import FINISHED, advance, built, fetch_output, push_kernel, summary
 
 RECORD = "inference.json"  # in OUT: {"training": "<id>/<version>", "inference": "<id>/<version>"}
 SUBMISSION, PROBS = "submission.csv", "probs.csv"
@@ -80,9 +87,10 @@ def noted_inference(out: Path, training: str) -> int | None:
     return None
 
 
-def inference_run(api: Api, out: Path, training: str) -> tuple[str, int]:
-    """The inference run on training run `training` ("<id>/<version>"): the one an earlier submit pushed
-    for it, unless that failed, else a new push of OUT/infer. Returns (inference kernel id, version)."""
+def inference_run(api: Api, out: Path, training: str, folder: Path | None = None) -> tuple[str, int]:
+    """The inference run on training run `training` ("<id>/<version>", or several): the one an earlier submit
+    pushed for it, unless that failed, else a new push of OUT/infer (or of `folder`, OUT/infer stamped with
+    the runs' tokens). Returns (inference kernel id, version)."""
     infer = built(out, "infer")["id"]
     version = noted_inference(out, training)
     if version is not None:
@@ -91,7 +99,7 @@ def inference_run(api: Api, out: Path, training: str) -> tuple[str, int]:
             print(f"kernel {infer}: version {version}, pushed for this training run already, is {state}; "
                   "not pushed again")
             return infer, version
-    ref, version = push_kernel(api, out / "infer", rerun="submit")
+    ref, version = push_kernel(api, folder or out / "infer", rerun="submit")
     with atomic_write(out / RECORD) as tmp:
         tmp.write_text(json.dumps({"training": training, "inference": f"{ref}/{version}"}) + "\n")
     return ref, version
@@ -143,15 +151,21 @@ def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSub
 
 
 def submit(out: Path = Path("build"), message: str | None = None, code: bool | None = None,
-           timeout: float = SUBMIT_WAIT_S, infer: bool = False) -> ApiSubmission:
+           timeout: float = SUBMIT_WAIT_S, infer: bool = False, partial: bool = False) -> ApiSubmission:
     """Submit the training run pushed from OUT; returns the scored submission. The waits together take at
-    most `timeout` seconds. A rerun carries on where the last one stopped and never submits twice."""
+    most `timeout` seconds. A rerun carries on where the last one stopped and never submits twice. With
+    sessions, every session's (`partial`: those that finished)."""
     deadline = time.monotonic() + timeout
     meta, api = built(out), kaggle.client("submit")
     train, competition = meta["id"], metadata.competition(meta)
-    version = kaggle.latest_version(api, train)
+    plan = sessions.read_plan(out)
     if code is None:
         code = kaggle.takes_code(api, competition)
+    if plan is not None:
+        mark = submit_sessions(api, out, plan, competition, message=message, code=code, infer=code or infer,
+                               partial=partial, deadline=deadline)
+        return scored(api, competition, mark, deadline)
+    version = kaggle.latest_version(api, train)
     infer = code or infer  # through the inference kernel: a second GPU session
     noted = noted_inference(out, f"{train}/{version}") if infer else None
     mark = marker(built(out, "infer")["id"], noted) if noted else None if infer else marker(train, version)
@@ -161,6 +175,12 @@ def submit(out: Path = Path("build"), message: str | None = None, code: bool | N
     else:
         mark = _make(api, out, competition, train, version, code=code, infer=infer, deadline=deadline,
                      message=message or f"trained by {train} v{version}")
+    return scored(api, competition, mark, deadline)
+
+
+def scored(api: Api, competition: str, mark: str, deadline: float) -> ApiSubmission:
+    """Wait for the score of the submission marked `mark`, print it; a submission Kaggle could not score is
+    one line with Kaggle's error."""
     s = wait_score(api, competition, mark, deadline)
     if s.status.name == "ERROR":
         why = (s.error_description or "no message").strip()
@@ -220,3 +240,138 @@ def show_submissions(api: Api, competition: str, shown: int = 5) -> None:
         state = s.status.name.lower()
         result = {"complete": _scores(s), "error": (s.error_description or "").strip()}.get(state, "")
         print(f"  {s.ref}  {when}  {state:8}  {result}  {s.description or ''}".rstrip())
+
+
+# ---- an ensemble split over several sessions (build --sessions N)
+
+FAN_IN = r"^(manifest\.json|ensemble\.json|submission\.csv|members/[^/]+/probs\.csv)$"  # what the laptop needs
+
+
+def wait_sessions(api: Api, out: Path, plan: list[dict], deadline: float, partial: bool) -> dict[str, str]:
+    """Wait until every session pushed from OUT is over, pushing those that wait as slots free (`partial`: none
+    is pushed, those that wait are left out); {folder: state}."""
+    found = {}
+
+    def get() -> str:
+        found["states"] = advance(api, out, plan, "submit", start_waiting=not partial)
+        return summary(found["states"])
+    over = lambda _: all(v in FINISHED or (partial and v == "waiting") for v in found["states"].values())
+    kaggle.poll("sessions", get, over, deadline - time.monotonic())
+    if not over(None):
+        raise UserError(f"the sessions are not over when the --timeout runs out ({summary(found['states'])}); "
+                        "rerun `python build.py submit` later (it carries on where it stopped), or give it "
+                        "longer")
+    return found["states"]
+
+
+def _runs(plan: list[dict], pushed: dict) -> str:
+    return " + ".join(f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan)
+
+
+def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, list[str]]:
+    """Download what the fan-in needs of each session's output (FAN_IN: the members' probabilities, not their
+    models) and average it here (`average_outputs`) into DEST/submission.csv; (its path, the members
+    missing)."""
+    got = {}
+    for s in plan:
+        p, got[s["folder"]] = pushed[s["folder"]], dest / "output" / s["folder"]
+        fetch_output(api, f"{s['kernel']}/{p['version']}", got[s["folder"]], FAN_IN, "submit")
+    return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["token"] for s in plan}, dest,
+                           {s["folder"]: f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan})
+
+
+def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
+                    names: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+    """DEST/submission.csv (and DEST/probs.csv) from the sessions' outputs in `folders` ({folder: where}), each
+    first checked to be the run push started (its manifest's token, the build's fingerprint): every member's
+    probabilities averaged with its weight (as one session averages its own members), rows in a session's
+    submission.csv order; (its path, the members missing). `names`: how to call each session's run."""
+    from kernel import manifest
+    from kernel.submission import average, write_csv, write_submission  # pandas: only when a file is made
+    import pandas as pd
+    for s in plan:
+        run = (names or {}).get(s["folder"], folders[s["folder"]])
+        manifest.check(folders[s["folder"]], tokens[s["folder"]],
+                       f"the output of session {s['session']} ({run})",
+                       f"rerun that session with `python build.py push --session {s['session']}`",
+                       s["fingerprint"])
+    first = next((folders[s["folder"]] / SUBMISSION for s in plan
+                  if (folders[s["folder"]] / SUBMISSION).is_file()), None)
+    if first is None:
+        raise UserError(f"no session wrote its {SUBMISSION}; read the logs (`python build.py status`), fix, "
+                        "and push again")
+    id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
+    frames, weights = {}, {}
+    for s in plan:
+        where = folders[s["folder"]]
+        try: weights.update(json.loads((where / "ensemble.json").read_text())["members"])
+        except (OSError, ValueError, KeyError): pass
+        for name in s["names"]:
+            if (where / "members" / name / PROBS).is_file():
+                frames[name] = pd.read_csv(where / "members" / name / PROBS, dtype={id_col: str})
+    if not frames:
+        raise UserError(f"no member wrote its {PROBS}; read the logs (`python build.py status`), fix, and push "
+                        "again")
+    missing = [n for s in plan for n in s["names"] if n not in frames]
+    probs = average(frames, {n: float(weights.get(n, 1.0)) for n in frames}, id_col)
+    write_csv(probs, dest / PROBS)
+    return write_submission(probs, first, id_col, label_col, dest / SUBMISSION), missing
+
+
+def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, message: str | None, code: bool,
+                    infer: bool, partial: bool, deadline: float) -> str:
+    """submit() for an ensemble split over sessions: wait for them all (pushing those that wait), then fan in
+    (the inference kernel attached to every session, or here from their probabilities) and submit; the
+    submission's marker."""
+    states = wait_sessions(api, out, plan, deadline, partial)
+    pushed = sessions.read_pushed(out)
+    failed = [s for s in plan if states[s["folder"]] in FINISHED and states[s["folder"]] != "complete"]
+    if failed and not partial:
+        s = failed[0]
+        run = f"{s['kernel']}/{pushed[s['folder']]['version']}"
+        why = kaggle.kernel_state(api, run, "submit")[1] or states[s["folder"]]
+        raise UserError(f"session {s['session']} ({s['kernel']} v{pushed[s['folder']]['version']}, members "
+                        f"{', '.join(s['names'])}) failed ({why}); rerun it alone with `python build.py push "
+                        f"--session {s['session']}`, then `python build.py submit` (or submit what finished "
+                        "with `python build.py submit --partial`)")
+    done = [s for s in plan if states[s["folder"]] == "complete"]
+    if not done:
+        raise UserError("no session finished; see `python build.py status`, fix, and push again")
+    left_out = [n for s in plan if s not in done for n in s["names"]]
+    runs = _runs(done, pushed)
+    mark = f"[paddy-kernel-kit {runs}]"
+    message = message or f"trained by {runs}"
+    earlier = find(kaggle.submissions(api, competition), mark)
+    if earlier:
+        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
+    else:
+        kaggle.allowance(api, competition)  # none left: one line, before the inference run or an upload
+        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
+            if infer:
+                stamped = notebook.stamp(out / "infer", Path(tmp) / "infer", "submit",
+                                         models=[f"/kaggle/input/{s['kernel'].split('/')[1]}" for s in done],
+                                         tokens=[pushed[s["folder"]]["token"] for s in done])
+                kernel, run = inference_run(api, out, runs, stamped)
+                wait_run(api, kernel, run, deadline, "inference",
+                         f"read its log on Kaggle (https://www.kaggle.com/code/{kernel}), then rerun "
+                         "`python build.py submit` to run it again")
+                missing = left_out
+                if code:
+                    ref = kaggle.submit_code(api, competition, kernel, run, f"{message} {mark}", SUBMISSION)
+                    what = f"the code of {kernel} v{run}"
+                else:
+                    path = Path(tmp) / "inferred" / SUBMISSION
+                    wanted = rf"^{re.escape(SUBMISSION)}$"
+                    if path not in fetch_output(api, f"{kernel}/{run}", path.parent, wanted, "submit"):
+                        raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read "
+                                        "its log on Kaggle, fix, and rerun `python build.py submit`")
+                    what = f"{SUBMISSION} of {kernel} v{run}"
+                    ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
+            else:
+                path, missing = fan_in(api, done, pushed, Path(tmp))
+                missing = left_out + missing
+                what = f"{SUBMISSION} from the members' probabilities of {runs}"
+                ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
+        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}"
+              + (f"; missing members: {', '.join(missing)}" if missing else ""))
+    return mark

@@ -22,6 +22,16 @@ calls and the downloads, and can be told to fail a call: `standin.fail("SaveKern
 `standin.fail("SaveKernel", drop=True)` to close the connection unanswered, as a network outage does, or
 `after=True` to make the call and then drop the answer (the work done on Kaggle, the news of it lost).
 
+Several sessions: each pushed version runs on its own (its states, its output, its log). A GPU version counts
+as a batch session while it runs; an account runs at most `gpu_sessions` (2) at once, and Kaggle answers a
+push beyond that with HTTP 200 and the error in the body, which kaggle-cli prints as "Kernel push error:
+Maximum batch GPU session count of 2 reached." (kaggle-cli issue #185; adapter-hub/playground PR #4): the
+kernel is not saved and nothing runs. A kernel attached to another (kernelDataSources) is served as Kaggle
+serves it: the output of its latest version that completed, whatever the version. A kernel's output may be
+a function of the push and of those attached outputs (`outputs[ref] = lambda request, attached: {...}`), so a
+test can run the real inference code on what was attached; if it raises, that run ends in ERROR with its
+message. `fail_session(ref, message)` makes the runs of `ref` end in ERROR.
+
 The daily submission limit: Kaggle's public API does not document how it refuses a submission over the limit.
 The stand-in answers CreateSubmission and CreateCodeSubmission with HTTP 400 and the text users have long
 seen from Kaggle ("Submission not allowed: Your team has used its daily Submission allowance (5) today, ..."),
@@ -122,6 +132,7 @@ class KaggleStandin:
             self.scoring = ["PENDING", "COMPLETE"]
             self.public_score, self.private_score, self.scoring_error = "0.97412", "0.96830", ""
             self.daily_limit = 5
+            self.gpu_sessions = 2  # batch GPU sessions an account may run at once
             # machine shapes an ordinary account may not ask for (some are for certain competitions or admins)
             self.restricted_shapes = {"NvidiaH100", "NvidiaRtxPro6000", "NvidiaTeslaA100", "NvidiaL4"}
             self.total_limit: int | None = None  # a lifetime cap on submissions (limitedByTotal), if any
@@ -135,6 +146,25 @@ class KaggleStandin:
         with self.lock:
             self.faults.setdefault(method, []).append(
                 Fault(status, message, body, raw, drop or after, after, times))
+
+    def fail_session(self, ref: str, message: str = "CUDA out of memory", output: dict | None = None) -> None:
+        """The next runs of kernel `ref` end in ERROR with `message` (a session that failed), leaving `output`
+        (none by default)."""
+        with self.lock:
+            self.run_states[ref] = ["RUNNING", "ERROR"]
+            self.failure_messages[ref] = message
+            self.outputs[ref] = output or {}
+
+    def running(self, user: str, but: str = "") -> list[str]:
+        """The kernels of `user` whose latest version is a GPU session still running (all but kernel `but`)."""
+        return [ref for ref, k in self.kernels.items()
+                if ref.split("/")[0] == user and ref != but and k["versions"][-1]["enableGpu"]
+                and k["versions"][-1]["states"][0] not in ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")]
+
+    def served(self, ref: str) -> tuple[int, dict[str, bytes]] | None:
+        """What Kaggle attaches of kernel `ref`: (version, output) of its latest version that completed."""
+        done = [v for v in self.kernels.get(ref, {}).get("versions", []) if v["states"][0] == "COMPLETE"]
+        return (done[-1]["number"], done[-1]["outputs"]) if done else None
 
     def error_body(self, status: int, message: str) -> dict:
         """An error's JSON body, in the style answered."""
@@ -272,6 +302,8 @@ class KaggleStandin:
         bad_comps = [c for c in r.get("competitionDataSources", []) if c not in self.competitions]
         kernel_sources = r.get("kernelDataSources", [])
         bad_kernels = [s for s in kernel_sources if s not in self.kernels or s.split("/")[0] != user]
+        if r.get("enableGpu") and len(self.running(user, but=ref)) >= self.gpu_sessions:
+            return {"error": f"Maximum batch GPU session count of {self.gpu_sessions} reached."}
         k = self.kernels.setdefault(ref, {"title": r.get("newTitle", ""), "versions": []})
         # what the kernel will see: each attached dataset's latest version,
         # and whether it was ready to be read
@@ -286,7 +318,14 @@ class KaggleStandin:
                               **{f: r.get(f, False) for f in ("isPrivate", "enableGpu", "enableInternet")},
                               "states": list(self.run_states.get(ref, self.run_states["*"])),
                               "failure": self.failure_messages.get(ref, ""),
-                              "outputs": dict(self.outputs.get(ref, self.outputs["*"])), "log": self.log})
+                              "outputs": self.outputs.get(ref, self.outputs["*"]), "log": self.log})
+        v = k["versions"][-1]
+        if callable(v["outputs"]):  # the run's output made from the push and what it was attached
+            attached = {s: self.served(s)[1] for s in kernels if self.served(s)}
+            try: v["outputs"] = dict(v["outputs"](r, attached))
+            except Exception as e:
+                v["outputs"], v["states"], v["failure"] = {}, ["RUNNING", "ERROR"], f"{type(e).__name__}: {e}"
+        else: v["outputs"] = dict(v["outputs"])
         answer = {"ref": ref, "url": f"{URL}/code/{ref}", "versionNumber": len(k["versions"])}
         if bad: answer["invalidDatasetSources"] = bad
         if bad_comps: answer["invalidCompetitionSources"] = bad_comps

@@ -105,7 +105,7 @@ def test_notebook_is_clean_valid_and_has_a_kernelspec(built):
             == ("/kaggle/working", "kaggle", None, None))
     assert params["overrides"] == {}
     # short: the training code is in the wheel, the notebook calls it
-    assert ("kernel.ensemble.run(cfg)" in nb.cells[3].source
+    assert ("kernel.ensemble.run(cfg, token=run_token)" in nb.cells[3].source
             and sum(len(c.source.splitlines()) for c in code) < 60)
     assert str(ROOT) not in (built / "kernel" / "kernel.ipynb").read_text()
     # the log says what ran: versions, and the GPUs (without starting CUDA in the notebook's own process)
@@ -118,12 +118,13 @@ def test_the_inference_notebook_predicts_with_the_training_kernels_models(built)
     nb = nbformat.read(built / "infer" / "infer.ipynb", as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)
     assert [c.id for c in nb.cells] == ["title", "parameters", "install", "predict", "submission"]
-    assert ("kernel.predict.run([models], data, out" in nb.cells[3].source
+    assert ("kernel.predict.run(models, data, out" in nb.cells[3].source
             and "train" not in nb.cells[3].source)
     params = notebook.parameters(built / "infer")
-    assert params["models"] == "/kaggle/input/paddy-kernel-kit-train" and params["tta"] is None
+    assert (params["models"] == ["/kaggle/input/paddy-kernel-kit-train"] and params["tta"] is None
+            and params["tokens"] is None)
     # found wherever Kaggle mounts the attached kernel's output
-    assert "mounted(models)" in nb.cells[2].source
+    assert "models = [mounted(m) for m in models]" in nb.cells[2].source
 
 
 def test_metadata_is_coherent(built):

@@ -13,6 +13,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,7 +89,8 @@ def test_the_inference_notebook_predicts_what_training_did_from_the_exported_mod
     ran = nbformat.read(out / INFERRED, as_version=4)
     values = {}
     exec(next(c for c in ran.cells if c.id == "injected-parameters").source, values)
-    assert Path(values["models"]) == out.resolve() and Path(values["out"]) == (out / "inference").resolve()
+    assert [Path(m) for m in values["models"]] == [out.resolve()]
+    assert Path(values["out"]) == (out / "inference").resolve()
     predicted = "".join(o.get("text", "") for c in ran.cells if c.id == "predict" for o in c.outputs)
     assert "predicted 100 test images with" in predicted
     pd.testing.assert_frame_equal(pd.read_csv(out / "inference" / "submission.csv"),
@@ -203,3 +205,30 @@ def test_what_the_kernel_cannot_run_is_refused_before_building(tmp_path, args, m
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), done.stderr[-1000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_two_session_dry_run_fans_in_both_outputs_to_the_members_average(tmp_path, capsys):
+    """--sessions 2: both training notebooks (one member each), then the inference notebook over both outputs
+    and the laptop's average; each equal to the weighted mean of the members' own probabilities."""
+    sub = dry_run(tmp_path / "build", overrides={"sessions": "2", "stages": "32x32:1:16:1", "tta": "0",
+                                                 "members": "a seed=1; b seed=2 weight=3"}, pretrained=False)
+    said = capsys.readouterr().out
+    out = tmp_path / "build"
+    assert "dry run of 2 sessions finished" in said and re.search(
+        r"largest difference 0\.0e\+00 \(laptop\), \d\.\de[-+]\d\d \(inference notebook\)", said), said
+    ran = [nbformat.read(out / f"dry-run-{k}.ipynb", as_version=4) for k in ("kernel", "kernel-2")]
+    values = [{}, {}]
+    for v, nb in zip(values, ran): exec(next(c for c in nb.cells if c.id == "injected-parameters").source, v)
+    assert [v["overrides"]["members"] for v in values] == ["a seed=1", "b seed=2 weight=3"]
+    # each output names the run it was started as; the inference notebook checked those tokens
+    from kernel import manifest
+    tokens = [manifest.read(out / "sessions" / k)["token"] for k in ("kernel", "kernel-2")]
+    assert tokens == [v["run_token"] for v in values] and None not in tokens
+    # the submission is the weighted mean of the members' own probabilities, in both fan-ins
+    probs = {n: pd.read_csv(out / "sessions" / k / "members" / n / "probs.csv").set_index("image_id")
+             for k, n in (("kernel", "a"), ("kernel-2", "b"))}
+    mean = (probs["a"] + 3 * probs["b"]) / 4
+    for path in (out / "probs.csv", out / "inference" / "probs.csv"):
+        got = pd.read_csv(path).set_index("image_id").loc[mean.index, mean.columns]
+        assert np.allclose(got, mean, atol=1e-6)
+    assert pd.read_csv(sub).equals(pd.read_csv(out / "inference" / "submission.csv"))
