@@ -111,7 +111,8 @@ class Member:
     weight: float = 1.0
 
     def __str__(self) -> str:
-        parts = [self.name, *(f"{k}={v}" for k, v in self.overrides)]
+        text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else v  # stages as --stages takes them
+        parts = [self.name, *(f"{k}={text(v)}" for k, v in self.overrides)]
         return " ".join(parts + ([f"weight={self.weight:g}"] if self.weight != 1 else []))
 
 

@@ -128,7 +128,7 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
     overrides.setdefault("accelerator", kernel_meta["machine_shape"])
     if overrides["accelerator"] == Config.accelerator: del overrides["accelerator"]  # the default: no noise
     cfg = Config.make("kaggle", **overrides)
-    plan = sessions.plan(cfg, kernel_meta["id"], kernel_meta["title"], overrides.get("members"))
+    plan = sessions.plan(cfg, kernel_meta["id"], kernel_meta["title"])
     infer_meta = metadata.inference(kernel_meta, [s["kernel"] for s in plan])
     weights = _input(weights, "--weights") if weights else None
     wheels = [_input(w, "--wheel", ".whl") for w in wheels]

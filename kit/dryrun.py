@@ -188,7 +188,7 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
     probabilities; the largest difference is printed."""
     from .submit import average_outputs
     cfg = Config.make(preset, **run)
-    local = sessions.plan(cfg, "local/run", "run", run.get("members"))  # the run here, split alike
+    local = sessions.plan(cfg, "local/run", "run")  # the run here, split alike
     tokens = {s["folder"]: sessions.token() for s in local}
     outputs = {s["folder"]: (out / SESSIONS / s["folder"]).resolve() for s in local}
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:

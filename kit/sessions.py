@@ -49,11 +49,11 @@ def folder(k: int) -> str:
     return "kernel" if k == 1 else f"kernel-{k}"
 
 
-def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) -> list[dict]:
+def plan(cfg: Config, kernel_id: str, title: str) -> list[dict]:
     """The sessions of `cfg` (a Kaggle config with its `sessions`): for each, its folder, kernel id and title
-    (`<slug>`, `<slug>-2`, ...), its members (in the words of `members`, the --members text, when given) and
-    their names, the fingerprint its run's manifest must carry, its estimated T4 hours (`hours`, one member
-    after another; `wall`, side by side on the accelerator's GPUs) and its share of the estimated cost."""
+    (`<slug>`, `<slug>-2`, ...), its members (as --members takes them) and their names, the fingerprint its
+    run's manifest must carry, its estimated T4 hours (`hours`, one member after another; `wall`, side by
+    side on the accelerator's GPUs) and its share of the estimated cost."""
     n = cfg.sessions
     if n == 1:
         return [{"session": 1, "folder": folder(1), "kernel": kernel_id, "title": title,
@@ -62,8 +62,6 @@ def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) ->
     if len(cfg.members) < n:
         raise UserError(f"--sessions {n} needs at least {n} members to split, and the config has "
                         f"{len(cfg.members)}; give more --members or fewer --sessions")
-    words = [p.strip() for p in (members or "").split(";") if p.strip()]
-    if len(words) != len(cfg.members): words = [str(m) for m in cfg.members]  # a preset's members
     each, gpus = costs(cfg), max(1, accelerator(cfg.accelerator).gpus)
     sessions = []
     for k, group in enumerate(split(each, n), start=1):
@@ -71,7 +69,7 @@ def plan(cfg: Config, kernel_id: str, title: str, members: str | None = None) ->
         sessions.append({"session": k, "folder": folder(k),
                          "kernel": kernel_id if k == 1 else f"{kernel_id}-{k}",
                          "title": title if k == 1 else f"{title}-{k}",
-                         "members": "; ".join(words[i] for i in group), "names": [m.name for m in one.members],
+                         "members": "; ".join(str(cfg.members[i]) for i in group), "names": [m.name for m in one.members],
                          "fingerprint": one.fingerprint(),
                          "hours": round(sum(each[i] for i in group) / 3600, 2),
                          # its members side by side on the session's GPUs, as kernel/ensemble.py queues them

@@ -10,7 +10,7 @@ import pytest
 import build
 from conftest import ROOT, kernel_subprocess
 from kernel import Config, UserError
-from kernel.config import FIELDS, PRESETS, parse_args
+from kernel.config import FIELDS, PRESETS, parse_args, parse_stages
 
 BAD = [  # (field, value) a user might type, each outside what the field can mean
     ("lr", -1), ("lr", 0), ("lr", 2), ("lr", math.nan), ("lr", math.inf), ("wd", -5), ("wd", 3),
@@ -90,3 +90,12 @@ def test_every_option_says_what_it_does_its_unit_and_each_presets_default_in_eve
         assert "kaggle 0.005, cpu 0.01, cpu-scratch 0.005, rttt 0.005, laptop 0.02, no preset 0.005" in option["lr"]
         assert "kaggle 4, cpu 2, cpu-scratch 2, rttt 4, laptop 7, no preset 4" in option["tta"]
         assert "[degrees, in [0, 180]]" in option["max_rotate"] and "[seconds" in option["time_limit"]
+
+
+def test_members_with_their_own_stages_survive_the_round_trip_through_text():
+    """A member's stages are written back as --stages takes them, so a build's notebook (which carries the
+    config as text) gives the kernel the very members the laptop planned."""
+    cfg = Config.make("rttt")
+    again = Config.make(None, **cfg.to_dict())
+    assert again.members == cfg.members
+    assert dict(again.members[1].overrides)["stages"] == parse_stages("320x224:13:64:auto")
