@@ -16,8 +16,8 @@ work lives in kit/ and kernel/.
 """
 from pathlib import Path
 
-from kernel.config import PRESETS, _Parser, given, options
-from kernel.errors import cli
+from kernel.config import LAPTOP_PRESETS, PRESETS, _Parser, given, options
+from kernel.errors import UserError, cli
 
 # Not build options: where the kernel finds its data and writes (Kaggle's paths), which weights file it
 # reads (--weights here ships one), and --restart (a pushed run starts fresh).
@@ -86,6 +86,10 @@ def main(argv: list[str]) -> None:
     if args.cmd in ("build", "dry-run", "push"):
         overrides = given(args, NOT_AT_BUILD)
         if args.cmd != "dry-run" and args.preset:  # the Kaggle run: the kaggle preset, this one over it
+            gpu = [k for k in PRESETS if k and k not in LAPTOP_PRESETS]
+            if args.preset not in gpu:
+                raise UserError(f"--preset {args.preset} trains on a CPU, not a Kaggle GPU; for {args.cmd} "
+                                f"give one of {', '.join(gpu)} (or try it here with dry-run --preset)")
             overrides = {**PRESETS[args.preset], **overrides}
         kw = dict(overrides=overrides, weights=args.weights, pretrained=args.pretrained,
                   user=args.user, wheels=args.wheel)

@@ -341,6 +341,8 @@ RESUME_FIELDS = [f.name for f in fields(Config) if f.metadata.get("resume", True
 MEMBER_FIELDS = set(RESUME_FIELDS) - {
     "members", "label_col", "id_col"} | {"weights"}
 
+# Presets for a laptop's CPU (the dry run's), never laid over a Kaggle run by build or push.
+LAPTOP_PRESETS = ("cpu", "cpu-scratch")
 PRESETS: dict[str | None, dict] = {
     None: {},
     # Two members, one per T4, each on its own validation split; the session is 12 hours, less a margin

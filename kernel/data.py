@@ -135,7 +135,7 @@ class LoadImage(RandTransform):
 
     def before_call(self, b, split_idx: int | None) -> None:
         super().before_call(b, split_idx)
-        self.where = (0.5, 0.5) if split_idx else (random.random(), random.random())
+        self.where = (random.random(), random.random()) if split_idx == 0 else (0.5, 0.5)
 
     def encodes(self, path) -> PILImage: return load_image(path, self.size, self.resize, self.where)
 

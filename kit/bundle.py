@@ -168,6 +168,8 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
                                          [s["kernel"] for s in plan])
         notebook.write(nb, infer / infer_meta["code_file"])
         _write_json(infer / metadata.KERNEL_FILE, infer_meta)
+        for record in (sessions.PUSHED, "inference.json"):  # what was pushed from OUT, not what is built
+            if (out / record).is_file(): shutil.copyfile(out / record, tmp / record)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -212,14 +212,19 @@ def push(out: Path, overrides: dict | None = None, weights: str | None = None, p
 
     from .bundle import build
     api = kaggle.client("push")
-    kept = sessions.read_pushed(out)  # the build replaces OUT: what push started is carried across
+    kept = sessions.read_pushed(out)  # what runs: kept across the build, which replaces OUT
+    if session is not None and sessions.folder(session) not in kept:
+        raise UserError(f"--session {session}: no such session was pushed from {out} (pushed: "
+                        f"{', '.join(sorted(kept)) or 'none'}); give one of those, or push them all")
     # The build checks the metadata as Kaggle would (and the config, and GPU memory): everything that would
     # fail is refused before any upload.
     build(out, overrides, weights=weights, pretrained=pretrained, user=user or api.user, wheels=wheels)
     plan = sessions.read_plan(out)
-    if session is not None and not (plan and 1 <= session <= len(plan)):
-        raise UserError(f"--session {session}: the build has sessions 1 to {len(plan) if plan else 1}; "
-                        "give one of those (or build with --sessions N)")
+    if session is not None:  # the sessions kept running must be the ones this build fans in
+        now = {s["folder"]: (s["members"], s["fingerprint"]) for s in plan or ()}
+        if any(now.get(f) != (p.get("members"), p.get("fingerprint")) for f, p in kept.items()):
+            raise UserError(f"--session {session}: these options split the members otherwise than the push "
+                            "whose sessions run; give the options (--preset, --members, ...) you pushed with")
     limit = Config.make("kaggle", **(overrides or {})).time_limit
     if plan is None:
         warn_quota(api, limit)

@@ -58,6 +58,7 @@ def plan(cfg: Config, kernel_id: str, title: str) -> list[dict]:
     if n == 1:
         return [{"session": 1, "folder": folder(1), "kernel": kernel_id, "title": title,
                  "members": None, "names": [m.name for m in cfg.members],
+                 "weights": {m.name: m.weight for m in cfg.members},
                  "fingerprint": cfg.fingerprint(), "share": 1.0}]
     if len(cfg.members) < n:
         raise UserError(f"--sessions {n} needs at least {n} members to split, and the config has "
@@ -69,7 +70,8 @@ def plan(cfg: Config, kernel_id: str, title: str) -> list[dict]:
         sessions.append({"session": k, "folder": folder(k),
                          "kernel": kernel_id if k == 1 else f"{kernel_id}-{k}",
                          "title": title if k == 1 else f"{title}-{k}",
-                         "members": "; ".join(str(cfg.members[i]) for i in group), "names": [m.name for m in one.members],
+                         "members": "; ".join(map(str, one.members)), "names": [m.name for m in one.members],
+                         "weights": {m.name: m.weight for m in one.members},
                          "fingerprint": one.fingerprint(),
                          "hours": round(sum(each[i] for i in group) / 3600, 2),
                          # its members side by side on the session's GPUs, as kernel/ensemble.py queues them
@@ -91,7 +93,8 @@ def token() -> str:
 
 
 def read_pushed(out: Path) -> dict:
-    """{folder: {"token", "version", "at"}} of the sessions push started (a waiting one: no version yet)."""
+    """{folder: {"token", "version", "at", "members", "fingerprint"}} of the sessions push started (a waiting
+    one: no version yet). Kept across rebuilds of OUT: it says what runs, not what is built."""
     try: return json.loads((out / PUSHED).read_text())
     except (OSError, ValueError): return {}
 
@@ -105,6 +108,7 @@ def note(out: Path, session: dict, version: int | None, run_token: str | None) -
     waiting (version None); returns the record."""
     pushed = read_pushed(out)
     pushed[session["folder"]] = {"token": run_token, "version": version,
-                                 "at": time.time() if version else None}
+                                 "at": time.time() if version else None,
+                                 "members": session["members"], "fingerprint": session["fingerprint"]}
     write_pushed(out, pushed)
     return pushed

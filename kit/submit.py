@@ -304,8 +304,7 @@ def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str
     frames, weights = {}, {}
     for s in plan:
         where = folders[s["folder"]]
-        try: weights.update(json.loads((where / "ensemble.json").read_text())["members"])
-        except (OSError, ValueError, KeyError): pass
+        weights.update(s["weights"])  # as built: a session that died before its ensemble.json still counts
         for name in s["names"]:
             if (where / "members" / name / PROBS).is_file():
                 frames[name] = pd.read_csv(where / "members" / name / PROBS, dtype={id_col: str})
@@ -313,7 +312,7 @@ def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str
         raise UserError(f"no member wrote its {PROBS}; read the logs (`python build.py status`), fix, and push "
                         "again")
     missing = [n for s in plan for n in s["names"] if n not in frames]
-    probs = average(frames, {n: float(weights.get(n, 1.0)) for n in frames}, id_col)
+    probs = average(frames, {n: float(weights[n]) for n in frames}, id_col)
     write_csv(probs, dest / PROBS)
     return write_submission(probs, first, id_col, label_col, dest / SUBMISSION), missing
 

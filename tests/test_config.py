@@ -87,7 +87,8 @@ def test_every_option_says_what_it_does_its_unit_and_each_presets_default_in_eve
             if len(set(map(str, values.values()))) > 1:
                 for p in ("kaggle", "cpu", "laptop", "no preset"): assert f" {p} " in option[f], (command, f)
         assert "learning rate" in option["lr"] and "(0, 1]" in option["lr"]
-        assert "kaggle 0.005, cpu 0.01, cpu-scratch 0.005, rttt 0.005, laptop 0.02, no preset 0.005" in option["lr"]
+        assert ("kaggle 0.005, cpu 0.01, cpu-scratch 0.005, rttt 0.005, laptop 0.02, no preset 0.005"
+                in option["lr"])
         assert "kaggle 4, cpu 2, cpu-scratch 2, rttt 4, laptop 7, no preset 4" in option["tta"]
         assert "[degrees, in [0, 180]]" in option["max_rotate"] and "[seconds" in option["time_limit"]
 

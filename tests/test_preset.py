@@ -33,9 +33,9 @@ def test_build_with_the_preset_passes_the_preflight_and_prints_the_time_plan_bef
     """Offline with nothing cached: every stage fits a T4 at an accumulation resolved, the time plan has a
     line per member, and only then does the build stop, in one line, at the weights it cannot fetch."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
-    done = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--preset", "rttt", "--user", "alice",
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=600)
+    done = subprocess.run([sys.executable, str(ROOT / "build.py"), "build", "--preset", "rttt", "--user",
+                           "alice", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
     out = done.stdout
     stages = re.findall(r"^  (\S+)\s+(\d+x\d+)\s+batch 64 = (\d+) x (\d+)\s+[\d.]+ GiB  (.*)$", out, re.M)
     assert {(a.split(".")[0], s) for a, s, *_ in stages} == {
@@ -50,3 +50,12 @@ def test_build_with_the_preset_passes_the_preflight_and_prints_the_time_plan_bef
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot get the pretrained weights of convnext_large.fb_in22k"), last
+
+
+def test_a_cpu_preset_is_refused_for_a_kaggle_run_in_one_line():
+    """build and push lay --preset over the Kaggle run: a CPU preset would give a GPU session CPU devices."""
+    done = subprocess.run([sys.executable, str(ROOT / "build.py"), "push", "--preset", "cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("error: --preset cpu trains on a CPU, not a Kaggle GPU; for push give one of kaggle, "
+                           "rttt (or try it here with dry-run --preset)\n")

@@ -157,7 +157,7 @@ def test_members_are_split_over_sessions_by_estimated_cost():
     assert sessions.split([4, 1, 2, 1], 2) == [[0], [1, 2, 3]]
     assert sessions.split([4, 1, 2, 1], 3) == [[0], [2], [1, 3]]
     cfg = Config.make("kaggle", **KAGGLE)
-    plan = sessions.plan(cfg, TRAIN, "paddy-kernel-kit-train", MEMBERS)
+    plan = sessions.plan(cfg, TRAIN, "paddy-kernel-kit-train")
     assert [(s["kernel"], s["folder"], s["members"]) for s in plan] == [
         (TRAIN, "kernel", "a stages=64x48:4:16:1"),
         (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3")]
@@ -168,7 +168,7 @@ def test_members_are_split_over_sessions_by_estimated_cost():
     assert plan[1]["fingerprint"] == Config.make("kaggle", **{**KAGGLE, "members": plan[1]["members"],
                                                             "sessions": 1}).fingerprint()
     with pytest.raises(UserError, match="--sessions 5 needs at least 5 members"):
-        sessions.plan(Config.make("kaggle", **{**KAGGLE, "sessions": "5"}), TRAIN, "t", MEMBERS)
+        sessions.plan(Config.make("kaggle", **{**KAGGLE, "sessions": "5"}), TRAIN, "t")
 
 
 def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained, tmp_path, capsys):
@@ -286,6 +286,14 @@ def test_a_failed_session_is_named_then_rerun_alone_and_partial_says_what_is_mis
     said = capsys.readouterr().out
     assert "missing members: b, c, d" in said and submitted(standin) == labels(trained.expected(["a"]))
 
+    before = sessions.read_pushed(out)
+    with pytest.raises(UserError, match="--session 5: no such session was pushed"):
+        push(out, KAGGLE, pretrained=False, session=5)
+    # other options would split the members otherwise: session 1's run would no longer be fanned in
+    with pytest.raises(UserError, match="--session 2: these options split the members otherwise"):
+        push(out, {**KAGGLE, "members": "a; b; c; d"}, pretrained=False, session=2)
+    assert sessions.read_pushed(out) == before  # what runs is still known, though OUT was rebuilt
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
     standin.run_states[TRAIN2], standin.outputs[TRAIN2] = ["RUNNING", "COMPLETE"], trained.output()  # fixed
     push(out, KAGGLE, pretrained=False, session=2)
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN2]
