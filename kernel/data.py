@@ -140,9 +140,16 @@ class LoadImage(RandTransform):
     def encodes(self, path) -> PILImage: return load_image(path, self.size, self.resize, self.where)
 
 
+def decoded(cfg: Config, size: tuple[int, int]) -> tuple[int, int]:
+    """The size images are decoded at for a stage of `size`: `presize` times it. The batch transforms
+    resample them to `size` once, from the sharper picture: decoded at the stage size, the random crop would
+    enlarge a part of it instead (real photos at 96x72, bench/finetune.py: scenes lost 8 points to that)."""
+    return (round(size[0] * cfg.presize), round(size[1] * cfg.presize))
+
+
 def augmentations(cfg: Config, size: tuple[int, int]) -> list:
     """Batch transforms (on the GPU): fastai's `aug_transforms` with the config's values, and a random crop
-    keeping at least `min_scale` of the image.
+    keeping at least `min_scale` of the image, resampled to `size` (from a presized image: see `decoded`).
 
     Not `aug_transforms(min_scale=...)`: its crop is square, so at a portrait stage size it stretches a
     square to the stage's shape and, in validation and at test time, cuts a quarter off every image's
@@ -150,17 +157,18 @@ def augmentations(cfg: Config, size: tuple[int, int]) -> list:
     """
     h, w = size
     crop = [RandomResizedCropGPU(size, min_scale=cfg.min_scale, ratio=(0.75 * w / h, w / h / 0.75))]
+    cropped = cfg.min_scale < 1 or decoded(cfg, size) != size  # the crop also brings a presized image down
     return aug_transforms(do_flip=cfg.flip, flip_vert=cfg.flip_vert, max_rotate=cfg.max_rotate,
                           min_zoom=cfg.min_zoom, max_zoom=cfg.max_zoom, max_warp=cfg.max_warp,
-                          max_lighting=cfg.max_lighting, xtra_tfms=crop if cfg.min_scale < 1 else None)
+                          max_lighting=cfg.max_lighting, xtra_tfms=crop if cropped else None)
 
 
 def datablock(cfg: Config, size: tuple[int, int], vocab: list[str], stats: tuple) -> DataBlock:
-    """Images decoded straight to `size` on the CPU (`load_image`, fitted as `cfg.resize` says), augmented
-    and normalised in batches on the GPU. Normalisation is here, in every stage's pipeline, not left to
-    `vision_learner`: it adds `Normalize` only to the loaders it is first given, so later stages and
-    prediction would go without."""
-    image = TransformBlock(type_tfms=LoadImage(size, cfg.resize), batch_tfms=IntToFloatTensor)
+    """Images decoded straight to `size` (or `presize` times it) on the CPU (`load_image`, fitted as
+    `cfg.resize` says), augmented, brought to `size` and normalised in batches on the GPU. Normalisation is
+    here, in every stage's pipeline, not left to `vision_learner`: it adds `Normalize` only to the loaders it
+    is first given, so later stages and prediction would go without."""
+    image = TransformBlock(type_tfms=LoadImage(decoded(cfg, size), cfg.resize), batch_tfms=IntToFloatTensor)
     return DataBlock(blocks=(image, CategoryBlock(vocab=vocab)), get_x=ColReader("path"),
                      get_y=ColReader(cfg.label_col), splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
                      batch_tfms=[*augmentations(cfg, size), Normalize.from_stats(*stats)])

@@ -159,3 +159,22 @@ def test_each_augmentation_field_reaches_fastai(cfg, items, field, value):
     assert any(changed), f"{field}={value} changed no image"
     if field == "flip":  # a horizontal flip, and nothing else: every image is either itself or its mirror
         assert all(m for m, c in zip(mirrored, changed) if c)
+
+
+def test_presize_decodes_larger_and_every_batch_comes_out_whole_at_the_stage_size(cfg, items):
+    """presize 2: images are decoded at twice the stage size, and the batch transforms bring training,
+    validation and test batches to the stage size; with augmentation off, validation and test see the whole
+    picture (what a decode at the stage size shows, give or take the resampling), not a part of it."""
+    size, some = (64, 48), items.iloc[:24]
+    vocab, identity = sorted(items.label.unique()), ([0.0] * 3, [1.0] * 3)
+    c = Config.make("cpu", data=cfg.data, presize=2.0, **OFF)
+    dls = data.dataloaders(c, size, len(some), len(some), some, vocab, identity)
+    assert dls.train.dataset[0][0].size == (96, 128)  # PIL's (w, h): decoded at 128x96
+    x = dls.train.new(shuffle=False, drop_last=False).one_batch()[0]
+    assert x.shape[-2:] == size
+    for dl in (dls.valid, dls.test_dl(some, bs=len(some))):
+        x = dl.one_batch()[0].cpu()
+        want = plain(dl.items, size)
+        assert x.shape == want.shape
+        diff = (x - want).abs().mean().item()
+        assert 0 < diff < 0.03, f"mean difference {diff:.4f} from the picture decoded at the stage size"
