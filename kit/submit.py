@@ -244,7 +244,8 @@ def show_submissions(api: Api, competition: str, shown: int = 5) -> None:
 
 # ---- an ensemble split over several sessions (build --sessions N)
 
-FAN_IN = r"^(manifest\.json|ensemble\.json|submission\.csv|members/[^/]+/probs\.csv)$"  # what the laptop needs
+# what the laptop needs: the members' weights come from the build's plan (sessions.json), not ensemble.json
+FAN_IN = r"^(manifest\.json|submission\.csv|members/[^/]+/probs\.csv)$"
 
 
 def wait_sessions(api: Api, out: Path, plan: list[dict], deadline: float, partial: bool) -> dict[str, str]:
