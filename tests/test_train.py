@@ -22,8 +22,9 @@ from fastai.vision.all import Normalize
 from safetensors.torch import save_file
 
 from conftest import kernel_subprocess
-from kernel import Config, UserError, data, memory, model
+from kernel import Config, UserError, data, memory, model, train
 from kernel.data import load_image, train_items
+from kernel.errors import cli
 from kernel.lock import locked
 from kernel.sample import accuracy, make_sample
 from kernel.submission import make_submission
@@ -651,13 +652,26 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     ("member weight", ["--members", "a weight=0; b"], "member a: weight=0 must be a positive number"),
     ("member weight", ["--members", "a; b weight=-1"], "member b: weight=-1 must be a positive number"),
 ])
-def test_bad_input_gives_one_line(small, tmp_path, how, args, message):
+def test_bad_input_gives_one_line(small, tmp_path, capsys, how, args, message):
+    """`python -m kernel.train` is kernel.train.main under kernel.errors.cli: run here, in this process, as
+    the module runs it (a subprocess per case would import torch and fastai again, ~8 s each, twice in CI);
+    the real command's path is test_bad_input_through_the_real_command_is_one_line."""
     d = broken(tmp_path, small, how)
-    r = train_cli("--preset", "cpu-scratch", "--data", str(d), "--out", str(tmp_path / "out"), *args)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], r.stderr[-1500:]
-    assert "Traceback" not in r.stderr
+    with pytest.raises(SystemExit) as e:
+        cli(train.main, ["--preset", "cpu-scratch", "--data", str(d), "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], err[-1500:]
+
+
+def test_bad_input_through_the_real_command_is_one_line(tmp_path):
+    """`python -m kernel.train` in a process of its own: one `error:` line, exit status 2, no traceback."""
+    nowhere = tmp_path / "nowhere"
+    r = train_cli("--preset", "cpu-scratch", "--data", str(nowhere), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: data folder not found at {nowhere}; "), r.stderr[-1500:]
 
 
 def test_undecodable_images_are_named_and_left_out(small, tmp_path):
