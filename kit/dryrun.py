@@ -158,19 +158,32 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
-             overrides={**run, "progress": "lines"}, weights=shipped,
-             weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))])
+             overrides={**run, "progress": "lines"}, weights=shipped, weights_datasets=_weights_datasets(out))
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(out.resolve())],
              out=str((out / "inference").resolve()))
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
     same = pd.read_csv(submission).equals(pd.read_csv(inferred))
+    return _finish(t0, "dry run", [f"submission: {submission}",
+                                   f"notebooks:  {out / EXECUTED}, {out / INFERRED} (executed, with outputs)",
+                                   f"inference:  {inferred}, "
+                                   + ("the same as training's" if same else "DIFFERENT from training's")],
+                   submission, data,
+                   None if same else f"the inference notebook's {inferred} differs from the training run's "
+                   f"{submission}: the exported models do not predict what training did; please report this")
+
+
+def _weights_datasets(out: Path) -> list[str]:
+    """The notebook's `weights_datasets` for a run here: the built weights datasets' folders."""
+    return [str(p.resolve()) for p in sorted((out / "weights").glob("*"))]
+
+
+def _finish(t0: float, what: str, lines: list[str], submission: Path, data: Path,
+            problem: str | None) -> Path:
+    """The dry run's tail, one session or several: how long it took and what it wrote (`lines`); then
+    `problem` as one line if there is one, else the accuracy on the answers of a sample competition."""
     minutes, seconds = divmod(round(time.time() - t0), 60)
-    print(f"dry run finished in {minutes}m{seconds:02d}s\n  submission: {submission}\n"
-          f"  notebooks:  {out / EXECUTED}, {out / INFERRED} (executed, with outputs)\n"
-          f"  inference:  {inferred}, " + ("the same as training's" if same else "DIFFERENT from training's"))
-    if not same:
-        raise UserError(f"the inference notebook's {inferred} differs from the training run's {submission}: "
-                        "the exported models do not predict what training did; please report this")
+    print(f"{what} finished in {minutes}m{seconds:02d}s\n" + "\n".join(f"  {line}" for line in lines))
+    if problem: raise UserError(problem)
     answers = Path(data) / "test_answers.csv"
     if answers.is_file():
         print(f"  accuracy on the sample's answers: {accuracy(submission, answers):.3f}")
@@ -197,8 +210,7 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
                      "progress": "lines"}
             _run(out, s["folder"], f"dry-run-{s['folder']}.ipynb", f"{site}/{s['folder']}", data=str(data),
                  out=str(outputs[s["folder"]]), preset=preset, overrides=given, weights=shipped,
-                 weights_datasets=[str(p.resolve()) for p in sorted((out / "weights").glob("*"))],
-                 run_token=tokens[s["folder"]])
+                 weights_datasets=_weights_datasets(out), run_token=tokens[s["folder"]])
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(p) for p in outputs.values()],
              tokens=list(tokens.values()), out=str((out / "inference").resolve()))
     submission, missing = average_outputs(local, outputs, tokens, out)
@@ -214,18 +226,12 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
         got = pd.read_csv(path, dtype=str).set_index(cfg.id_col).astype(float).loc[mean.index, mean.columns]
         diffs[what] = float((got - mean).abs().to_numpy().max())
     same = pd.read_csv(submission).equals(pd.read_csv(out / "inference" / "submission.csv"))
-    minutes, seconds = divmod(round(time.time() - t0), 60)
     where = "; ".join(f"{p} ({', '.join(s['names'])})" for s, p in zip(local, outputs.values()))
-    print(f"dry run of {len(local)} sessions finished in {minutes}m{seconds:02d}s\n  sessions:   {where}\n"
-          f"  submission: {submission}, the laptop's fan-in (a file competition)\n"
-          f"  inference:  {out / 'inference' / 'submission.csv'}, the inference notebook over every session's "
-          f"output (a code competition): " + ("the same" if same else "DIFFERENT") + "\n"
-          f"  both are the weighted mean of the {len(frames)} members' own probabilities: largest difference "
-          f"{diffs['laptop']:.1e} (laptop), {diffs['inference']:.1e} (inference notebook)")
-    if not same or max(diffs.values()) > 1e-5:
-        raise UserError("the fan-in of the sessions is not the average of the members' probabilities; "
-                        "please report this")
-    answers = Path(data) / "test_answers.csv"
-    if answers.is_file():
-        print(f"  accuracy on the sample's answers: {accuracy(submission, answers):.3f}")
-    return submission
+    return _finish(t0, f"dry run of {len(local)} sessions", [
+        f"sessions:   {where}", f"submission: {submission}, the laptop's fan-in (a file competition)",
+        f"inference:  {out / 'inference' / 'submission.csv'}, the inference notebook over every session's "
+        "output (a code competition): " + ("the same" if same else "DIFFERENT"),
+        f"both are the weighted mean of the {len(frames)} members' own probabilities: largest difference "
+        f"{diffs['laptop']:.1e} (laptop), {diffs['inference']:.1e} (inference notebook)"], submission, data,
+        None if same and max(diffs.values()) <= 1e-5 else "the fan-in of the sessions is not the average of "
+        "the members' probabilities; please report this")

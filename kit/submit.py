@@ -244,7 +244,8 @@ def show_submissions(api: Api, competition: str, shown: int = 5) -> None:
 
 # ---- an ensemble split over several sessions (build --sessions N)
 
-FAN_IN = r"^(manifest\.json|ensemble\.json|submission\.csv|members/[^/]+/probs\.csv)$"  # what the laptop needs
+# what the laptop needs: the members' weights come from the build's plan (sessions.json), not ensemble.json
+FAN_IN = r"^(manifest\.json|submission\.csv|members/[^/]+/probs\.csv)$"
 
 
 def wait_sessions(api: Api, out: Path, plan: list[dict], deadline: float, partial: bool) -> dict[str, str]:
@@ -264,8 +265,13 @@ def wait_sessions(api: Api, out: Path, plan: list[dict], deadline: float, partia
     return found["states"]
 
 
+def _run(s: dict, pushed: dict) -> str:
+    """How session `s`'s pushed run is called: "<kernel> v<version>"."""
+    return f"{s['kernel']} v{pushed[s['folder']]['version']}"
+
+
 def _runs(plan: list[dict], pushed: dict) -> str:
-    return " + ".join(f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan)
+    return " + ".join(_run(s, pushed) for s in plan)
 
 
 def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, list[str]]:
@@ -277,7 +283,7 @@ def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, 
         p, got[s["folder"]] = pushed[s["folder"]], dest / "output" / s["folder"]
         fetch_output(api, f"{s['kernel']}/{p['version']}", got[s["folder"]], FAN_IN, "submit")
     return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["token"] for s in plan}, dest,
-                           {s["folder"]: f"{s['kernel']} v{pushed[s['folder']]['version']}" for s in plan})
+                           {s["folder"]: _run(s, pushed) for s in plan})
 
 
 def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
@@ -329,7 +335,7 @@ def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, 
         s = failed[0]
         run = f"{s['kernel']}/{pushed[s['folder']]['version']}"
         why = kaggle.kernel_state(api, run, "submit")[1] or states[s["folder"]]
-        raise UserError(f"session {s['session']} ({s['kernel']} v{pushed[s['folder']]['version']}, members "
+        raise UserError(f"session {s['session']} ({_run(s, pushed)}, members "
                         f"{', '.join(s['names'])}) failed ({why}); rerun it alone with `python build.py push "
                         f"--session {s['session']}`, then `python build.py submit` (or submit what finished "
                         "with `python build.py submit --partial`)")

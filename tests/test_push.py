@@ -1,9 +1,14 @@
 """`build.py push`, `status` and `output`, end to end: the real kaggle client against the stand-in Kaggle.
 
-Every command runs as the user runs it, `python build.py ...` in a subprocess, in a copy of the repo (so a
-test can change the package), with a temp HOME, fake credentials and KAGGLE_API_ENVIRONMENT=TEST, which points
-the client at the stand-in on 127.0.0.1:7777. Builds ship no pretrained weights (no test reaches the Hugging
-Face hub) and train a small architecture, whose memory preflight is quick (PUSH).
+The commands run with a temp HOME, fake credentials and KAGGLE_API_ENVIRONMENT=TEST, which points the client
+at the stand-in on 127.0.0.1:7777. A test whose point needs a fresh process runs `python build.py ...` as the
+user does, in a subprocess, in a copy of the repo: it changes the package (a new wheel), reads the hub cache
+(HF_HOME is read at import), or checks what happens at import or start-up (the client's version, no network,
+the credentials' path). The fault cases run build.py's own `main` in this process (`here`), through the same
+`kernel.errors.cli` that turns a UserError into one line and exit status 2: a subprocess would prove nothing
+more there, and would import torch and redo the memory preflight (~10 s) for each of some forty pushes.
+Builds ship no pretrained weights (no test reaches the Hugging Face hub) and train a small architecture,
+whose memory preflight is quick (PUSH).
 """
 import base64
 import hashlib
@@ -13,14 +18,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+import build
 from conftest import lay_out_hub
 from kaggle_standin import KEY, PADDY, TRAIN, USERNAME, KaggleStandin, training_output
+from kernel.errors import cli
 from kit.notebook import parameters
 from kit.weights import lay_out_hub as lay_out
 
@@ -87,6 +95,35 @@ def run(repo: Path, *args: str, **changes) -> subprocess.CompletedProcess:
     assert not any(s in said for s in SECRETS), "credentials were printed"
     assert "Traceback" not in said, said
     return r
+
+
+@pytest.fixture
+def here(kaggle, tmp_path, monkeypatch, capsys):
+    """`python build.py ARGS` in this process: build.main through kernel.errors.cli, as build.py runs it, in
+    the environment env() gives a subprocess (fake credentials, Kaggle = the stand-in, a temp HOME and temp
+    folder: the client keeps its resumable uploads' state there), with tmp_path as the working directory.
+    Returns what a subprocess would: the exit status, stdout, stderr."""
+    for k in list(os.environ):
+        if k.startswith(("KAGGLE_", "XDG_")) or "PROXY" in k.upper(): monkeypatch.delenv(k)
+    for d in ("home", "tmp"): (tmp_path / d).mkdir()
+    for k, v in dict(HOME=str(tmp_path / "home"), KAGGLE_CONFIG_DIR=str(tmp_path / "home" / ".kaggle"),
+                     KAGGLE_API_ENVIRONMENT="TEST", KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # what TMPDIR is to a new process
+    monkeypatch.chdir(tmp_path)
+
+    def main(*args: str, **changes) -> subprocess.CompletedProcess:
+        with monkeypatch.context() as m:
+            for k, v in changes.items(): m.setenv(k, v) if v is not None else m.delenv(k, raising=False)
+            try:
+                cli(build.main, list(args))
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        out, err = capsys.readouterr()
+        assert not any(s in out + err for s in SECRETS), "credentials were printed"
+        return subprocess.CompletedProcess(["build.py", *args], code, out, err)
+    return main
 
 
 def ok(r: subprocess.CompletedProcess) -> str:
@@ -186,33 +223,33 @@ def test_push_creates_then_uploads_only_what_changed(styled, repo):
     assert not [b for b in arrived for s in SECRETS if s.encode() in b]
 
 
-def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle, repo):
+def test_each_fault_gives_one_line_and_a_rerun_finishes_without_resending(kaggle, here, tmp_path):
     kaggle.stop()  # network down
-    fails(run(repo, *PUSH), "cannot reach Kaggle", "internet connection", "rerun `python build.py push`")
+    fails(here(*PUSH), "cannot reach Kaggle", "internet connection", "rerun `python build.py push`")
     kaggle.start()
 
-    fails(run(repo, *PUSH, KAGGLE_KEY="not-the-key"), "refused your credentials (401)", "kaggle.json")
+    fails(here(*PUSH, KAGGLE_KEY="not-the-key"), "refused your credentials (401)", "kaggle.json")
     assert DATASET not in kaggle.datasets
 
     kaggle.fail("CreateDataset", 409, "slug in use")  # after the wheel arrived
-    fails(run(repo, *PUSH), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
-    staged = repo / ".build-kaggle-upload" / "dataset"  # the wheel and the content marker, as uploaded
+    fails(here(*PUSH), "conflict", "creating dataset pkk-tester/paddy-kernel-kit", "slug in use")
+    staged = tmp_path / ".build-kaggle-upload" / "dataset"  # the wheel and the content marker, as uploaded
     size = sum(p.stat().st_size for p in staged.iterdir() if p.name != "dataset-metadata.json")
     assert DATASET not in kaggle.datasets and kaggle.bytes_received == size
 
     kaggle.not_ready_polls = 10**6  # Kaggle takes its time over the dataset
-    fails(run(repo, *PUSH, "--timeout", "2"), "still not ready after 2 s", "rerun")
+    fails(here(*PUSH, "--timeout", "2"), "still not ready after 2 s", "rerun")
     assert kaggle.bytes_received == size, "the wheel that arrived before the conflict was uploaded again"
     assert DATASET in kaggle.datasets and KERNEL not in kaggle.kernels
     kaggle.datasets[DATASET]["versions"][-1]["polls"] = 0  # ... and then it is done
 
     kaggle.fail("SaveKernel", drop=True)  # the network goes between the dataset and the kernel
-    fails(run(repo, *PUSH), "cannot reach Kaggle while pushing kernel pkk-tester/paddy-kernel-kit-train")
+    fails(here(*PUSH), "cannot reach Kaggle while pushing kernel pkk-tester/paddy-kernel-kit-train")
     kaggle.fail("SaveKernel", 403, "Permission 'kernels.create' was denied")
-    fails(run(repo, *PUSH), "denied pushing kernel", "403", "competition's rules")
+    fails(here(*PUSH), "denied pushing kernel", "403", "competition's rules")
     assert KERNEL not in kaggle.kernels
 
-    said = ok(run(repo, *PUSH))
+    said = ok(here(*PUSH))
     assert "unchanged on Kaggle" in said and "version 1 pushed" in said
     assert kaggle.bytes_received == size and len(kaggle.datasets[DATASET]["versions"]) == 1
     assert kaggle.calls.count("CreateDataset") == 2 and "CreateDatasetVersion" not in kaggle.calls
@@ -308,12 +345,9 @@ def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_
 
 
 @pytest.mark.parametrize("answer", ["403", "slug in use"])
-def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, repo, answer):
+def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, here, answer):
     if answer == "403":  # a dataset id of another account: Kaggle's 403 is a refusal, not "not there yet"
-        meta = json.loads((repo / "dataset-metadata.json").read_text())
-        (repo / "dataset-metadata.json").write_text(
-            json.dumps({**meta, "id": "someone-else/paddy-kernel-kit"}))
-        fails(run(repo, *PUSH),
+        fails(here(*PUSH, "--user", "someone-else"),
               "Kaggle denied listing the files of dataset someone-else/paddy-kernel-kit (403: "
               "Permission 'datasets.get' was denied)", "the id must belong to the account of your credentials")
         assert not kaggle.datasets
@@ -322,15 +356,15 @@ def test_someone_elses_id_and_a_slug_in_use_are_one_line_naming_the_fix(kaggle, 
                                     "private": True, "versions": [{"number": 1, "files": {}, "polls": 0,
                                                                    "status": "READY", "notes": ""}]}
         kaggle.fail("ListDatasetFiles", 403, "Permission 'datasets.get' was denied")
-        fails(run(repo, *PUSH), f"the slug of dataset {DATASET} is already in use",
+        fails(here(*PUSH), f"the slug of dataset {DATASET} is already in use",
               "change \"id\" and \"title\" in dataset-metadata.json")
     assert KERNEL not in kaggle.kernels
 
 
 @pytest.mark.parametrize("body", [b"<html><body><h1>502 Bad Gateway</h1></body></html>", b""])
-def test_an_html_or_empty_error_body_is_still_one_line(kaggle, repo, body):
+def test_an_html_or_empty_error_body_is_still_one_line(kaggle, here, body):
     kaggle.fail("SaveKernel", 502, raw=body)
-    line = fails(run(repo, *PUSH), "server error while pushing kernel", "502 Bad Gateway")
+    line = fails(here(*PUSH), "server error while pushing kernel", "502 Bad Gateway")
     assert "<" not in line and ("an empty answer" if not body else "text/html") in line
 
 
@@ -345,13 +379,14 @@ PUSH_FAULTS = [("GetAcceleratorQuotaStatistics", {"status": 500}), ("ListDataset
 
 @pytest.mark.parametrize("method,fault", PUSH_FAULTS,
                          ids=[f"{m}-{k}-{v}" for m, f in PUSH_FAULTS for k, v in f.items()])
-def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(kaggle, repo, method, fault):
+def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(kaggle, here, tmp_path, method,
+                                                                              fault):
     kaggle.fail(method, **fault)
-    r = run(repo, *PUSH)
+    r = here(*PUSH)
     assert not kaggle.faults[method], f"{method} was not called"
     if r.returncode or KERNEL not in kaggle.kernels:
         fails(r, "rerun `python build.py push`")
-        said = ok(run(repo, *PUSH))
+        said = ok(here(*PUSH))
     else:  # the client retries uploads itself (and takes any error of its own status check before a create
         # for "not there yet"); a quota Kaggle does not tell is a warning
         said = r.stdout
@@ -359,12 +394,12 @@ def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(ka
                 or "warning" in r.stderr), r.stderr
     assert "pushed and running" in said
     marker = next(b for n, b in kaggle.dataset_files(DATASET).items() if n.startswith("paddy-kernel"))
-    assert kaggle.bytes_received == wheel(repo).stat().st_size + len(marker)  # every byte went up once
+    assert kaggle.bytes_received == wheel(tmp_path).stat().st_size + len(marker)  # every byte went up once
     assert len(kaggle.datasets[DATASET]["versions"]) == 1
 
 
-def test_a_machine_shape_your_account_cannot_use_is_one_line(kaggle, repo):
-    line = fails(run(repo, *PUSH, "--accelerator", "NvidiaH100"), "denied pushing kernel",
+def test_a_machine_shape_your_account_cannot_use_is_one_line(kaggle, here):
+    line = fails(here(*PUSH, "--accelerator", "NvidiaH100"), "denied pushing kernel",
                  "Permission denied for machine shape NvidiaH100", "--accelerator NvidiaTeslaT4")
     assert KERNEL not in kaggle.kernels, line
 
@@ -379,13 +414,13 @@ def test_a_kaggle_client_too_old_is_one_line(kaggle, repo, tmp_path):
     assert not kaggle.calls and not (repo / "build").exists(), line
 
 
-def test_push_warns_when_the_runs_time_limit_is_more_than_the_weeks_gpu_quota_left(kaggle, repo):
+def test_push_warns_when_the_runs_time_limit_is_more_than_the_weeks_gpu_quota_left(kaggle, here):
     kaggle.gpu_used_s = 25 * 3600  # 5 h left of 30: the kaggle preset's run may take 11.5 h
-    r = run(repo, *PUSH)
+    r = here(*PUSH)
     assert r.returncode == 0, r.stdout + r.stderr
     warned = [l for l in r.stderr.splitlines() if "more than your GPU quota left" in l]
     assert warned == ["warning: the run's time limit (11.5 h) is more than your GPU quota left this week "
                       "(5.0 h of 30.0 h): Kaggle stops it when the quota runs out; lower --time_limit, or push "
                       "after the quota refreshes"]
     kaggle.gpu_used_s = 2.5 * 3600  # 27.5 h left: nothing to say
-    assert "GPU quota" not in run(repo, *PUSH, "--time_limit", "3600").stderr
+    assert "GPU quota" not in here(*PUSH, "--time_limit", "3600").stderr

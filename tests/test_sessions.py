@@ -202,7 +202,7 @@ def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained
     assert INFER not in standin.kernels
     assert not [d for d in standin.downloads if d.endswith((".safetensors", "model.json"))]
     assert {d.split("/", 3)[3] for d in standin.downloads} == {
-        "manifest.json", "ensemble.json", "submission.csv", *(f"members/{n}/probs.csv" for n in WEIGHTS)}
+        "manifest.json", "submission.csv", *(f"members/{n}/probs.csv" for n in WEIGHTS)}
 
     # the fan-in's probabilities are the weighted mean of the members' own
     _, missing = fan_in(sessions_api(), sessions.read_plan(out), sessions.read_pushed(out), tmp_path / "fan")

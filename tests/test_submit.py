@@ -4,6 +4,9 @@ test_push.
 Two tests push for real, then submit: to a file competition (Paddy Doctor) and to a code competition. The
 others start from one build made once for the module, with Kaggle as push leaves it (the dataset there, the
 training kernel's run started): they are about what submit does next, and a build takes half a minute.
+Those runs go through `python build.py` in a subprocess where the process matters (a submit killed midway;
+the push-then-submit paths, as the user types them); the one-line faults and limits run build.py's main in
+this process (test_push's `here`), as test_push's fault cases do.
 """
 import json
 import shutil
@@ -15,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from kaggle_standin import CODE, INFER, PADDY, TRAIN, USERNAME, inference_output
-from test_push import DATASET, PUSH, ROOT, env, fails, kaggle, ok, repo, run, server  # noqa: F401 (fixtures)
+from test_push import (DATASET, PUSH, ROOT, env, fails, here, kaggle, ok, repo, run,  # noqa: F401 (fixtures)
+                       server)
 
 MARK = f"[paddy-kernel-kit {INFER} v1]"  # a submission through the inference kernel's first run
 TRAINED = f"[paddy-kernel-kit {TRAIN} v1]"  # a file made here from the training run's probabilities
@@ -113,14 +117,15 @@ def test_push_then_submit_to_a_code_competition(kaggle, repo):
     assert f"submission {kaggle.submissions[0]['ref']} to {CODE}: complete, public score 0.97412" in said
 
 
-def test_cut_off_after_the_submission_was_made_a_rerun_does_not_submit_again(kaggle, repo, built):
-    as_pushed(kaggle, repo, built)
+def test_cut_off_after_the_submission_was_made_a_rerun_does_not_submit_again(kaggle, here, tmp_path,
+                                                                              built):
+    as_pushed(kaggle, tmp_path, built)
     kaggle.fail("CreateSubmission", after=True)  # Kaggle makes the submission; its answer never arrives
-    fails(run(repo, "submit"), "cannot reach Kaggle while submitting submission.csv",
+    fails(here("submit"), "cannot reach Kaggle while submitting submission.csv",
           "rerun `python build.py submit`", "nothing is pushed or submitted twice")
     assert len(kaggle.submissions) == 1
 
-    said = ok(run(repo, "submit"))
+    said = ok(here("submit"))
     assert "made already" in said and "public score 0.97412" in said
     assert len(kaggle.submissions) == 1 and kaggle.calls.count("CreateSubmission") == 1
     assert INFER not in kaggle.kernels
@@ -165,106 +170,108 @@ def test_killed_while_inference_runs_or_while_scoring_a_rerun_pushes_and_submits
         f"trained by {TRAIN} v1 {MARK}", f"trained by {TRAIN} v2 [paddy-kernel-kit {INFER} v2]"]
 
 
-def test_a_submission_kaggle_cannot_score_is_one_line_with_kaggles_error(kaggle, repo, built):
-    as_pushed(kaggle, repo, built)
+def test_a_submission_kaggle_cannot_score_is_one_line_with_kaggles_error(kaggle, here, tmp_path, built):
+    as_pushed(kaggle, tmp_path, built)
     kaggle.scoring = ["PENDING", "ERROR"]
     kaggle.scoring_error = "Evaluation Exception: Submission must have 3469 rows"
     for _ in range(2):  # and a rerun says it again, without submitting again
-        fails(run(repo, "submit"), "could not score submission",
+        fails(here("submit"), "could not score submission",
               "Evaluation Exception: Submission must have 3469 rows")
     assert len(kaggle.submissions) == 1
 
 
 @pytest.mark.parametrize("competition", [PADDY, CODE])
-def test_the_daily_limit_is_asked_first_and_stops_submit_before_anything_is_pushed_or_sent(kaggle, repo, built,
+def test_the_daily_limit_is_asked_first_and_stops_submit_before_anything_is_pushed_or_sent(kaggle, here,
+                                                                                          tmp_path, built,
                                                                                           competition):
-    as_pushed(kaggle, repo, built)
+    as_pushed(kaggle, tmp_path, built)
     if competition == CODE:
         for k in ("kernel", "infer"):
-            path = repo / "build" / k / "kernel-metadata.json"
+            path = tmp_path / "build" / k / "kernel-metadata.json"
             path.write_text(json.dumps({**json.loads(path.read_text()), "competition_sources": [CODE]}))
     kaggle.daily_limit = 2
     for i in range(2): kaggle.submitted(competition, f"by hand {i}", public="0.9")
-    line = fails(run(repo, "submit"), f"daily submission limit for {competition} is reached",
+    line = fails(here("submit"), f"daily submission limit for {competition} is reached",
                  "2 made today, none left", "midnight UTC", "nothing was pushed or sent")
     assert "GetSubmissionLimits" in kaggle.calls and len(kaggle.submissions) == 2
     assert not {"StartSubmissionUpload", "CreateSubmission", "CreateCodeSubmission"} & set(kaggle.calls)
     assert INFER not in kaggle.kernels and not kaggle.downloads, line  # no inference run, nothing fetched
 
     for s in kaggle.submissions: s["date"] = "2020-01-01T10:00:00.000Z"  # the next day
-    said = ok(run(repo, "submit"))
+    said = ok(here("submit"))
     assert "public score 0.97412" in said and len(kaggle.submissions) == 3
     assert (INFER in kaggle.kernels) == (competition == CODE)
 
 
-def test_a_lifetime_cap_says_it_never_resets(kaggle, repo, built):
-    as_pushed(kaggle, repo, built)
+def test_a_lifetime_cap_says_it_never_resets(kaggle, here, tmp_path, built):
+    as_pushed(kaggle, tmp_path, built)
     kaggle.total_limit = 1
     kaggle.submitted(PADDY, "by hand", public="0.9", date="2020-01-01T10:00:00.000Z")
-    fails(run(repo, "submit"), "used all its submissions to paddy-disease-classification (1",
+    fails(here("submit"), "used all its submissions to paddy-disease-classification (1",
           "lifetime cap", "Kaggle takes no more")
     assert not {"StartSubmissionUpload", "CreateSubmission"} & set(kaggle.calls)
 
 
 @pytest.mark.parametrize("style", ["real", "friendly"])
-def test_the_daily_limit_reached_between_asking_and_submitting_is_recognised(kaggle, repo, built, style):
+def test_the_daily_limit_reached_between_asking_and_submitting_is_recognised(kaggle, here, tmp_path, built,
+                                                                            style):
     kaggle.style = style
-    as_pushed(kaggle, repo, built)
+    as_pushed(kaggle, tmp_path, built)
     kaggle.daily_limit = 2
     for i in range(2): kaggle.submitted(PADDY, f"by hand {i}", public="0.9")
     # Kaggle said one was left, then someone on the team used it
     kaggle.fail("GetSubmissionLimits", body={"numToday": 1, "numTotal": 1, "numAllowedNow": 1})
-    fails(run(repo, "submit"), "daily submission limit for paddy-disease-classification is reached",
+    fails(here("submit"), "daily submission limit for paddy-disease-classification is reached",
           "daily Submission allowance (2)", "midnight UTC")
     assert len(kaggle.submissions) == 2
 
 
-def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, repo, built):
-    fails(run(repo, "submit"), "no kernel built under build", "python build.py push")
-    shutil.copytree(built, repo / "build")
-    fails(run(repo, "submit"), f"kernel {TRAIN} is not on Kaggle", "push it first")
-    shutil.rmtree(repo / "build")
+def test_failed_runs_timeouts_and_faults_are_one_line(kaggle, here, tmp_path, built):
+    fails(here("submit"), "no kernel built under build", "python build.py push")
+    shutil.copytree(built, tmp_path / "build")
+    fails(here("submit"), f"kernel {TRAIN} is not on Kaggle", "push it first")
+    shutil.rmtree(tmp_path / "build")
 
     kaggle.run_states[TRAIN], kaggle.failure_messages[TRAIN] = ["RUNNING", "ERROR"], "CUDA out of memory"
-    as_pushed(kaggle, repo, built)
-    fails(run(repo, "submit"), f"training kernel {TRAIN} v1 failed (CUDA out of memory)",
+    as_pushed(kaggle, tmp_path, built)
+    fails(here("submit"), f"training kernel {TRAIN} v1 failed (CUDA out of memory)",
           "python build.py push")
 
     kaggle.run_states[TRAIN] = ["RUNNING"]  # a run that takes longer than we wait
     training_run(kaggle)
-    fails(run(repo, "submit", "--timeout", "1"), f"training kernel {TRAIN} v2 is still running", "--timeout")
+    fails(here("submit", "--timeout", "1"), f"training kernel {TRAIN} v2 is still running", "--timeout")
 
     kaggle.run_states[TRAIN] = ["COMPLETE"]
     kaggle.run_states[INFER], kaggle.failure_messages[INFER] = ["ERROR"], "No model found in /kaggle/input"
     training_run(kaggle)
-    fails(run(repo, "submit", "--infer"), f"inference kernel {INFER} v1 failed (No model found",
+    fails(here("submit", "--infer"), f"inference kernel {INFER} v1 failed (No model found",
           "rerun `python build.py submit`")
     kaggle.run_states[INFER] = ["COMPLETE"]
 
     kaggle.stop()  # network down
-    fails(run(repo, "submit"), "cannot reach Kaggle", "internet connection")
+    fails(here("submit"), "cannot reach Kaggle", "internet connection")
     kaggle.start()
-    fails(run(repo, "submit", KAGGLE_KEY="not-the-key"), "refused your credentials (401)")
+    fails(here("submit", KAGGLE_KEY="not-the-key"), "refused your credentials (401)")
     kaggle.fail("CreateSubmission", 403, "Permission 'competitions.submit' was denied")
-    fails(run(repo, "submit", "--infer"), "denied submitting",
+    fails(here("submit", "--infer"), "denied submitting",
           "403: Permission 'competitions.submit' was denied",
           "accept the competition's rules")
     assert not kaggle.submissions
 
     # the failed inference run is pushed again, once; then it goes through
-    assert "public score" in ok(run(repo, "submit", "--infer"))
+    assert "public score" in ok(here("submit", "--infer"))
     assert len(kaggle.kernels[INFER]["versions"]) == 2 and len(kaggle.submissions) == 1
 
 
-def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggle, repo, built):
-    as_pushed(kaggle, repo, built)
+def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggle, here, tmp_path, built):
+    as_pushed(kaggle, tmp_path, built)
     kaggle.submitted(PADDY, "oldest", public="0.5")
     kaggle.submitted(PADDY, "resnet26d, 10 epochs", public="0.96121", private="0.95870")
     kaggle.submitted(PADDY, "wrong columns", status="ERROR",
                      error="Submission must have columns image_id,label")
     kaggle.submitted(PADDY, "still scoring", status="PENDING")
     for i in range(2): kaggle.submitted(PADDY, f"newer {i}", public="0.9")
-    said = ok(run(repo, "status")).splitlines()
+    said = ok(here("status")).splitlines()
     assert said[0] == f"kernel {TRAIN}: running"
     assert said[1] == "GPU quota this week: 27.5 h left of 30.0 h (2.5 h used, refreshes 2026-12-05 00:00 UTC)"
     rows = said[3:]
@@ -285,16 +292,17 @@ FAULTS = ({"status": 500}, {"drop": True}, {"status": 429})
                                     "GetKernelSessionStatus", "ListKernelSessionOutput",
                                     "StartSubmissionUpload",
                                     "Upload", "CreateSubmission"])
-def test_a_fault_at_each_call_of_submit_is_one_line_and_a_rerun_sends_nothing_twice(kaggle, repo, built,
+def test_a_fault_at_each_call_of_submit_is_one_line_and_a_rerun_sends_nothing_twice(kaggle, here, tmp_path,
+                                                                                    built,
                                                                                     method):
-    as_pushed(kaggle, repo, built)
+    as_pushed(kaggle, tmp_path, built)
     for fault in FAULTS:  # a server error, a dropped connection, rate limiting: each once, in turn
         kaggle.fail(method, **fault)
-        r = run(repo, "submit")
+        r = here("submit")
         assert not kaggle.faults[method], f"{method} was not called"
         if r.returncode == 0 and method == "Upload": break  # the client resumed the upload itself
         fails(r, "rerun `python build.py submit`")
     else:
-        assert "public score 0.97412" in ok(run(repo, "submit"))
+        assert "public score 0.97412" in ok(here("submit"))
     (s,) = kaggle.submissions
     assert s["file"] == AVERAGED and kaggle.bytes_received == len(AVERAGED)  # the file went up once

@@ -22,8 +22,9 @@ from fastai.vision.all import Normalize
 from safetensors.torch import save_file
 
 from conftest import kernel_subprocess
-from kernel import Config, UserError, data, memory, model
+from kernel import Config, UserError, data, memory, model, train
 from kernel.data import load_image, train_items
+from kernel.errors import cli
 from kernel.lock import locked
 from kernel.sample import accuracy, make_sample
 from kernel.submission import make_submission
@@ -345,7 +346,8 @@ def test_the_gradscaler_scale_survives_a_stage_change_and_a_resume(small, tmp_pa
     assert scales[0] == ("start", end1), "the resumed run did not restore the scaler's scale"
 
 
-def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(small, tmp_path):
+def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch_and_restart_prints_epochs(
+        small, tmp_path):
     out = tmp_path / "out"
     args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages",
             "32x24:2:8:1,32x24:2:8:2",
@@ -383,13 +385,19 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch(
     assert list(zip(final.stage, final.epoch)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     # finished epochs untouched
     pd.testing.assert_frame_equal(final.iloc[:len(first)].reset_index(drop=True), first)
-    # A changed config refuses to resume, in one line; --restart starts over.
+    # A changed config refuses to resume, in one line; --restart starts over. The command prints one line
+    # per epoch, with no progress-bar redraws.
     r = train_cli(*args, "--lr", "0.5")
     assert (r.returncode == 2 and "changed: lr" in r.stderr and "--restart" in r.stderr
             and "Traceback" not in r.stderr)
-    r = train_cli(*args, "--lr", "0.5", "--restart", "--stages", "32x24:1:8:1")
+    r = train_cli(*args, "--restart", "--stages", "32x24:2:8:1,48x36:1:8:1")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(pd.read_csv(out / "history.csv")) == 1
+    assert len(pd.read_csv(out / "history.csv")) == 3
+    lines = [l for l in r.stdout.splitlines() if l.startswith("stage ") and " epoch " in l]
+    assert [l.split(":")[0] for l in lines] == ["stage 1/2 32x24 epoch 1/2", "stage 1/2 32x24 epoch 2/2",
+                                                 "stage 2/2 48x36 epoch 1/1"]
+    assert all("train_loss" in l and "valid_loss" in l and "error_rate" in l for l in lines)
+    assert "\r" not in r.stdout + r.stderr and "█" not in r.stdout + r.stderr  # no progress-bar redraws
 
 
 class Killed(Exception): pass
@@ -592,17 +600,6 @@ def test_valid_pct_0_trains_on_every_image_and_submits(small, tmp_path):
     assert len(pd.read_csv(path)) == 12
 
 
-def test_kernel_train_prints_one_line_per_epoch(small, tmp_path):
-    r = train_cli("--preset", "cpu-scratch", "--data", str(small), "--out", str(tmp_path / "out"), "--stages",
-                  "32x24:2:8:1,48x36:1:8:1", "--tta", "0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = [l for l in r.stdout.splitlines() if l.startswith("stage ") and " epoch " in l]
-    assert [l.split(":")[0] for l in lines] == ["stage 1/2 32x24 epoch 1/2", "stage 1/2 32x24 epoch 2/2",
-                                                 "stage 2/2 48x36 epoch 1/1"]
-    assert all("train_loss" in l and "valid_loss" in l and "error_rate" in l for l in lines)
-    assert "\r" not in r.stdout + r.stderr and "█" not in r.stdout + r.stderr  # no progress-bar redraws
-
-
 def test_shuffled_test_ids_land_on_their_rows(tmp_path):
     sample = tmp_path / "sample_submission.csv"
     pd.DataFrame({"image_id": ["c.jpg", "a.jpg", "b.jpg"], "label": ""}).to_csv(sample, index=False)
@@ -651,13 +648,26 @@ def broken(tmp_path: Path, small: Path, how: str) -> Path:
     ("member weight", ["--members", "a weight=0; b"], "member a: weight=0 must be a positive number"),
     ("member weight", ["--members", "a; b weight=-1"], "member b: weight=-1 must be a positive number"),
 ])
-def test_bad_input_gives_one_line(small, tmp_path, how, args, message):
+def test_bad_input_gives_one_line(small, tmp_path, capsys, how, args, message):
+    """`python -m kernel.train` is kernel.train.main under kernel.errors.cli: run here, in this process, as
+    the module runs it (a subprocess per case would import torch and fastai again, ~8 s each, twice in CI);
+    the real command's path is test_bad_input_through_the_real_command_is_one_line."""
     d = broken(tmp_path, small, how)
-    r = train_cli("--preset", "cpu-scratch", "--data", str(d), "--out", str(tmp_path / "out"), *args)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], r.stderr[-1500:]
-    assert "Traceback" not in r.stderr
+    with pytest.raises(SystemExit) as e:
+        cli(train.main, ["--preset", "cpu-scratch", "--data", str(d), "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], err[-1500:]
+
+
+def test_bad_input_through_the_real_command_is_one_line(tmp_path):
+    """`python -m kernel.train` in a process of its own: one `error:` line, exit status 2, no traceback."""
+    nowhere = tmp_path / "nowhere"
+    r = train_cli("--preset", "cpu-scratch", "--data", str(nowhere), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: data folder not found at {nowhere}; "), r.stderr[-1500:]
 
 
 def test_undecodable_images_are_named_and_left_out(small, tmp_path):
