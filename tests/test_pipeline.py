@@ -89,7 +89,7 @@ def test_both_pipelines_give_each_item_the_same_label_and_shape(cfg, items):
 
 
 def test_loaders_work_with_workers_weights_and_an_exported_test_dl(cfg, items):
-    cfg = Config.make("cpu", data=cfg.data, num_workers=2)
+    cfg = Config.make("cpu", data=cfg.data, num_workers=2, presize=1.0)  # decoded at the stage size
     stage = Stage((64, 48), 1, 16)
     vocab = sorted(items.label.unique())
     dls = data.dataloaders(cfg, stage.size, stage.bs, stage.bs, items, vocab, STATS, wgts=np.ones(len(items)))
@@ -130,7 +130,7 @@ def plain(items: pd.DataFrame, size: tuple[int, int]) -> torch.Tensor:
 
 
 OFF = dict(flip=False, flip_vert=False, max_rotate=0, min_zoom=1, max_zoom=1, max_warp=0, max_lighting=0,
-           min_scale=1)
+           min_scale=1, presize=1.0)  # and decoded at the stage size: the plain picture
 
 
 @pytest.mark.parametrize("field,value", [("flip", True), ("flip_vert", True), ("max_rotate", 30.0),
@@ -167,7 +167,7 @@ def test_presize_decodes_larger_and_every_batch_comes_out_whole_at_the_stage_siz
     picture (what a decode at the stage size shows, give or take the resampling), not a part of it."""
     size, some = (64, 48), items.iloc[:24]
     vocab, identity = sorted(items.label.unique()), ([0.0] * 3, [1.0] * 3)
-    c = Config.make("cpu", data=cfg.data, presize=2.0, **OFF)
+    c = Config.make("cpu", data=cfg.data, **{**OFF, "presize": 2.0})
     dls = data.dataloaders(c, size, len(some), len(some), some, vocab, identity)
     assert dls.train.dataset[0][0].size == (96, 128)  # PIL's (w, h): decoded at 128x96
     x = dls.train.new(shuffle=False, drop_last=False).one_batch()[0]
