@@ -406,13 +406,14 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}; see --help")
 
 
-def describe(name: str) -> str:
+def describe(name: str, made: dict[str | None, dict]) -> str:
     """A field's --help: what it does, its unit and range, and its default under each preset (and with no
-    preset, where that differs), generated from PRESETS so that a new preset shows up."""
+    preset, where that differs), generated from PRESETS so that a new preset shows up. `made`: each preset's
+    `Config.make(preset).to_dict()`, made once for all the fields of a parser."""
     meta = next(f.metadata for f in fields(Config) if f.name == name)
     shown = lambda v: "none" if v is None or v == "" else repr(v) if isinstance(v, str) else f"{v:g}" \
         if isinstance(v, float) else str(v)
-    values = {p: shown(Config.make(p).to_dict()[name]) for p in PRESETS}
+    values = {p: shown(made[p][name]) for p in PRESETS}
     default = f"default {values[None]}" if len(set(values.values())) == 1 else \
         "default: " + ", ".join(f"{p or 'no preset'} {v}" for p, v in values.items() if p) \
         + f", no preset {values[None]}"
@@ -431,14 +432,15 @@ def options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
         p.add_argument("--preset", choices=[k for k in PRESETS if k],
                        help="start from this preset's values (each option's help gives them)")
     hints = typing.get_type_hints(Config)
+    made = {p: Config.make(p).to_dict() for p in PRESETS}
     for name in FIELDS:
         if name in skip: continue
         if hints[name] is bool:
             p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
-                           help=describe(name))
+                           help=describe(name, made))
         else:
             kind = {int: "INT", float: "FLOAT"}.get(hints[name], "TEXT")
-            p.add_argument(f"--{name}", default=None, metavar=kind, help=describe(name))
+            p.add_argument(f"--{name}", default=None, metavar=kind, help=describe(name, made))
     return p
 
 
