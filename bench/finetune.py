@@ -35,7 +35,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 HF_HOME = tempfile.mkdtemp(prefix="pkk-finetune-hf-")
@@ -107,12 +106,12 @@ def stock(data: Path, aug: dict, epochs: int, seed: int) -> tuple[float, float, 
     return acc, cpu() - t0, time.time() - w0, timer.times, tta
 
 
-def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int, weights: Path,
+def kit(data: Path, out: Path, aug: dict, overrides: dict, seed: int, weights: Path, *,
         one: bool) -> tuple[float, float, float]:
     """The kit on `data`, its two members or `one` model: (test accuracy, CPU seconds, wall seconds)."""
-    members = "" if one else "; ".join(  # the preset's members, their seeds moved to s, s+100, ...
-        str(replace(m, overrides=(*(o for o in m.overrides if o[0] != "seed"), ("seed", seed + 100 * i))))
-        for i, m in enumerate(Config.make("cpu").members))
+    members = [] if one else [  # the preset's members, their seeds moved to s, s+100, ...
+        {"name": m.name, **dict(m.overrides), "seed": seed + 100 * i, "weight": m.weight}
+        for i, m in enumerate(Config.make("cpu").members)]
     cfg = Config.make("cpu", data=str(data), out=str(out), seed=seed, weights=str(weights),
                       **{**KIT, "members": members, **aug, **overrides})
     t0, w0 = cpu(), time.time()
@@ -165,7 +164,7 @@ def main(argv: list[str]) -> None:
             calib = None
             for seed in seeds:
                 ours, secs, wall = kit(data, Path(tmp) / f"{name}-out-{seed}", aug, overrides, seed, weights,
-                                       args.one)
+                                       one=args.one)
                 theirs = epochs = stock_secs = stock_wall = math.nan
                 if args.stock:
                     if calib is None:  # one frozen and one unfrozen epoch, timed (seed 0: not reported)
@@ -175,10 +174,9 @@ def main(argv: list[str]) -> None:
                     # must get at least the kit's time (else it runs again, longer)
                     epochs, stock_secs = projected(secs, calib) + 1, 0
                     while stock_secs < secs:
+                        if stock_secs: epochs = max(epochs + 1, projected(secs, calib))  # fell short
                         theirs, stock_secs, stock_wall, times, tta = stock(data, aug, epochs, seed)
                         calib = timing(stock_secs, times, tta)
-                        ran, epochs = epochs, max(epochs + 1, projected(secs, calib))
-                    epochs = ran
                 rows.append((name, seed, ours, secs, wall, theirs, epochs, stock_secs, stock_wall))
                 print(f"{name} seed {seed}: kit {ours:.3f} in {secs:.0f} CPU s ({wall:.0f} s wall); stock "
                       f"{theirs:.3f} (fine_tune({epochs}), {stock_secs:.0f} CPU s, {stock_wall:.0f} s wall); "
