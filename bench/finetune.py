@@ -18,11 +18,11 @@ the augmentation a user would pick for it, given to both sides) and each seed, i
 runs: two members on their own validation splits (seeds s and s+100 for the bench's seed s), one process
 each, side by side, their probabilities averaged; `--one-model` runs one model in this process instead. It
 times the kit's whole run (checks, training, TTA, submission, plots), then gives stock `fine_tune(N)` with N
-one more than the fewest epochs whose projected run is at least the kit's time (projected from a timing run
-per set, then from each of stock's runs), run again with more epochs if it still fell short, and prints both
-test accuracies and seconds side by side, then each set's mean and spread. Time is CPU seconds of this
-process and its members' (one thread each, no loader workers: the work each side did), which other jobs on a
-shared machine do not stretch as they stretch wall time; both are printed (the kit's two members share the
+the fewest epochs whose projected run is at least the kit's time (projected from a timing run per set, then
+from each of stock's runs), run again with more epochs if it fell short, and prints both test accuracies
+and seconds side by side, then each set's mean and spread. Time is CPU seconds of this process and its
+members' (one thread each, no loader workers: the work each side did), which other jobs on a shared machine
+do not stretch as they stretch wall time; both are printed (the kit's two members share the
 wall time of two cores, stock's one thread the time of one). Not a CI test: the figures depend on the
 machine; the two sides run one after the other. `--no-recalibrate` (with `--one-model`) turns off the kit's
 BatchNorm re-estimation at a new stage size (to measure it).
@@ -170,9 +170,9 @@ def main(argv: list[str]) -> None:
                     if calib is None:  # one frozen and one unfrozen epoch, timed (seed 0: not reported)
                         _, total, _, times, tta = stock(data, aug, 1, 0)
                         calib = timing(total, times, tta)
-                    # one epoch more than the timing projects: one timed epoch can undershoot, and stock
-                    # must get at least the kit's time (else it runs again, longer)
-                    epochs, stock_secs = projected(secs, calib) + 1, 0
+                    # the fewest epochs projected to take the kit's time; stock must get at least that, so a
+                    # run that fell short (a projection can undershoot) runs again, longer
+                    epochs, stock_secs = projected(secs, calib), 0
                     while stock_secs < secs:
                         if stock_secs: epochs = max(epochs + 1, projected(secs, calib))  # fell short
                         theirs, stock_secs, stock_wall, times, tta = stock(data, aug, epochs, seed)

@@ -273,11 +273,9 @@ def start(api: Api, out: Path, s: dict, rerun: str = "push") -> int | None:
 def advance(api: Api, out: Path, plan: list[dict], rerun: str, start_waiting: bool = True) -> dict[str, str]:
     """One look at every session pushed from OUT: {folder: state}, "waiting" for those not pushed yet; a
     waiting one is pushed when fewer than two of ours run (`start_waiting`)."""
-    states = {}
-    for s in plan:
-        p = sessions.read_pushed(out).get(s["folder"], {})
-        states[s["folder"]] = kaggle.kernel_state(api, f"{s['kernel']}/{p['version']}", rerun)[0] \
-            if p.get("version") else "waiting"
+    pushed = sessions.read_pushed(out)
+    states = {s["folder"]: kaggle.kernel_state(api, sessions.run_ref(s, pushed), rerun)[0]
+              if pushed.get(s["folder"], {}).get("version") else "waiting" for s in plan}
     for s in plan:
         running = sum(v not in FINISHED and v != "waiting" for v in states.values())
         if start_waiting and states[s["folder"]] == "waiting" and running < sessions.RUNNING_MAX:
@@ -345,12 +343,12 @@ def status(out: Path = Path("build"), shown: int = 5) -> str:
 
 def show_session(api: Api, out: Path, s: dict) -> str:
     """Print one line for session `s`: its kernel and version, state, members done, time used; its state."""
-    p = sessions.read_pushed(out).get(s["folder"], {})
-    head = f"session {s['session']} {s['kernel']}"
+    pushed = sessions.read_pushed(out)
+    p, head = pushed.get(s["folder"], {}), f"session {s['session']} {s['kernel']}"
     if not p.get("version"):
         print(f"{head}: waiting (not pushed yet), members {', '.join(s['names'])}")
         return "waiting"
-    run = f"{s['kernel']}/{p['version']}"
+    run = sessions.run_ref(s, pushed)
     state, failure = kaggle.kernel_state(api, run, "status")
     if state in FINISHED:
         names, seconds = kaggle.output_files(api, run, "status")

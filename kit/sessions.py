@@ -103,6 +103,12 @@ def write_pushed(out: Path, pushed: dict) -> None:
     with atomic_write(out / PUSHED) as tmp: tmp.write_text(json.dumps(pushed, indent=1, sort_keys=True) + "\n")
 
 
+def run_ref(session: dict, pushed: dict) -> str:
+    """The run push started for `session` (its record in `pushed` has a version), as the Kaggle API names
+    a kernel's version: "<kernel id>/<version>"."""
+    return f"{session['kernel']}/{pushed[session['folder']]['version']}"
+
+
 def note(out: Path, session: dict, version: int | None, run_token: str | None) -> dict:
     """Record in OUT/pushed.json what push did with `session`: pushed as `version` with `run_token`, or
     waiting (version None); returns the record."""

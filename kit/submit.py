@@ -42,9 +42,8 @@ from pathlib import Path
 from kernel.atomic import atomic_write
 from kernel.errors import UserError
 
-from . import kaggle, metadata
+from . import kaggle, metadata, notebook, sessions
 from .kaggle import Api, ApiSubmission
-from . import notebook, sessions
 from .push import FINISHED, advance, built, fetch_output, push_kernel, summary
 
 RECORD = "inference.json"  # in OUT: {"training": "<id>/<version>", "inference": "<id>/<version>"}
@@ -278,10 +277,8 @@ def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, 
     """Download what the fan-in needs of each session's output (FAN_IN: the members' probabilities, not their
     models) and average it here (`average_outputs`) into DEST/submission.csv; (its path, the members
     missing)."""
-    got = {}
-    for s in plan:
-        p, got[s["folder"]] = pushed[s["folder"]], dest / "output" / s["folder"]
-        fetch_output(api, f"{s['kernel']}/{p['version']}", got[s["folder"]], FAN_IN, "submit")
+    got = {s["folder"]: dest / "output" / s["folder"] for s in plan}
+    for s in plan: fetch_output(api, sessions.run_ref(s, pushed), got[s["folder"]], FAN_IN, "submit")
     return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["token"] for s in plan}, dest,
                            {s["folder"]: _run(s, pushed) for s in plan})
 
@@ -333,8 +330,7 @@ def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, 
     failed = [s for s in plan if states[s["folder"]] in FINISHED and states[s["folder"]] != "complete"]
     if failed and not partial:
         s = failed[0]
-        run = f"{s['kernel']}/{pushed[s['folder']]['version']}"
-        why = kaggle.kernel_state(api, run, "submit")[1] or states[s["folder"]]
+        why = kaggle.kernel_state(api, sessions.run_ref(s, pushed), "submit")[1] or states[s["folder"]]
         raise UserError(f"session {s['session']} ({_run(s, pushed)}, members "
                         f"{', '.join(s['names'])}) failed ({why}); rerun it alone with `python build.py push "
                         f"--session {s['session']}`, then `python build.py submit` (or submit what finished "

@@ -25,7 +25,9 @@ from kit.dryrun import EXECUTED, INFERRED, dry_run
 ROOT = Path(__file__).resolve().parents[1]
 # One short stage keeps the test quick; passing them also proves that --field value reaches the kernel. Its
 # accumulation is `auto`, as the cpu preset's last stage: resolved in each member by the code the GPU runs.
-SMALL = ["--stages", "64x48:2:32:auto", "--tta", "0"]
+# One epoch frozen, as fastai's fine_tune and the kaggle preset have it (the cpu preset has none): the dry
+# run shows the frozen epoch's line.
+SMALL = ["--stages", "64x48:2:32:auto", "--tta", "0", "--freeze_epochs", "1"]
 
 
 def dry_cli(tmp: Path, *args: str, **env) -> subprocess.CompletedProcess:
@@ -57,7 +59,7 @@ def test_dry_run_trains_with_a_line_per_epoch_and_writes_a_valid_submission(dry)
     assert printed == round(accuracy(out / "submission.csv", out / "sample" / "test_answers.csv"), 3)
     assert re.search(r"dry run finished in \d+m\d\ds", done.stdout)
     # the cpu preset: two members side by side, the auto stage resolved against the T4's memory, the first
-    # epoch of the pretrained body frozen; their lines in the terminal as they happen, one per epoch
+    # epoch of the pretrained body frozen (SMALL); their lines in the terminal as they happen, one per epoch
     for m in ("a", "b"):
         assert re.search(rf"\[{m}\] stage 64x48:2:32:auto: accumulation 1 \(micro-batch 32\) fits 14.7 GiB",
                          done.stdout)  # a T4's 15,095 MiB
@@ -150,7 +152,7 @@ def test_wheel_was_installed_offline_into_a_throwaway_target(dry):
 def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp_path):
     lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
     done = dry_cli(tmp_path, "--out", str(tmp_path / "build"), "--arch", "test_resnet.r160_in1k", "--stages",
-                   "32x24:2:8:1", "--tta", "0", HF_HOME=str(tmp_path / "hf"))
+                   "32x24:2:8:1", "--tta", "0", "--freeze_epochs", "1", HF_HOME=str(tmp_path / "hf"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     ran = nbformat.read(tmp_path / "build" / EXECUTED, as_version=4)
     said = "".join(o.get("text", "") for c in ran.cells if c.id == "train" for o in c.outputs)
@@ -160,7 +162,7 @@ def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp
     assert found and Path(found[1]).name == "test_resnet.r160_in1k.safetensors", said
     assert Path(found[1]).resolve() == (tmp_path / "build" / "weights" / "test-resnet-r160-in1k-weights"
                                         / "test_resnet.r160_in1k.safetensors").resolve()
-    # fastai's fine_tune: the first epoch trains the head alone
+    # fastai's fine_tune (--freeze_epochs 1): the first epoch trains the head alone
     assert "epoch 1/2 (body frozen)" in done.stdout
 
 
