@@ -115,7 +115,7 @@ def test_dry_run_ran_the_built_notebook_with_only_parameters_injected(dry):
     values = {}
     exec(injected[0].source, values)
     assert values["preset"] == "cpu" and values["overrides"] == {"stages": "64x48:2:32:auto", "tta": "0",
-                                                                 "progress": "lines"}
+                                                                 "freeze_epochs": "1", "progress": "lines"}
     assert (Path(values["data"]) == out.resolve() / "sample"
             and Path(values["dataset"]) == out.resolve() / "dataset")
     # no hub and nothing cached: the Kaggle build has no weights, and says so; the run here fine-tunes the
