@@ -166,7 +166,7 @@ SCRATCH_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
 # at 0.1 of lr from the start, a frozen first epoch only took an epoch from the body (0.2-2.2 points on all 4).
 # 15 epochs: an epoch of a few hundred images at 96x72 costs a few CPU seconds next to a run's fixed costs
 # (imports, checks, TTA over the test images); 10 scored higher than 5 on all 4 sets (+0.3 to +7 points),
-# and 15 higher than 10 on textures (+3.6), where stock, given the same time as more epochs, gained most.
+# and 15 higher than 10 on textures (+3.7 on the tuning seeds), the one set where 10 was behind stock.
 CPU_STAGES = (Stage((96, 72), 15, 16, 0),)
 
 
