@@ -55,7 +55,8 @@ def draw_history(histories: dict[str, pd.DataFrame]):
     err.set(xlabel="epoch", ylabel="error rate")
     handles = [a.get_legend_handles_labels() for a in (loss, lr)]
     loss.legend(handles[0][0] + handles[1][0], handles[0][1] + handles[1][1], fontsize=7, loc="lower left")
-    if err.lines: err.legend(fontsize=7, loc="upper right")
+    # Stage lines are on `err` too; with no validation set (valid_pct 0) nothing there has a label.
+    if err.get_legend_handles_labels()[0]: err.legend(fontsize=7, loc="upper right")
     return fig
 
 

@@ -64,6 +64,17 @@ def test_history_draws_losses_error_rate_and_the_learning_rate_with_stages_and_f
     plt.close(fig)
 
 
+def test_a_history_without_a_validation_set_draws_no_empty_error_legend(recwarn):
+    # valid_pct 0: train.py writes no valid_loss and no error_rate; the stage lines are still on the error
+    # panel, and matplotlib warns about a legend of nothing
+    h = history().drop(columns=["valid_loss", "error_rate"])
+    fig = report.draw_history({"": h})
+    loss_ax, err_ax = fig.axes[0], fig.axes[1]
+    assert err_ax.get_legend() is None and loss_ax.get_legend() is not None
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+    plt.close(fig)
+
+
 def test_an_ensembles_history_has_one_line_per_member(tmp_path):
     for name, offset in (("a", 0.0), ("b", 0.3)):
         (tmp_path / "members" / name).mkdir(parents=True)
