@@ -445,6 +445,8 @@ def test_a_killed_run_resumed_draws_the_batches_an_unkilled_one_does_and_says_wh
     assert not [l for l in logged if "from scratch" in l]
 
 
+# loading values into meta tensors is a no-op, and torch says so once a tensor: only devices are checked here
+@pytest.mark.filterwarnings("ignore:.*to a meta parameter")
 def test_a_restored_checkpoint_lies_on_the_loaders_device(small, tmp_path):
     """A resume on a GPU: the model moved to the loaders' device before its state is loaded, and Adam's state
     onto each parameter's device (fastai leaves it where it was loaded: on the CPU). torch's meta device
