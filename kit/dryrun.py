@@ -14,6 +14,8 @@ competition, whose answers give the accuracy.
 """
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from kernel.config import Config
 from kernel.data import test_items, train_items
 from kernel.errors import UserError
-from kernel.sample import accuracy, make_sample
+from kernel.sample import accuracy
 
 from . import bundle, metadata, notebook, sessions
 from .weights import PACKAGED, packaged
@@ -144,11 +146,28 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
     except UserError:
         if user: raise
         user = "local"  # no Kaggle account needed to dry-run: the user only names the ids
-    bundle.build(out, overrides, weights=weights, pretrained=pretrained, user=user, wheels=wheels,
-                 dry_run=True)
-    if data is None:
-        print("generating the sample competition ...", flush=True)
-        data = make_sample(out / "sample").resolve()
+    # The sample is drawn by a second process beside the build, outside OUT (which the build replaces):
+    # seconds of numpy and JPEG on one core while the memory preflight spends seconds of torch on the other.
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pkk-sample-", dir=out.resolve().parent) as tmp:
+        drawing = None if data is not None else subprocess.Popen(
+            [sys.executable, "-m", "kernel.sample", f"{tmp}/sample"], cwd=metadata.ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            bundle.build(out, overrides, weights=weights, pretrained=pretrained, user=user, wheels=wheels,
+                         dry_run=True)
+            if drawing is not None:
+                print("generating the sample competition ...", flush=True)
+                error = drawing.communicate()[1].strip()
+                if drawing.returncode:
+                    raise UserError(f"could not generate the sample competition "
+                                    f"({(error.splitlines() or ['no message'])[-1]}); "
+                                    "pass --data with a competition's folder")
+                data = Path(tmp, "sample").rename(out / "sample").resolve()
+        finally:
+            if drawing is not None and drawing.poll() is None:  # the build failed: no sample wanted
+                drawing.kill()
+                drawing.wait()
     preset, shipped = local_weights(out, cfg, preset, notebook.parameters(out / "kernel")["weights"],
                                     pretrained)
 
