@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -199,15 +198,16 @@ def test_data_in_the_wrong_layout_is_refused_before_building(tmp_path, layout, m
     assert not (tmp_path / "out").exists()
 
 
-
-def test_a_build_that_stops_leaves_no_half_drawn_sample_behind(tmp_path):
-    """The sample is drawn by a second process while the build runs; a build that stops ends it, and
-    nothing of it stays beside OUT or in it."""
+def test_a_build_that_stops_leaves_no_half_drawn_sample_behind(tmp_path, monkeypatch):
+    """The sample is drawn by a second process while the build runs; a build that stops ends that process,
+    and nothing of it stays beside OUT or in it."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
+    started, popen = [], subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
     with pytest.raises(UserError, match="is not a build folder"):
         dry_run(tmp_path / "out", user="alice", pretrained=False)
-    time.sleep(3)  # a drawing process left running would have written images by now
+    assert len(started) == 1 and started[0].poll() is not None  # drawing, then ended with the build
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
