@@ -14,6 +14,7 @@ competition, whose answers give the accuracy.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -147,11 +148,9 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
         if user: raise
         user = "local"  # no Kaggle account needed to dry-run: the user only names the ids
     # The sample is drawn by a second process while the build runs: seconds of numpy and JPEG on one core
-    # while the memory preflight spends seconds of torch on the other. It is drawn outside OUT (which the
-    # build replaces), beside OUT as the build sees it (a symlinked OUT is replaced, not followed), so that
-    # the rename into OUT stays on one disk.
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pkk-sample-", dir=out.absolute().parent) as tmp:
+    # while the memory preflight spends seconds of torch on the other. It is drawn outside OUT, which the
+    # build replaces, and moved in after; a build that stops leaves nothing, as before.
+    with tempfile.TemporaryDirectory(prefix="pkk-sample-") as tmp:
         drawing = None if data is not None else subprocess.Popen(
             [sys.executable, "-m", "kernel.sample", f"{tmp}/sample"], cwd=metadata.ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -162,10 +161,10 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
                 print("generating the sample competition ...", flush=True)
                 error = drawing.communicate()[1].strip()
                 if drawing.returncode:
-                    raise UserError("could not generate the sample competition (exit status "
-                                    f"{drawing.returncode}: {(error.splitlines() or ['no message'])[-1]}); "
-                                    "pass --data with a competition's folder")
-                data = Path(tmp, "sample").rename(out / "sample").resolve()
+                    last = (error.splitlines() or ["no message"])[-1].removeprefix("error: ")
+                    raise UserError(f"could not generate the sample competition (exit status "
+                                    f"{drawing.returncode}: {last}); pass --data with a competition's folder")
+                data = Path(shutil.move(Path(tmp, "sample"), out / "sample")).resolve()
         finally:
             if drawing is not None and drawing.poll() is None:  # the build failed: no sample wanted
                 drawing.kill()

@@ -208,6 +208,7 @@ def test_a_build_that_stops_leaves_no_half_drawn_sample_behind(tmp_path, monkeyp
     with pytest.raises(UserError, match="is not a build folder"):
         dry_run(tmp_path / "out", user="alice", pretrained=False)
     assert len(started) == 1 and started[0].poll() is not None  # drawing, then ended with the build
+    assert not Path(started[0].args[-1]).parent.exists()  # its folder outside OUT is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
