@@ -16,7 +16,7 @@ work lives in kit/ and kernel/.
 """
 from pathlib import Path
 
-from kernel.config import LAPTOP_PRESETS, PRESETS, _Parser, given, options
+from kernel.config import LAPTOP_PRESETS, PRESETS, Parser, given, options
 from kernel.errors import UserError, cli
 
 # Not build options: where the kernel finds its data and writes (Kaggle's paths), which weights file it
@@ -25,7 +25,7 @@ NOT_AT_BUILD = ("data", "out", "weights", "restart")
 
 
 def main(argv: list[str]) -> None:
-    p = _Parser(prog="build.py", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = Parser(prog="build.py", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="the Kaggle dataset (wheels, weights) and the two kernel notebooks, "
                        "under --out")
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> None:
         submit(Path(args.build), message=args.message, code=args.code, timeout=args.timeout, infer=args.infer,
                partial=args.partial)
     elif args.cmd == "status":
-        from kit.push import status
+        from kit.status import status
         status(Path(args.build))
     elif args.cmd == "output":
         from kit.push import output

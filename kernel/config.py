@@ -405,7 +405,7 @@ def _convert(name: str, value):
         raise UserError(f"--{name} wants a {getattr(hint, '__name__', hint)}, got {value!r}") from None
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse whose errors are one `UserError` line, not a usage block and exit."""
     def error(self, message: str) -> typing.NoReturn:
         raise UserError(f"{message}; see --help")
@@ -451,7 +451,7 @@ def options(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
 
 def parser(description: str = "", skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """A parser whose errors are one line, with `--preset` and the Config fields' options."""
-    return options(_Parser(description=description, allow_abbrev=False), skip)
+    return options(Parser(description=description, allow_abbrev=False), skip)
 
 
 def given(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:

@@ -21,7 +21,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import set_seed
 
 from . import data, model
-from .config import Config, _Parser
+from .config import Config, Parser
 from .errors import UserError, cli
 from .submission import average, write_csv, write_submission
 
@@ -120,7 +120,7 @@ def run(models: list[str | Path], data_dir: str | Path, out: str | Path, tta: in
 
 
 def main(argv: list[str]) -> None:
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", required=True, help="exported models, or folders holding them")
     p.add_argument("--data", required=True,
                    help="the competition folder (test_images/, sample_submission.csv)")

@@ -2,6 +2,8 @@
 
 A submission whose rows are in the wrong order scores zero without a word, so rows are placed by
 id (never by sort order), in sample_submission's row order, and checked against it before writing.
+`average_outputs` is the fan-in of an ensemble split over sessions: the laptop's (kit/submit.py) and the dry
+run's.
 """
 from pathlib import Path
 
@@ -80,3 +82,38 @@ def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, labe
     vocab = [c for c in probs.columns if c != id_col]
     best = np.array(vocab)[probs[vocab].to_numpy().argmax(1)]
     return write_csv(make_submission(dict(zip(probs[id_col], best)), vocab, sample, id_col, label_col), path)
+
+
+def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
+                    names: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+    """DEST/submission.csv (and DEST/probs.csv) from the sessions' outputs in `folders` ({folder: where}), each
+    first checked to be the run push started (its manifest's token, the build's fingerprint): every member's
+    probabilities averaged with its weight (as one session averages its own members), rows in a session's
+    submission.csv order; (its path, the members missing). `names`: how to call each session's run."""
+    from . import manifest
+    for s in plan:
+        run = (names or {}).get(s["folder"], folders[s["folder"]])
+        manifest.check(folders[s["folder"]], tokens[s["folder"]],
+                       f"the output of session {s['session']} ({run})",
+                       f"rerun that session with `python build.py push --session {s['session']}`",
+                       s["fingerprint"])
+    first = next((folders[s["folder"]] / "submission.csv" for s in plan
+                  if (folders[s["folder"]] / "submission.csv").is_file()), None)
+    if first is None:
+        raise UserError("no session wrote its submission.csv; read the logs (`python build.py status`), fix, "
+                        "and push again")
+    id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
+    frames, weights = {}, {}
+    for s in plan:
+        where = folders[s["folder"]]
+        weights.update(s["weights"])  # as built: a session that died before its ensemble.json still counts
+        for name in s["names"]:
+            if (where / "members" / name / "probs.csv").is_file():
+                frames[name] = pd.read_csv(where / "members" / name / "probs.csv", dtype={id_col: str})
+    if not frames:
+        raise UserError("no member wrote its probs.csv; read the logs (`python build.py status`), fix, and push "
+                        "again")
+    missing = [n for s in plan for n in s["names"] if n not in frames]
+    probs = average(frames, {n: float(weights[n]) for n in frames}, id_col)
+    write_csv(probs, dest / "probs.csv")
+    return write_submission(probs, first, id_col, label_col, dest / "submission.csv"), missing

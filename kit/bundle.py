@@ -29,6 +29,7 @@ from kernel.config import Config
 from kernel.errors import UserError
 
 from . import metadata, notebook, sessions
+from .ledger import LEDGER
 from .preflight import preflight
 from .weights import Unavailable, fetch
 
@@ -168,8 +169,8 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
                                          [s["kernel"] for s in plan])
         notebook.write(nb, infer / infer_meta["code_file"])
         _write_json(infer / metadata.KERNEL_FILE, infer_meta)
-        for record in (sessions.PUSHED, "inference.json"):  # what was pushed from OUT, not what is built
-            if (out / record).is_file(): shutil.copyfile(out / record, tmp / record)
+        if (out / LEDGER).is_file():  # what happened on Kaggle, not what is built
+            shutil.copyfile(out / LEDGER, tmp / LEDGER)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -219,7 +219,7 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
     fan-in both ways, over both outputs: the inference notebook (a code competition) and the laptop's average
     of the members' probabilities (a file competition). Both must be the weighted mean of the members' own
     probabilities; the largest difference is printed."""
-    from .submit import average_outputs
+    from kernel.submission import average_outputs
     cfg = Config.make(preset, **run)
     local = sessions.plan(cfg, "local/run", "run")  # the run here, split alike
     tokens = {s["folder"]: sessions.token() for s in local}

@@ -9,14 +9,20 @@ Kaggle is taken as it answers, not as kagglesdk's types suggest:
 - the daily submission limit is a 400 whose text says "daily Submission allowance"; `allowance()` asks
   GetSubmissionLimits before anything is spent;
 - a push beyond the account's concurrent batch GPU sessions is answered 200, with the error in the body's
-  "error" ("Maximum batch GPU session count of 2 reached.", which kaggle-cli prints after "Kernel push error:"):
-  `is_session_limit()` tells it apart, and the kernel is not saved.
+  "error" ("Maximum batch GPU session count of 2 reached.", which kaggle-cli prints after "Kernel push error:"),
+  or as an HTTP error with that text: `is_session_limit()` tells it apart, and the kernel is not saved;
+- GetSubmissionLimits answers all zero while the user has no team yet (the client's docstring of
+  competition_get_submission_limits): no figure, not "none left";
+- SaveKernel may answer without a version number (kagglesdk reads it as 0).
 
 No network is found out at once (`client()` asks the endpoint for an answer within a few seconds) instead of
-after the client's retries.
+after the client's retries. Every request has a timeout (kagglesdk sends them with none, so a half-open
+connection would hang for ever); a fault that may pass (429, 5xx, a dropped or timed-out connection) is a
+`Transient`, which `poll` waits through; whether the call may still have taken effect is its `lost`. The calls
+that make something (CreateDataset, CreateDatasetVersion) are sent once: the client would retry them after a
+dropped connection and make a second version; the ledger (kit/ledger.py) settles them instead.
 """
 import contextlib
-import hashlib
 import io
 import json
 import re
@@ -29,8 +35,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 
-from kernel.atomic import atomic_write
 from kernel.errors import UserError, first_line
 
 from .net import unreachable
@@ -57,7 +63,8 @@ check_client()  # before the client is imported: an older one may lack what is i
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     from kaggle.api.kaggle_api_extended import KaggleApi, ResumableUploadResult
     from kagglesdk import KaggleClient
-    from kagglesdk.competitions.types.competition_api_service import (ApiCreateSubmissionRequest,
+    from kagglesdk.competitions.types.competition_api_service import (ApiCompetition,
+                                                                      ApiCreateSubmissionRequest,
                                                                       ApiGetCompetitionRequest,
                                                                       ApiStartSubmissionUploadRequest,
                                                                       ApiSubmission)
@@ -67,6 +74,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 
 T = TypeVar("T")
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
+HTTP_TIMEOUT_S = (10, 120)  # connect, read: a request that hears nothing for this long is a Transient
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 SESSIONS = re.compile(r"maximum batch gpu session count", re.I)
 
@@ -81,13 +89,40 @@ class Api(KaggleApi):
 
     def build_kaggle_client(self) -> KaggleClient:
         c = self.config_values
-        return KaggleClient(env=None, verbose=False, username=c.get(self.CONFIG_NAME_USER),
-                            password=c.get(self.CONFIG_NAME_KEY), api_token=c.get(self.CONFIG_NAME_TOKEN),
-                            response_processor=self.get_response_processor())
+        kc = KaggleClient(env=None, verbose=False, username=c.get(self.CONFIG_NAME_USER),
+                          password=c.get(self.CONFIG_NAME_KEY), api_token=c.get(self.CONFIG_NAME_TOKEN),
+                          response_processor=self.get_response_processor())
+        # kagglesdk makes its requests.Session lazily and sends with no timeout: make it now, and mount an
+        # adapter that gives every request one
+        http = kc.http_client()
+        http._init_session()
+        for prefix in ("http://", "https://"): http._session.mount(prefix, _Timeout())
+        return kc
+
+    def with_retry(self, func, *args, **kwargs):
+        """The client's retry after a connection error, except for the calls that make something: a retry of
+        a create whose answer was lost makes it twice (a second dataset version); the ledger settles those."""
+        if getattr(func, "__name__", "").startswith("create_"): return func
+        return super().with_retry(func, *args, **kwargs)
 
     @property
     def user(self) -> str:
         return self.get_config_value(self.CONFIG_NAME_USER) or ""
+
+
+class _Timeout(HTTPAdapter):
+    def send(self, request, timeout=None, **kwargs):
+        return super().send(request, timeout=timeout or HTTP_TIMEOUT_S, **kwargs)
+
+
+class Transient(UserError):
+    """A fault that may pass: 429, a 5xx, a dropped or timed-out connection. `lost`: the call may have
+    taken effect on Kaggle (its answer never arrived), so what it made is settled by asking, not redone.
+    `retry_after`: the seconds a 429 asked us to wait, if it said."""
+
+    def __init__(self, line: str, *, lost: bool, retry_after: float | None = None):
+        super().__init__(line)
+        self.lost, self.retry_after = lost, retry_after
 
 
 def client(rerun: str = "push") -> Api:
@@ -195,34 +230,45 @@ def error(what: str, e: BaseException, rerun: str = "push") -> UserError:
                 "of yours already has this slug, change \"id\" and \"title\" in the metadata template; "
                 "otherwise wait a minute and " + again)
     elif code == 429:
-        line = f"Kaggle is rate-limiting you (429: {text}) while {what}: wait a few minutes, then " + again
+        after = _http(e).response.headers.get("Retry-After", "")
+        return Transient(f"Kaggle is rate-limiting you (429: {text}) while {what}: wait a few minutes, then "
+                         + again, lost=False, retry_after=float(after) if after.isdigit() else None)
     elif code and code >= 500:
-        line = (f"Kaggle failed with a server error while {what} ({code}: {text}): "
-                "try again in a few minutes; " + again)
+        return Transient(f"Kaggle failed with a server error while {what} ({code}: {text}): "
+                         "try again in a few minutes; " + again, lost=True)
     elif code:
         line = f"Kaggle refused {what} ({code}: {text}); " + again
-    elif isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError)):
-        line = (f"cannot reach Kaggle while {what} ({type(e).__name__}): "
-                "check your internet connection, then " + again)
+    elif isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return Transient(f"cannot reach Kaggle while {what} ({type(e).__name__}): "
+                         "check your internet connection, then " + again, lost=True)
     else:
         line = f"{what} failed: {text}; " + again
     return UserError(line)
 
 
-def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout: float) -> str:
+def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout: float,
+         rerun: str = "submit") -> str:
     """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last
-    state."""
-    start, pause, shown = time.monotonic(), 1.0, ""
+    state. A Transient fault (429, 5xx, a dropped connection) is waited through with backoff (a 429's
+    Retry-After heeded); when it lasts until `timeout`, one line says how long it was tried."""
+    start, pause, shown, state, fault = time.monotonic(), 1.0, "", None, None
     while True:
-        state = get()
+        try:
+            state, fault = get(), None
+        except Transient as e:
+            fault = e
         elapsed = time.monotonic() - start
-        line = f"{what}: {state} ({elapsed:.0f} s)"
+        line = f"{what}: {state if fault is None else 'Kaggle not answering, trying again'} ({elapsed:.0f} s)"
         print("\r" + line.ljust(len(shown)), end="", file=sys.stderr, flush=True)
         shown = line
-        if done(state) or elapsed >= timeout: break
-        time.sleep(min(pause, timeout - elapsed))
+        if (fault is None and done(state)) or elapsed >= timeout: break
+        wait = fault.retry_after if fault is not None and fault.retry_after else pause
+        time.sleep(max(0.0, min(wait, timeout - elapsed)))
         pause = min(2 * pause, POLL_MAX_S)
     print(file=sys.stderr)
+    if fault is not None:
+        raise UserError(f"{what}: Kaggle did not answer for {elapsed:.0f} s ({str(fault).split(';')[0]}); "
+                        f"rerun `python build.py {rerun}` later: it carries on where this stopped")
     return state
 
 
@@ -247,8 +293,17 @@ def dataset_files(api: Api, ref: str, rerun: str = "push") -> list[str] | None:
 
 
 def dataset_status(api: Api, ref: str, rerun: str = "push") -> str:
-    """The processing state of dataset `ref`: ready, pending, failed, ..."""
-    return call(f"checking dataset {ref}", api.dataset_status, ref, rerun=rerun)
+    """The processing state of dataset `ref`: ready, pending, failed, ...; "not visible yet" while Kaggle
+    answers 403/404 for it (for a while after it is created)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): return api.dataset_status(ref)
+    except Exception as e:
+        if missing(e, ref, api): return "not visible yet"
+        raise error(f"checking dataset {ref}", e, rerun) from None
+
+
+class SlugInUse(UserError):
+    """Kaggle says a dataset holds the slug: someone else's, or ours while it is hidden being processed."""
 
 
 def create_dataset(api: Api, folder: Path, ref: str, *, new: bool, notes: str) -> None:
@@ -260,7 +315,7 @@ def create_dataset(api: Api, folder: Path, ref: str, *, new: bool, notes: str) -
         r = call(f"uploading a new version of dataset {ref}", api.dataset_create_version, str(folder), notes,
                  quiet=True)
     if r.error and "already in use" in r.error:
-        raise UserError(f"Kaggle says the slug of dataset {ref} is already in use ({r.error.rstrip('.')}), "
+        raise SlugInUse(f"Kaggle says the slug of dataset {ref} is already in use ({r.error.rstrip('.')}), "
                         "though it is not a dataset of yours Kaggle shows: change \"id\" and \"title\" in "
                         "dataset-metadata.json to a slug of your own, then rerun `python build.py push`")
     if r.error:
@@ -280,13 +335,47 @@ class Pushed:
 
 
 def push_kernel(api: Api, folder: Path, ref: str, rerun: str = "push") -> Pushed:
-    """Push the kernel in `folder`: a new version, which Kaggle runs."""
-    r = call(f"pushing kernel {ref}", api.kernels_push, str(folder), rerun=rerun)
+    """Push the kernel in `folder`: a new version, which Kaggle runs. Kaggle's refusal for the session limit
+    comes back in `error` whichever way it was sent (a 200 body's "error", or an HTTP error's text);
+    `version` 0 when Kaggle's answer named none. Raises Transient when the answer was lost."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): r = api.kernels_push(str(folder))
+    except Exception as e:
+        if is_session_limit(said(e)): return Pushed(ref, 0, "", [], said(e))
+        raise error(f"pushing kernel {ref}", e, rerun) from None
     problems = [f"{what} {', '.join(bad)}" for what, bad in (
         ("dataset sources", r.invalid_dataset_sources),
         ("competition sources", r.invalid_competition_sources),
         ("kernel sources", r.invalid_kernel_sources), ("model sources", r.invalid_model_sources)) if bad]
-    return Pushed(r.ref or ref, r.version_number, r.url or "", problems, r.error or "")
+    return Pushed(r.ref or ref, r.version_number or 0, r.url or "", problems, r.error or "")
+
+
+def _get_kernel(api: Api, ref: str, version: int | None = None):
+    owner, slug = ref.split("/")
+    request = ApiGetKernelRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    if version: request.version_label = f"v{version}"
+    with api.build_kaggle_client() as kaggle:
+        return kaggle.kernels.kernels_api_client.get_kernel(request)
+
+
+def find_run(api: Api, ref: str, key: str, rerun: str = "push", back: int = 5) -> int | None:
+    """The version of kernel `ref` whose notebook holds `key` (a run token), among its `back` latest; None
+    when none does (the push never reached Kaggle) or the kernel is not there. GetKernel returns each
+    version's source, so a push whose answer was lost is found by what it sent."""
+    latest = None
+    for _ in range(back):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                r = _get_kernel(api, ref, latest - 1 if latest else None)
+        except Exception as e:
+            if missing(e, ref, api) and latest is None: return None
+            raise error(f"looking up the versions of kernel {ref}", e, rerun) from None
+        version = (latest - 1) if latest else r.metadata.current_version_number or 0
+        if key in (r.blob.source or ""): return version
+        if version <= 1: return None
+        latest = version
+    return None
 
 
 def kernel_state(api: Api, ref: str, rerun: str) -> tuple[str, str]:
@@ -307,15 +396,8 @@ def _not_pushed(ref: str, rerun: str) -> None:
 
 def latest_version(api: Api, ref: str, rerun: str = "submit") -> int:
     """The number of kernel `ref`'s latest version: the run its last push started (GetKernel)."""
-    owner, slug = ref.split("/")
-    request = ApiGetKernelRequest()
-    request.user_name, request.kernel_slug = owner, slug
-
-    def get() -> int:
-        with api.build_kaggle_client() as kaggle:
-            return kaggle.kernels.kernels_api_client.get_kernel(request).metadata.current_version_number
     try:
-        return get()
+        return _get_kernel(api, ref).metadata.current_version_number
     except Exception as e:
         if missing(e, ref, api): _not_pushed(ref, rerun)
         raise error(f"looking up kernel {ref}", e, rerun) from None
@@ -352,17 +434,17 @@ def kernel_output(api: Api, ref: str, dest: Path, pattern: str, rerun: str) -> N
 
 # ---- competitions and submissions
 
-def takes_code(api: Api, competition: str) -> bool:
-    """Whether the competition takes code submissions only (a code competition): Kaggle's GetCompetition."""
+def competition(api: Api, name: str) -> ApiCompetition:
+    """Kaggle's GetCompetition: how it takes submissions (is_kernels_submissions_only), whether you entered
+    it (user_has_entered: its rules accepted)."""
     request = ApiGetCompetitionRequest()
-    request.competition_name = competition
+    request.competition_name = name
 
-    def get() -> bool:
+    def get() -> ApiCompetition:
         with api.build_kaggle_client() as kaggle:
-            competition_ = kaggle.competitions.competition_api_client.get_competition(request)
-        return competition_.is_kernels_submissions_only
-    return call(f"looking up competition {competition} (or say how it takes submissions: --code or --file)",
-                get, rerun="submit")
+            return kaggle.competitions.competition_api_client.get_competition(request)
+    return call(f"looking up competition {name} (or say how it takes submissions: --code or --file)", get,
+                rerun="submit")
 
 
 def submissions(api: Api, competition: str, rerun: str = "submit") -> list[ApiSubmission]:
@@ -373,18 +455,40 @@ def submissions(api: Api, competition: str, rerun: str = "submit") -> list[ApiSu
     return [s for s in got or [] if s]
 
 
+def scores(s: ApiSubmission) -> str:
+    """A scored submission's scores, as status and submit print them."""
+    private = f", private score {s.private_score}" if s.private_score else ""
+    return f"public score {s.public_score or '-'}{private}"
+
+
 def daily_limit(competition: str, text: str) -> UserError:
     return UserError(f"Kaggle's daily submission limit for {competition} is reached "
                      f"({text.strip().rstrip('.')}); rerun `python build.py submit` when it resets (midnight "
                      "UTC): nothing was pushed or sent, and nothing is submitted twice")
 
 
-def allowance(api: Api, competition: str) -> None:
+def allowance(api: Api, competition: str, entered: bool) -> None:
     """Refuse in one line when your team has no submission left to make to the competition today (or ever:
-    a lifetime cap), before any GPU session is spent: Kaggle's GetSubmissionLimits."""
-    limits = call(f"asking Kaggle how many submissions to {competition} you have left",
-                  api.competition_get_submission_limits, competition, rerun="submit")
+    a lifetime cap), before any GPU session is spent: Kaggle's GetSubmissionLimits. All zero is no figure
+    (no team yet): go ahead if you `entered` the competition, else one line to accept its rules. The question
+    failing is a warning: Kaggle's own refusal of the submission is still one line."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): limits = api.competition_get_submission_limits(competition)
+    except Exception as e:
+        code = status_code(e)
+        print(f"warning: Kaggle did not say how many submissions to {competition} you have left "
+              f"({f'{code}: {said(e)}' if code else type(e).__name__}); submitting anyway: Kaggle refuses one "
+              "over the limit itself", file=sys.stderr)
+        return
     if limits.num_allowed_now > 0: return
+    if not (limits.num_today or limits.num_total or limits.limited_by_total):
+        if not entered:
+            raise UserError(f"you have not joined {competition}: accept its rules at "
+                            f"https://www.kaggle.com/competitions/{competition}/rules, then rerun "
+                            "`python build.py submit` (nothing was pushed or sent)")
+        print(f"Kaggle gave no submission allowance for {competition} (all zero: no team yet, until your first "
+              "submission); submitting", file=sys.stderr)
+        return
     if limits.limited_by_total:
         raise UserError(f"your team has used all its submissions to {competition} ({limits.num_total}, the "
                         "competition's lifetime cap): Kaggle takes no more, so nothing was pushed or sent")
@@ -418,28 +522,25 @@ def submit_code(api: Api, competition: str, kernel: str, version: int, descripti
                       competition, f"submitting {kernel} v{version} to {competition}")
 
 
-def submit_file(api: Api, competition: str, path: Path, description: str, what: str, note: Path) -> int:
-    """A file submission of `path`. The file goes up once: its upload token is noted in `note` with the
-    file's hash, and a rerun after a failed CreateSubmission reuses it instead of sending the bytes again."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    try: noted = json.loads(note.read_text())
-    except (OSError, ValueError): noted = {}
-    token = noted.get("token") if noted.get("file") == [competition, digest] else None
-    if token is None:
-        start = ApiStartSubmissionUploadRequest()
-        start.competition_name, start.file_name = competition, path.name
-        start.content_length = path.stat().st_size
-        start.last_modified_epoch_seconds = int(path.stat().st_mtime)
+def upload_submission(api: Api, competition: str, path: Path, what: str) -> str:
+    """Upload the file at `path` for a submission to the competition; its upload token (what CreateSubmission
+    names)."""
+    start = ApiStartSubmissionUploadRequest()
+    start.competition_name, start.file_name = competition, path.name
+    start.content_length = path.stat().st_size
+    start.last_modified_epoch_seconds = int(path.stat().st_mtime)
 
-        def upload() -> str:
-            with api.build_kaggle_client() as kaggle:
-                r = kaggle.competitions.competition_api_client.start_submission_upload(start)
-            if api.upload_complete(str(path), r.create_url, True) != ResumableUploadResult.COMPLETE:
-                raise ConnectionError("the upload did not complete")
-            return r.token
-        token = call(f"uploading {what}", upload, rerun="submit")
-        with atomic_write(note) as tmp:
-            tmp.write_text(json.dumps({"file": [competition, digest], "token": token}))
+    def upload() -> str:
+        with api.build_kaggle_client() as kaggle:
+            r = kaggle.competitions.competition_api_client.start_submission_upload(start)
+        if api.upload_complete(str(path), r.create_url, True) != ResumableUploadResult.COMPLETE:
+            raise ConnectionError("the upload did not complete")
+        return r.token
+    return call(f"uploading {what}", upload, rerun="submit")
+
+
+def submit_file(api: Api, competition: str, token: str, description: str, what: str) -> int:
+    """A file submission of the file uploaded as `token`; its ref."""
     create = ApiCreateSubmissionRequest()
     create.competition_name, create.blob_file_tokens = competition, token
     create.submission_description = description

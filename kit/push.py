@@ -1,32 +1,34 @@
-"""`build.py push`, `status` and `output`: laptop to a running Kaggle kernel, through kit/kaggle.py.
+"""`build.py push` and `output`: laptop to a running Kaggle kernel, through kit/kaggle.py, every action
+written in the ledger (kit/ledger.py) before it is made.
 
-    push(out)     build; check the metadata; bring each dataset up to date on Kaggle (the code dataset, and one
-                  weights dataset per architecture), each uploaded only if its content changed; wait (bounded)
-                  until Kaggle has processed them; push the training kernel attached to them
-    status(out)   the pushed kernel's run state, your weekly GPU quota, your latest submissions and their
-                  scores
+    push(out)     build; check the metadata; settle what an earlier push left pending; bring each dataset up
+                  to date on Kaggle (the code dataset, and one weights dataset per architecture), each uploaded
+                  only if its content changed; wait (bounded) until Kaggle has processed them; push the
+                  training kernel(s) attached to them, each with a fresh run token in a copy of its notebook
     output(dest)  what the user needs of its output once the run is over (no checkpoints); `wait` polls,
                   bounded
 
-With `--sessions N` (kit/sessions.py) push pushes each session's kernel with a fresh run token written into
-a copy of its notebook, at most two at once, noting the others as waiting in OUT/pushed.json (Kaggle's
-refusal of a third is one line, and that session waits too); `push_waiting` (`push --wait`) and submit push
-them as ours end; `push(session=K)` pushes session K alone again. `status` shows every session.
+Rerun it freely. A push that did not finish (a lost answer, a refusal, a session that waits) is carried on by
+the next `push`: what Kaggle started is found by its run token (GetKernel returns each version's notebook) and
+kept, what it never got is pushed. A push after one that finished is a new run, and says which of your earlier
+runs still run: Kaggle keeps an older version running when a newer one is pushed, and bills it.
+
+With `--sessions N` (kit/sessions.py) at most two start at once, the others wait in the ledger (Kaggle's
+refusal of a third, in either form it sends it, is one line, and that session waits too); `push_waiting`
+(`push --wait`) and submit push them as ours end; `push(session=K)` pushes session K alone again.
 
 Whether a dataset changed is decided by a content hash kept on Kaggle, not here: every version we upload holds
 a small file whose name carries the hash of the other files, `paddy-kernel-kit-content-<sha256>.txt`, which
 Kaggle's file listing returns without a download. Not in the description: Kaggle may keep a dataset's old
 description on a new version. A push from another clone, or after deleting the build folder, still knows
-what Kaggle has.
+what Kaggle has. A dataset created or versioned in the last minutes may not show yet (Kaggle answers 403/404
+while it processes it): the ledger knows we made it, so push waits for it rather than making it again.
 
 The weights live in datasets of their own, so a code change uploads the wheel (a few hundred KB), never the
 weights (~200 MB for convnext_small); an architecture's weights go up once and are attached to every kernel
-that trains it.
-
-Every failure is one line saying what to do, and a rerun picks up where the last push stopped: a dataset is
-skipped once its content is on Kaggle, and files that arrived before a failed create call are not sent again
-(the kaggle client's resumable uploads, kept for the same path and modification time, so we upload from a
-staging folder beside the build folder whose files change only when their content does).
+that trains it. Files that arrived before a failed create call are not sent again (the kaggle client's
+resumable uploads, kept for the same path and modification time, so we upload from a staging folder beside
+the build folder whose files change only when their content does).
 """
 import hashlib
 import json
@@ -41,13 +43,15 @@ from pathlib import Path
 from kernel.atomic import atomic_write
 from kernel.errors import UserError
 
-from . import kaggle, metadata, notebook, sessions
+from . import kaggle, ledger, metadata, notebook, sessions
 from .kaggle import Api
 
 MARKER = "paddy-kernel-kit-content-"  # + sha256 + ".txt": the content hash, in a file name
 MARKED = re.compile(re.escape(MARKER) + r"([0-9a-f]{64})\.txt")
 # how long push waits for Kaggle to process the datasets before giving up (a rerun resumes)
 DATASET_WAIT_S = 600
+# how long after we made a dataset version Kaggle may still hide it (403/404) or show the one before
+PROCESSING_S = 3600
 OUTPUT_WAIT_S = 12 * 3600  # a Kaggle GPU session lasts at most 12 hours
 
 
@@ -112,17 +116,47 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
 
 
-def upload_dataset(api: Api, dataset: Path, staging: Path) -> tuple[str, int]:
-    """Create or version the dataset built in DATASET unless Kaggle has its content; (its id, bytes sent)."""
+def upload_dataset(api: Api, dataset: Path, staging: Path, book: ledger.Ledger, timeout: float) -> tuple[str, int]:
+    """Create or version the dataset built in DATASET unless Kaggle has its content; (its id, bytes sent).
+    One we created minutes ago may still be hidden (Kaggle answers 403/404 while it processes it): CreateDataset
+    then says its slug is in use, makes nothing, and the ledger tells that it is ours: wait for it (at most
+    `timeout`), never make it twice."""
     ref = json.loads((dataset / metadata.DATASET_FILE).read_text())["id"]
     files = dataset_files(dataset)
     digest = content_hash(files)
     exists, remote = remote_hash(api, ref)
+    key = f"{ref}@{digest}"
     if exists and remote == digest and kaggle.dataset_status(api, ref) != "failed":
+        for e in book.find("dataset", key=key):
+            if e["state"] == "pending": book.settle(e, "done")  # its answer was lost: Kaggle has it
         print(f"dataset {ref}: unchanged on Kaggle (content {digest[:12]}), nothing uploaded")
         return ref, 0
+    for e in book.find("dataset", key=key):  # visible without this content: that create never arrived
+        if e["state"] == "pending" and exists: book.settle(e, "lost")
     folder = stage(dataset, staging, files, digest)
-    kaggle.create_dataset(api, folder, ref, new=not exists, notes=f"paddy-kernel-kit {digest[:12]}")
+    entry = book.intend("dataset", key, ref=ref, new=not exists)
+    try:
+        kaggle.create_dataset(api, folder, ref, new=not exists, notes=f"paddy-kernel-kit {digest[:12]}")
+    except kaggle.Transient as e:
+        if not e.lost: book.settle(entry, "refused")
+        raise  # lost: pending, and the next push looks for its content before making anything
+    except kaggle.SlugInUse:
+        book.settle(entry, "refused")
+        ours = [x for x in book.find("dataset", ref=ref) if x["state"] in ("done", "pending")
+                and time.time() - x["at"] < PROCESSING_S]
+        if not ours: raise
+        ago = time.time() - ours[-1]["at"]
+        if kaggle.poll(f"waiting for Kaggle to show dataset {ref}, made {ago:.0f} s ago",
+                       lambda: "shown" if remote_hash(api, ref)[0] else "not yet",
+                       lambda state: state == "shown", timeout, "push") != "shown":
+            raise UserError(f"dataset {ref}, made {ago / 60:.0f} min ago, is still not shown by Kaggle (it "
+                            "answers 403/404 while it processes a new dataset); rerun `python build.py push` "
+                            "later: it is not made again") from None
+        return upload_dataset(api, dataset, staging, book, timeout)
+    except UserError:
+        book.settle(entry, "refused")
+        raise
+    book.settle(entry, "done")
     size = sum((dataset / n).stat().st_size for n in files)
     print(f"dataset {ref}: {'new version' if exists else 'created'}, "
           f"uploaded {', '.join(files)} ({_size(size)})")
@@ -132,7 +166,8 @@ def upload_dataset(api: Api, dataset: Path, staging: Path) -> tuple[str, int]:
 def wait_ready(api: Api, ref: str, timeout: float) -> None:
     """Wait until Kaggle has processed dataset `ref`; one line if it failed or takes longer than `timeout`."""
     state = kaggle.poll(f"waiting for Kaggle to process dataset {ref}",
-                        lambda: kaggle.dataset_status(api, ref), lambda s: s in ("ready", "failed"), timeout)
+                        lambda: kaggle.dataset_status(api, ref), lambda s: s in ("ready", "failed"), timeout,
+                        "push")
     if state == "failed":
         raise UserError(f"Kaggle failed to process dataset {ref}; "
                         "rerun `python build.py push` to upload it again")
@@ -150,40 +185,13 @@ def datasets(out: Path) -> list[Path]:
 def push_datasets(api: Api, out: Path, timeout: float) -> int:
     """Bring every dataset built under OUT up to date on Kaggle and wait until all are ready; bytes sent."""
     staging = out.parent / f".{out.name}-kaggle-upload"
-    sent = 0
-    refs = []
+    sent, refs, book = 0, [], ledger.Ledger(out)
     for d in datasets(out):
-        ref, n = upload_dataset(api, d, staging / d.relative_to(out))
+        ref, n = upload_dataset(api, d, staging / d.relative_to(out), book, timeout)
         refs.append(ref)
         sent += n
     for ref in refs: wait_ready(api, ref, timeout)
     return sent
-
-
-class SessionLimit(UserError):
-    """Kaggle refused a push: the account runs as many batch GPU sessions as it may at once."""
-
-
-def push_kernel(api: Api, kernel: Path, rerun: str = "push") -> tuple[str, int]:
-    """Push the kernel in the folder KERNEL (OUT/kernel, or OUT/infer): a new version, which Kaggle runs.
-    Returns its id and version number."""
-    ref = json.loads((kernel / metadata.KERNEL_FILE).read_text())["id"]
-    r = kaggle.push_kernel(api, kernel, ref, rerun=rerun)
-    if r.error and kaggle.is_session_limit(r.error):
-        raise SessionLimit(f"Kaggle did not start kernel {ref}: {r.error.rstrip('.')} (an account runs "
-                           f"{sessions.RUNNING_MAX} at once); it waits, and `python build.py push --wait` or "
-                           "`python build.py submit` pushes it when a session ends")
-    if r.error:
-        raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, "
-                        f"then rerun `python build.py {rerun}`")
-    if r.problems:  # Kaggle saved the kernel, but without these: its run would fail
-        raise UserError(f"Kaggle pushed kernel {ref} without its {'; '.join(r.problems)} "
-                        "(unknown to Kaggle, or not yours): "
-                        "check kernel-metadata.json and that you accepted the competition's rules, "
-                        f"then rerun `python build.py {rerun}`"
-                        + (" (the datasets are not uploaded again)" if rerun == "push" else ""))
-    print(f"kernel {ref}: version {r.version} pushed and running, {r.url}")
-    return ref, r.version
 
 
 def warn_quota(api: Api, time_limit: float, what: str = "") -> None:
@@ -202,84 +210,174 @@ def warn_quota(api: Api, time_limit: float, what: str = "") -> None:
               "runs out; lower --time_limit, or push after the quota refreshes", file=sys.stderr)
 
 
+def settle_pushes(api: Api, out: Path, rerun: str = "push") -> None:
+    """Every push whose answer was lost, settled by asking Kaggle for the version that holds its run token:
+    started (that version), or lost (it never arrived: nothing runs)."""
+    book = ledger.Ledger(out)
+    for e in book.pending("push"):
+        version = kaggle.find_run(api, e["kernel"], e["key"], rerun)
+        book.settle(e, "started" if version else "lost", version=version)
+        if version: print(f"kernel {e['kernel']}: version {version}, whose answer was lost, is found on Kaggle; "
+                           "not pushed again")
+
+
+def start(api: Api, out: Path, s: dict, op: str, rerun: str = "push", **values) -> dict:
+    """Push session `s` (or the inference kernel: `s` names its folder and kernel, `values` what it is for)
+    with a fresh run token written into a copy of its notebook, written in the ledger first; its entry:
+    started (with Kaggle's version), waiting (Kaggle runs as many GPU sessions of the account as it may: one
+    line), or an error line (refused; or the answer lost: the next run settles it)."""
+    token = sessions.token()
+    folder = notebook.stamp(out / s["folder"], out.parent / f".{out.name}-kaggle-push" / s["folder"], rerun,
+                            run_token=token, **values)
+    book = ledger.Ledger(out)
+    entry = book.intend("push", token, role="infer" if s["folder"] == "infer" else "train", op=op,
+                        folder=s["folder"], session=s.get("session"), kernel=s["kernel"],
+                        members=s.get("members"), fingerprint=s.get("fingerprint"), version=None, **values)
+    lost = None
+    try:
+        r = kaggle.push_kernel(api, folder, s["kernel"], rerun=rerun)
+    except kaggle.Transient as e:
+        if not e.lost:
+            book.settle(entry, "refused")
+            raise
+        r, lost = kaggle.Pushed(s["kernel"], 0, "", [], ""), e
+    except UserError:
+        book.settle(entry, "refused")
+        raise
+    ref = s["kernel"]
+    if r.error and kaggle.is_session_limit(r.error):
+        book.settle(entry, "waiting")
+        print(f"session {s.get('session') or 1}: Kaggle did not start kernel {ref}: {r.error.strip().rstrip('.')}"
+              f" (an account runs {sessions.RUNNING_MAX} at once); it waits, and `python build.py push --wait` or "
+              "`python build.py submit` pushes it when a session ends", file=sys.stderr)
+        return entry
+    if r.error:
+        book.settle(entry, "refused")
+        raise UserError(f"Kaggle refused kernel {ref}: {r.error.rstrip('.')}; check kernel-metadata.json, "
+                        f"then rerun `python build.py {rerun}`")
+    if r.version:
+        entry = book.settle(entry, "started", version=r.version, problems="; ".join(r.problems))
+    else:  # the answer lost, or one that named no version: Kaggle may run it; find it by its token now
+        try: settle_pushes(api, out, rerun)
+        except UserError:
+            if lost: raise lost from None  # still no answer: it stays pending, and the next run asks
+            raise
+        entry = ledger.Ledger(out).last("push", key=token)
+        if entry["state"] != "started":
+            if lost: raise lost from None  # it never arrived: the next run pushes it
+            raise UserError(f"Kaggle took kernel {ref} without saying which version it runs; rerun "
+                            f"`python build.py {rerun}` in a minute (it finds the run, and does not push it again)")
+        if r.problems: entry = book.settle(entry, "started", problems="; ".join(r.problems))
+    if r.problems:  # Kaggle saved and started the kernel, but without these: its run will fail
+        raise UserError(f"Kaggle started kernel {ref} v{entry['version']} without its {'; '.join(r.problems)} "
+                        "(unknown to Kaggle, or not yours), so that run will fail: check kernel-metadata.json "
+                        "and that you accepted the competition's rules, then rerun `python build.py push`"
+                        + (" (the datasets are not uploaded again)" if rerun == "push" else ""))
+    print(f"kernel {ref}: version {entry['version']} pushed and running{', ' + r.url if r.url else ''}")
+    return entry
+
+
+def still_running(api: Api, entries: list[dict], rerun: str = "push") -> list[str]:
+    """Those of `entries` (started pushes) whose run is not over: one line each."""
+    lines = []
+    for e in entries:
+        if e["state"] != "started": continue
+        state = kaggle.kernel_state(api, f"{e['kernel']}/{e['version']}", rerun)[0]
+        if state not in FINISHED:
+            lines.append(f"{e['kernel']} v{e['version']} is {state} ({(time.time() - e['at']) / 3600:.1f} h since "
+                         f"push), billed until it ends: stop it at https://www.kaggle.com/code/{e['kernel']} if "
+                         "you no longer need it")
+    return lines
+
+
 def push(out: Path, overrides: dict | None = None, weights: str | None = None, pretrained: bool = True,
          user: str | None = None, wheels: list[str] = (), timeout: float = DATASET_WAIT_S,
          session: int | None = None) -> str:
-    """Build under OUT, check it, bring the datasets up to date on Kaggle, push the kernel; returns the
-    kernel's id. With sessions: push the first two, the others wait (`push_waiting` pushes them as sessions
-    end); `session` K: push that session alone again (the others' runs are kept)."""
+    """Build under OUT, check it, bring the datasets up to date on Kaggle, push the kernel(s); returns the
+    (first) kernel's id. A push that did not finish is carried on (see the module's docstring). With
+    sessions: push the first two, the others wait (`push_waiting` pushes them as sessions end); `session` K:
+    push that session alone again (the others' runs are kept)."""
     from kernel.config import Config
 
     from .bundle import build
     api = kaggle.client("push")
-    kept = sessions.read_pushed(out)  # what runs: kept across the build, which replaces OUT
+    settle_pushes(api, out)
+    last, kept = ledger.Ledger(out).last("op"), ledger.pushed(out)  # kept across the build, which replaces OUT
     if session is not None and sessions.folder(session) not in kept:
         raise UserError(f"--session {session}: no such session was pushed from {out} (pushed: "
                         f"{', '.join(sorted(kept)) or 'none'}); give one of those, or push them all")
     # The build checks the metadata as Kaggle would (and the config, and GPU memory): everything that would
     # fail is refused before any upload.
     build(out, overrides, weights=weights, pretrained=pretrained, user=user or api.user, wheels=wheels)
-    plan = sessions.read_plan(out)
-    if session is not None:  # the sessions kept running must be the ones this build fans in
-        now = {s["folder"]: (s["members"], s["fingerprint"]) for s in plan or ()}
-        if any(now.get(f) != (p.get("members"), p.get("fingerprint")) for f, p in kept.items()):
-            raise UserError(f"--session {session}: these options split the members otherwise than the push "
-                            "whose sessions run; give the options (--preset, --members, ...) you pushed with")
+    plan = sessions.read_plan(out) or [sessions.single(out)]
+    now = {s["folder"]: (s["members"], s["fingerprint"]) for s in plan}
+    same = all(now.get(f) == (p.get("members"), p.get("fingerprint")) for f, p in kept.items())
+    if session is not None and not same:  # the sessions kept running must be the ones this build fans in
+        raise UserError(f"--session {session}: these options split the members otherwise than the push "
+                        "whose sessions run; give the options (--preset, --members, ...) you pushed with")
+    carry = session is None and last is not None and last["state"] == "pending" and same  # did not finish
+    if session is not None: todo = [plan[session - 1]]
+    elif carry: todo = [s for s in plan if not _kept(api, kept.get(s["folder"]))]
+    else: todo = plan
     limit = Config.make("kaggle", **(overrides or {})).time_limit
-    if plan is None:
-        warn_quota(api, limit)
-        sent = push_datasets(api, out, timeout)
-        ref, _ = push_kernel(api, out / "kernel")
-        print(f"  uploaded {_size(sent)} in all; follow the run with `python build.py status`; "
-              "`python build.py submit` waits for it, then submits it for a score; "
-              "`python build.py output --wait` fetches its submission.csv, models and plots")
-        return ref
-    todo = [plan[session - 1]] if session else plan
     warn_quota(api, limit * len(todo), f"the {len(todo)} sessions' time limits ({len(todo)} x "
                                        f"{limit / 3600:.1f} h, each billed once) are" if len(todo) > 1 else "")
+    book = ledger.Ledger(out)
+    if session is not None or carry:
+        op = book.settle(last, "pending")
+    else:  # a new run: the earlier ones go on running unless stopped
+        op = book.intend("op", sessions.token())
     sent = push_datasets(api, out, timeout)
-    pushed = {k: v for k, v in kept.items() if session and k != plan[session - 1]["folder"]}
-    sessions.write_pushed(out, pushed)
+    if op["key"] != (last or {}).get("key"):
+        for line in still_running(api, list(kept.values())): print(f"note: your earlier run {line}")
     for s in todo:
-        started = [p for p in sessions.read_pushed(out).values() if p["version"]]
+        started = [p for f, p in ledger.pushed(out).items() if p["state"] == "started" and f != s["folder"]]
         if session or len(started) < sessions.RUNNING_MAX:
-            start(api, out, s)
+            start(api, out, s, op["key"])
         else:
-            sessions.note(out, s, None, None)
+            book.intend("push", sessions.token(), role="train", op=op["key"], folder=s["folder"],
+                        session=s["session"], kernel=s["kernel"], members=s["members"],
+                        fingerprint=s["fingerprint"], version=None, state="waiting")
             print(f"kernel {s['kernel']} (session {s['session']}): waits for a free slot (an account runs "
                   f"{sessions.RUNNING_MAX} GPU sessions at once); `python build.py push --wait` or "
                   "`python build.py submit` pushes it when one ends")
-    print(f"  uploaded {_size(sent)} in all; follow the sessions with `python build.py status`; "
-          "`python build.py submit` waits for them all (pushing those that wait), then submits the ensemble")
+    book.settle(op, "done")
+    if len(plan) == 1:
+        print(f"  uploaded {_size(sent)} in all; follow the run with `python build.py status`; "
+              "`python build.py submit` waits for it, then submits it for a score; "
+              "`python build.py output --wait` fetches its submission.csv, models and plots")
+    else:
+        print(f"  uploaded {_size(sent)} in all; follow the sessions with `python build.py status`; "
+              "`python build.py submit` waits for them all (pushing those that wait), then submits the "
+              "ensemble")
     return plan[0]["kernel"]
 
 
-def start(api: Api, out: Path, s: dict, rerun: str = "push") -> int | None:
-    """Push session `s` with a fresh run token written into its notebook, and note it in OUT/pushed.json:
-    its version, or waiting when Kaggle runs as many GPU sessions of the account as it may (one line)."""
-    token = sessions.token()
-    folder = notebook.stamp(out / s["folder"], out.parent / f".{out.name}-kaggle-push" / s["folder"], "push",
-                            run_token=token)
-    try:
-        _, version = push_kernel(api, folder, rerun)
-    except SessionLimit as e:
-        sessions.note(out, s, None, None)
-        print(f"session {s['session']}: {e}", file=sys.stderr)
-        return None
-    sessions.note(out, s, version, token)
-    return version
+def _kept(api: Api, entry: dict | None) -> bool:
+    """Whether a carried-on push keeps this session's entry rather than pushing it: started (or waiting) as
+    asked. One that Kaggle started without its sources is pushed again once its doomed run is over; while
+    it still runs, one line (no second session beside it)."""
+    if entry is None or entry["state"] not in ("started", "waiting"): return False
+    if not entry.get("problems"): return True
+    if still_running(api, [entry]):
+        raise UserError(f"kernel {entry['kernel']} v{entry['version']}, started without its "
+                        f"{entry['problems']}, is still running; stop it at "
+                        f"https://www.kaggle.com/code/{entry['kernel']} (or let it fail), then rerun "
+                        "`python build.py push`: it is not pushed beside it")
+    return False
 
 
 def advance(api: Api, out: Path, plan: list[dict], rerun: str, start_waiting: bool = True) -> dict[str, str]:
     """One look at every session pushed from OUT: {folder: state}, "waiting" for those not pushed yet; a
     waiting one is pushed when fewer than two of ours run (`start_waiting`)."""
-    pushed = sessions.read_pushed(out)
-    states = {s["folder"]: kaggle.kernel_state(api, sessions.run_ref(s, pushed), rerun)[0]
-              if pushed.get(s["folder"], {}).get("version") else "waiting" for s in plan}
+    runs = ledger.pushed(out)
+    states = {s["folder"]: kaggle.kernel_state(api, sessions.run_ref(s, runs), rerun)[0]
+              if runs.get(s["folder"], {}).get("version") else "waiting" for s in plan}
     for s in plan:
         running = sum(v not in FINISHED and v != "waiting" for v in states.values())
         if start_waiting and states[s["folder"]] == "waiting" and running < sessions.RUNNING_MAX:
-            if start(api, out, s, rerun.split()[0]): states[s["folder"]] = "queued"
+            if start(api, out, s, runs[s["folder"]]["op"], rerun.split()[0])["state"] == "started":
+                states[s["folder"]] = "queued"
     return states
 
 
@@ -292,8 +390,7 @@ def summary(states: dict[str, str]) -> str:
 def push_waiting(out: Path, timeout: float = OUTPUT_WAIT_S) -> dict[str, str]:
     """`push --wait`: carry on the last push from OUT, building nothing: push each session that waits as one
     of ours ends, until none waits (at most `timeout` seconds); {folder: state}."""
-    plan = sessions.read_plan(out)
-    if plan is None or not any(not p["version"] for p in sessions.read_pushed(out).values()):
+    if not any(p["state"] == "waiting" for p in ledger.pushed(out).values()):
         print(f"no session pushed from {out} waits; follow them with `python build.py status`")
         return {}
     states = carry_on(kaggle.client("push --wait"), out, timeout, "push --wait")
@@ -303,12 +400,12 @@ def push_waiting(out: Path, timeout: float = OUTPUT_WAIT_S) -> dict[str, str]:
 
 def carry_on(api: Api, out: Path, timeout: float, rerun: str) -> dict[str, str]:
     """Push the sessions that wait as ours end, until none waits (at most `timeout` seconds)."""
-    plan, found = sessions.read_plan(out) or [], {}
+    plan, found = sessions.read_plan(out) or [sessions.single(out)], {}
 
     def get() -> str:
         found["states"] = advance(api, out, plan, rerun)
         return summary(found["states"])
-    kaggle.poll("sessions", get, lambda _: "waiting" not in found["states"].values(), timeout)
+    kaggle.poll("sessions", get, lambda _: "waiting" not in found["states"].values(), timeout, rerun)
     if "waiting" in found["states"].values():
         raise UserError(f"sessions still wait after {timeout:.0f} s ({summary(found['states'])}); rerun "
                         f"`python build.py {rerun}` later")
@@ -322,47 +419,6 @@ def built(out: Path, kernel: str = "kernel") -> dict:
     except (OSError, ValueError):
         raise UserError(f"no kernel built under {out} ({meta} is missing); run `python build.py push` first, "
                         "or pass the --build folder you pushed from") from None
-
-
-def status(out: Path = Path("build"), shown: int = 5) -> str:
-    """Print and return the run state of the kernel pushed from OUT (queued, running, complete, error, ...),
-    your GPU quota left this week, then your `shown` latest submissions to its competition, with their
-    scores."""
-    from .submit import show_submissions  # submit builds on the helpers here
-    meta, api = built(out), kaggle.client("status")
-    plan = sessions.read_plan(out)
-    if plan is None:
-        state, failure = kaggle.kernel_state(api, meta["id"], "status")
-        print(f"kernel {meta['id']}: {state}" + (f" ({failure})" if failure else ""))
-    else:
-        state = summary({s["folder"]: show_session(api, out, s) for s in plan})
-    print(kaggle.quota_line(kaggle.gpu_quota(api, "status")))
-    show_submissions(api, metadata.competition(meta), shown)
-    return state
-
-
-def show_session(api: Api, out: Path, s: dict) -> str:
-    """Print one line for session `s`: its kernel and version, state, members done, time used; its state."""
-    pushed = sessions.read_pushed(out)
-    p, head = pushed.get(s["folder"], {}), f"session {s['session']} {s['kernel']}"
-    if not p.get("version"):
-        print(f"{head}: waiting (not pushed yet), members {', '.join(s['names'])}")
-        return "waiting"
-    run = sessions.run_ref(s, pushed)
-    state, failure = kaggle.kernel_state(api, run, "status")
-    if state in FINISHED:
-        names, seconds = kaggle.output_files(api, run, "status")
-        done = [n for n in s["names"] if f"members/{n}/probs.csv" in names]
-        used = f"{seconds / 3600:.1f} h" if seconds is not None else "?"
-        members = f"members done {len(done)}/{len(s['names'])}: {', '.join(done) or 'none'}"
-        fix = f"; rerun it alone with `python build.py push --session {s['session']}`" \
-            if state != "complete" else ""
-    else:
-        used = f"{(time.time() - p['at']) / 3600:.1f} h since push"
-        members, fix = f"members {', '.join(s['names'])}", ""
-    print(f"{head} v{p['version']}: {state}" + (f" ({failure})" if failure else "")
-          + f", {members}, time used {used}{fix}")
-    return state
 
 
 FINISHED = ("complete", "error", "cancel_acknowledged")
@@ -404,7 +460,7 @@ def output(dest: Path, wait: bool = False, out: Path = Path("build"),
     ref, api = built(out)["id"], kaggle.client(rerun)
     if wait:
         state = kaggle.poll(f"kernel {ref}", lambda: kaggle.kernel_state(api, ref, rerun)[0],
-                            lambda s: s in FINISHED, timeout)
+                            lambda s: s in FINISHED, timeout, rerun)
     else:
         state = kaggle.kernel_state(api, ref, rerun)[0]
     if state not in FINISHED:

@@ -4,24 +4,22 @@ push started.
     split(costs, n)    members -> sessions, balanced by estimated cost (longest first, each to the lightest)
     plan(cfg, kernel)  the sessions of a config: folder, kernel id and title, members, fingerprint, cost
     OUT/sessions.json  that plan, written by build (the same bytes every build)
-    OUT/pushed.json    what push started: per session its run token, the version Kaggle returned, when
+    single(out)        the one session of a build without sessions.json
 
-One account runs at most two batch GPU sessions at once (Kaggle refuses a third: "Maximum batch GPU session
-count of 2 reached"), so push starts two and the others wait in pushed.json until a slot frees; `push --wait`
-and `submit` push them then. Each session is a full Kaggle session of its own: its own time budget (the
+What push started is in the ledger (kit/ledger.py: `pushed`). One account runs at most two batch GPU sessions at
+once (Kaggle refuses a third: "Maximum batch GPU session count of 2 reached"), so push starts two and the
+others wait until a slot frees; `push --wait` and `submit` push them then. Each session is a full Kaggle session of its own: its own time budget (the
 config's time_limit), only its members' weights attached, the one code dataset.
 """
 import json
 import secrets
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from kernel.atomic import atomic_write
 from kernel.config import Config, accelerator
 from kernel.errors import UserError
 
-PLAN, PUSHED = "sessions.json", "pushed.json"  # in OUT
+PLAN = "sessions.json"  # in OUT
 RUNNING_MAX = 2  # batch GPU sessions an account may run at once (Kaggle's refusal of a third, observed)
 
 
@@ -87,34 +85,19 @@ def read_plan(out: Path) -> list[dict] | None:
     except (OSError, ValueError, KeyError): return None
 
 
+def single(out: Path) -> dict:
+    """The one session of a build of one (no sessions.json): the training kernel built in OUT/kernel."""
+    meta = json.loads((out / folder(1) / "kernel-metadata.json").read_text())
+    return {"session": 1, "folder": folder(1), "kernel": meta["id"], "title": meta["title"], "members": None,
+            "names": [], "weights": {}, "fingerprint": None}
+
+
 def token() -> str:
     """A fresh run token: what push writes into a notebook and the run's manifest must carry."""
     return secrets.token_hex(8)
 
 
-def read_pushed(out: Path) -> dict:
-    """{folder: {"token", "version", "at", "members", "fingerprint"}} of the sessions push started (a waiting
-    one: no version yet). Kept across rebuilds of OUT: it says what runs, not what is built."""
-    try: return json.loads((out / PUSHED).read_text())
-    except (OSError, ValueError): return {}
-
-
-def write_pushed(out: Path, pushed: dict) -> None:
-    with atomic_write(out / PUSHED) as tmp: tmp.write_text(json.dumps(pushed, indent=1, sort_keys=True) + "\n")
-
-
 def run_ref(session: dict, pushed: dict) -> str:
-    """The run push started for `session` (its record in `pushed` has a version), as the Kaggle API names
-    a kernel's version: "<kernel id>/<version>"."""
+    """The run push started for `session` (its entry in `pushed`, kit/ledger.py, has a version), as the Kaggle
+    API names a kernel's version: "<kernel id>/<version>"."""
     return f"{session['kernel']}/{pushed[session['folder']]['version']}"
-
-
-def note(out: Path, session: dict, version: int | None, run_token: str | None) -> dict:
-    """Record in OUT/pushed.json what push did with `session`: pushed as `version` with `run_token`, or
-    waiting (version None); returns the record."""
-    pushed = read_pushed(out)
-    pushed[session["folder"]] = {"token": run_token, "version": version,
-                                 "at": time.time() if version else None,
-                                 "members": session["members"], "fingerprint": session["fingerprint"]}
-    write_pushed(out, pushed)
-    return pushed

@@ -1,13 +1,14 @@
 """`build.py submit`: a pushed training run -> a scored submission.
 
-    submit(out)   ask Kaggle how many submissions are left today (none: one line, nothing spent); wait
-                  (bounded) for the training kernel's latest run; then
+    submit(out)   settle what an earlier submit or push left pending; ask Kaggle how many submissions are left
+                  today (none: one line, nothing spent); wait (bounded) for the training run push started
+                  (pushing it first if it waits for a free GPU slot); then
                   - a file competition (Paddy Doctor): download the run's probs.csv, average it on the laptop
                     (one session's case of averaging several) into submission.csv, upload it: no second GPU
                     session;
                   - a code competition, or `infer=True` (--infer): push the inference kernel built in
-                    OUT/infer, which Kaggle attaches to that run's output (kernel_sources), unless an earlier
-                    submit pushed it for this very run; wait for it; submit it (a code competition) or its
+                    OUT/infer, which Kaggle attaches to that run's output (kernel_sources), unless one was
+                    pushed for this very run already; wait for it; submit it (a code competition) or its
                     submission.csv;
                   then wait for the score, print it
 
@@ -20,41 +21,47 @@ inference kernel with every finished session's output attached and the tokens th
 How the competition takes submissions is Kaggle's to say: its `is_kernels_submissions_only` (GetCompetition);
 `code=True/False` (--code/--file) says it instead.
 
-Never twice. Kaggle caps submissions per day, and a submit can be cut off anywhere, so it first asks whether
-a chore is done already:
-- the submission: its description ends with a marker naming the run it comes from,
-  `[paddy-kernel-kit <owner>/<slug> v<N>]` (the training run for a file made here, the inference run
-  otherwise). Your latest submissions to the competition (ListSubmissions) are searched for it; found, it is
-  not submitted again, only waited for. This holds when the answer to the submission was lost, and from
-  another clone.
-- the inference run: the version pushed for a training run is noted in OUT/inference.json as soon as the
-  push returns. A rerun for the same training run waits for that version instead of pushing again, unless
-  it failed. A new build (push makes one) drops the note: a new training run, or a new inference notebook,
-  needs a new inference run. Cut off between Kaggle saving the push and its answer arriving, the note is
-  missing and a rerun pushes once more: one needless inference run, never a second submission.
+Never twice. Kaggle caps submissions per day, and a submit can be cut off anywhere, so each action is written
+in the ledger (kit/ledger.py) before it is made, with a key Kaggle gives back:
+- the submission: its description ends with a marker naming the training run(s) it comes from,
+  `[paddy-kernel-kit <owner>/<slug> v<N>]` (`... via <inference kernel> v<M>]` when it went through one).
+  Your latest submissions to the competition (ListSubmissions) are searched for it first; found, it is not
+  submitted again, only waited for. This holds when the answer to the submission was lost, and from another
+  clone or after the build folder is gone. Its file's upload token is kept on its entry until it is settled
+  (at most 6 days, as the client keeps an upload's resume state): a rerun sends the bytes once.
+- the inference run: pushed with `for_runs` (the training runs it predicts from) in its notebook; a rerun
+  for the same training runs finds it, in the ledger or on Kaggle (GetKernel returns each version's notebook),
+  and waits for it instead of pushing again, unless it failed.
 """
-import json
+import hashlib
 import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
-from kernel.atomic import atomic_write
 from kernel.errors import UserError
+from kernel.submission import average_outputs
 
-from . import kaggle, metadata, notebook, sessions
+from . import kaggle, ledger, metadata, sessions
 from .kaggle import Api, ApiSubmission
-from .push import FINISHED, advance, built, fetch_output, push_kernel, summary
+from .push import FINISHED, advance, built, carry_on, fetch_output, settle_pushes, start, summary
 
-RECORD = "inference.json"  # in OUT: {"training": "<id>/<version>", "inference": "<id>/<version>"}
 SUBMISSION, PROBS = "submission.csv", "probs.csv"
-UPLOADED = "submission-upload.json"  # in OUT: the competition, hash and upload token of the file sent last
 SUBMIT_WAIT_S = 13 * 3600  # a Kaggle GPU session lasts at most 12 hours; then inference and scoring
+UPLOAD_KEEP_S = 6 * 24 * 3600  # the kaggle client drops an upload's resume state after 6 days; so do we
 
 
-def marker(kernel: str, version: int) -> str:
-    """What a submission's description ends with: which run it comes from, for a rerun to find."""
-    return f"[paddy-kernel-kit {kernel} v{version}]"
+def marker(runs: str, via: str = "") -> str:
+    """What a submission's description ends with: the training run(s) it comes from (what a rerun finds it
+    by: `find`), and the inference run it went through."""
+    return f"[paddy-kernel-kit {runs}" + (f" via {via}" if via else "") + "]"
+
+
+def find(subs: list[ApiSubmission], runs: str) -> ApiSubmission | None:
+    """The submission of training run(s) `runs`, whichever way it was made."""
+    keys = (marker(runs), marker(runs)[:-1] + " via ")
+    return next((s for s in subs if any(k in (s.description or "") for k in keys)), None)
 
 
 def wait_run(api: Api, ref: str, version: int, deadline: float, what: str, fix: str) -> None:
@@ -72,40 +79,26 @@ def wait_run(api: Api, ref: str, version: int, deadline: float, what: str, fix: 
                     "`python build.py submit` later (it carries on where it stopped), or give it longer")
 
 
-def _record(out: Path) -> dict:
-    try: return json.loads((out / RECORD).read_text())
-    except (OSError, ValueError): return {}
-
-
-def noted_inference(out: Path, training: str) -> int | None:
-    """The version of the inference kernel an earlier submit pushed for training run `training`, if any."""
-    noted = _record(out)
-    if noted.get("training") == training and noted.get("inference", "").rpartition("/")[0] == \
-            built(out, "infer")["id"]:
-        return int(noted["inference"].rpartition("/")[2])
-    return None
-
-
-def inference_run(api: Api, out: Path, training: str, folder: Path | None = None) -> tuple[str, int]:
-    """The inference run on training run `training` ("<id>/<version>", or several): the one an earlier submit
-    pushed for it, unless that failed, else a new push of OUT/infer (or of `folder`, OUT/infer stamped with
-    the runs' tokens). Returns (inference kernel id, version)."""
+def inference_run(api: Api, out: Path, runs: str, values: dict) -> tuple[str, int]:
+    """The inference run on training run(s) `runs`: one pushed for them already (in the ledger, or found on
+    Kaggle by its `for_runs`), unless it failed, else a new push of OUT/infer with `values` injected (the
+    outputs to average and the tokens they must carry). Returns (inference kernel id, version)."""
     infer = built(out, "infer")["id"]
-    version = noted_inference(out, training)
-    if version is not None:
+    known = [e for e in ledger.Ledger(out).find("push", role="infer", for_runs=runs) if e["state"] == "started"]
+    version = known[-1]["version"] if known else kaggle.find_run(api, infer, f"for_runs = {runs!r}", "submit")
+    if version:
         state, _ = kaggle.kernel_state(api, f"{infer}/{version}", "submit")
         if state not in FINISHED or state == "complete":
             print(f"kernel {infer}: version {version}, pushed for this training run already, is {state}; "
                   "not pushed again")
             return infer, version
-    ref, version = push_kernel(api, folder or out / "infer", rerun="submit")
-    with atomic_write(out / RECORD) as tmp:
-        tmp.write_text(json.dumps({"training": training, "inference": f"{ref}/{version}"}) + "\n")
-    return ref, version
-
-
-def find(subs: list[ApiSubmission], mark: str) -> ApiSubmission | None:
-    return next((s for s in subs if mark in (s.description or "")), None)
+    entry = start(api, out, {"folder": "infer", "kernel": infer}, sessions.token(), "submit", for_runs=runs,
+                  **values)
+    if entry["state"] != "started":
+        raise UserError(f"the inference kernel {infer} waits for a free GPU slot (an account runs "
+                        f"{sessions.RUNNING_MAX} at once); rerun `python build.py submit` when one of your "
+                        "sessions ends")
+    return infer, entry["version"]
 
 
 def averaged_submission(api: Api, train: str, version: int, dest: Path) -> Path:
@@ -127,17 +120,12 @@ def averaged_submission(api: Api, train: str, version: int, dest: Path) -> Path:
     return write_submission(probs, got[SUBMISSION], id_col, label_col, dest / SUBMISSION)
 
 
-def _scores(s: ApiSubmission) -> str:
-    private = f", private score {s.private_score}" if s.private_score else ""
-    return f"public score {s.public_score or '-'}{private}"
-
-
-def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSubmission:
-    """Wait until Kaggle has scored the submission marked `mark`: the submission, complete or in error."""
+def wait_score(api: Api, competition: str, runs: str, deadline: float) -> ApiSubmission:
+    """Wait until Kaggle has scored the submission of `runs`: the submission, complete or in error."""
     found = {}
 
     def state() -> str:
-        found["s"] = find(kaggle.submissions(api, competition), mark)  # just made, it may not be listed yet
+        found["s"] = find(kaggle.submissions(api, competition), runs)  # just made, it may not be listed yet
         return found["s"].status.name.lower() if found["s"] else "pending"
 
     kaggle.poll(f"submission to {competition}", state, lambda s: s != "pending", deadline - time.monotonic())
@@ -149,6 +137,18 @@ def wait_score(api: Api, competition: str, mark: str, deadline: float) -> ApiSub
     return s
 
 
+def scored(api: Api, competition: str, runs: str, deadline: float) -> ApiSubmission:
+    """Wait for the score of the submission of `runs`, print it; a submission Kaggle could not score is one
+    line with Kaggle's error."""
+    s = wait_score(api, competition, runs, deadline)
+    if s.status.name == "ERROR":
+        why = (s.error_description or "no message").strip()
+        raise UserError(f"Kaggle could not score submission {s.ref} to {competition}: {why}; fix that, then "
+                        "push and submit again (a rerun of submit only reports this submission again)")
+    print(f"submission {s.ref} to {competition}: complete, {kaggle.scores(s)}")
+    return s
+
+
 def submit(out: Path = Path("build"), message: str | None = None, code: bool | None = None,
            timeout: float = SUBMIT_WAIT_S, infer: bool = False, partial: bool = False) -> ApiSubmission:
     """Submit the training run pushed from OUT; returns the scored submission. The waits together take at
@@ -157,88 +157,109 @@ def submit(out: Path = Path("build"), message: str | None = None, code: bool | N
     deadline = time.monotonic() + timeout
     meta, api = built(out), kaggle.client("submit")
     train, competition = meta["id"], metadata.competition(meta)
+    about = kaggle.competition(api, competition)
+    code = about.is_kernels_submissions_only if code is None else code
+    settle_pushes(api, out, "submit")
     plan = sessions.read_plan(out)
-    if code is None:
-        code = kaggle.takes_code(api, competition)
     if plan is not None:
-        mark = submit_sessions(api, out, plan, competition, message=message, code=code, infer=code or infer,
-                               partial=partial, deadline=deadline)
-        return scored(api, competition, mark, deadline)
-    version = kaggle.latest_version(api, train)
-    infer = code or infer  # through the inference kernel: a second GPU session
-    noted = noted_inference(out, f"{train}/{version}") if infer else None
-    mark = marker(built(out, "infer")["id"], noted) if noted else None if infer else marker(train, version)
-    earlier = mark and find(kaggle.submissions(api, competition), mark)
+        runs = submit_sessions(api, out, plan, competition, message=message, code=code, infer=code or infer,
+                               partial=partial, deadline=deadline, entered=about.user_has_entered)
+        return scored(api, competition, runs, deadline)
+    version = training_version(api, out, train, deadline)
+    runs = f"{train} v{version}"
+    earlier = find(kaggle.submissions(api, competition), runs)
     if earlier:
-        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
+        made_already(out, earlier, competition, runs)
     else:
-        mark = _make(api, out, competition, train, version, code=code, infer=infer, deadline=deadline,
-                     message=message or f"trained by {train} v{version}")
-    return scored(api, competition, mark, deadline)
+        kaggle.allowance(api, competition, about.user_has_entered)  # none left: one line, nothing spent
+        wait_run(api, train, version, deadline, "training",
+                 "read its log with `python build.py output`, fix, and push again with `python build.py push`")
+        make(api, out, competition, runs, code=code, infer=code or infer, deadline=deadline,
+             message=message or f"trained by {runs}", values={},
+             laptop=lambda dest: (averaged_submission(api, train, version, dest), []))
+    return scored(api, competition, runs, deadline)
 
 
-def scored(api: Api, competition: str, mark: str, deadline: float) -> ApiSubmission:
-    """Wait for the score of the submission marked `mark`, print it; a submission Kaggle could not score is
-    one line with Kaggle's error."""
-    s = wait_score(api, competition, mark, deadline)
-    if s.status.name == "ERROR":
-        why = (s.error_description or "no message").strip()
-        raise UserError(f"Kaggle could not score submission {s.ref} to {competition}: {why}; fix that, then "
-                        "push and submit again (a rerun of submit only reports this submission again)")
-    print(f"submission {s.ref} to {competition}: complete, {_scores(s)}")
-    return s
+def training_version(api: Api, out: Path, train: str, deadline: float) -> int:
+    """The version of the training run push started from OUT: the ledger's (pushed first if it waits for a
+    free GPU slot); from another clone, or a build pushed before the ledger, the kernel's latest."""
+    run = ledger.pushed(out).get("kernel")
+    if run is None: return kaggle.latest_version(api, train)
+    if run["state"] == "waiting":
+        carry_on(api, out, deadline - time.monotonic(), "submit")
+        run = ledger.pushed(out)["kernel"]
+    if run["state"] != "started":
+        raise UserError(f"the last push of {train} did not start a run (Kaggle {run['state']} it); rerun "
+                        "`python build.py push`, then `python build.py submit`")
+    return run["version"]
 
 
-def _make(api: Api, out: Path, competition: str, train: str, version: int, *, code: bool, infer: bool,
-          deadline: float, message: str) -> str:
-    """Make the submission of training run `train` v`version` (see submit); its marker."""
-    kaggle.allowance(api, competition)  # none left: one line, before any GPU session or upload
-    wait_run(api, train, version, deadline, "training",
-             "read its log with `python build.py output`, fix, and push again with `python build.py push`")
-    if not infer:
-        mark = marker(train, version)
-        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
-            path = averaged_submission(api, train, version, Path(tmp))
-            what = f"{SUBMISSION} from the probabilities of {train} v{version}"
-            ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
-        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
-        return mark
-    kernel, run = inference_run(api, out, f"{train}/{version}")
-    wait_run(api, kernel, run, deadline, "inference",
-             f"read its log on Kaggle (https://www.kaggle.com/code/{kernel}), then rerun "
-             "`python build.py submit` to run it again")
-    mark = marker(kernel, run)
-    earlier = find(kaggle.submissions(api, competition), mark)
-    if earlier:
-        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
-    elif code:
-        ref = kaggle.submit_code(api, competition, kernel, run, f"{message} {mark}", SUBMISSION)
-        print(f"submission {ref} to {competition}: the code of {kernel} v{run}, {f'{message} {mark}'!r}")
-    else:
-        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
-            got = fetch_output(api, f"{kernel}/{run}", Path(tmp), rf"^{re.escape(SUBMISSION)}$", "submit")
-            if Path(tmp) / SUBMISSION not in got:
-                raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its log "
-                                "on Kaggle, fix, and push again with `python build.py push`")
-            what = f"{SUBMISSION} of {kernel} v{run}"
-            ref = kaggle.submit_file(api, competition, Path(tmp) / SUBMISSION, f"{message} {mark}", what,
-                                     out / UPLOADED)
-        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}")
-    return mark
+def made_already(out: Path, s: ApiSubmission, competition: str, runs: str) -> None:
+    book = ledger.Ledger(out)
+    for e in book.find("submission", runs=runs):
+        if e["state"] != "done": book.settle(e, "done", ref=s.ref, upload=None)
+    print(f"submission {s.ref} to {competition} {marker(runs)} was made already; not submitting again")
 
 
-def show_submissions(api: Api, competition: str, shown: int = 5) -> None:
-    """Print your `shown` latest submissions to the competition: date, state, scores or error, description."""
-    subs = kaggle.submissions(api, competition, rerun="status")[:shown]
-    if not subs:
-        print(f"no submissions to {competition} yet; make one with `python build.py submit`")
-        return
-    print(f"your latest submissions to {competition}:")
-    for s in subs:
-        when = s.date.strftime("%Y-%m-%d %H:%M") if s.date else "?"
-        state = s.status.name.lower()
-        result = {"complete": _scores(s), "error": (s.error_description or "").strip()}.get(state, "")
-        print(f"  {s.ref}  {when}  {state:8}  {result}  {s.description or ''}".rstrip())
+def send(api: Api, out: Path, competition: str, runs: str, description: str, what: str, *,
+         path: Path | None = None, kernel: str = "", version: int = 0) -> int:
+    """Make the submission of `runs`: the file at `path`, or the code of `kernel` v`version`; written in the
+    ledger first, its upload token kept there until it is settled (a rerun reuses it: the bytes go up once).
+    Its ref."""
+    book = ledger.Ledger(out)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+    entry = book.last("submission", runs=runs, competition=competition)
+    if entry is None or entry["state"] == "done" or entry.get("digest") != digest:
+        entry = book.intend("submission", marker(runs), runs=runs, competition=competition, digest=digest)
+    try:
+        if path is None:
+            ref = kaggle.submit_code(api, competition, kernel, version, description, SUBMISSION)
+        else:
+            token = entry.get("upload") if time.time() - entry.get("uploaded", 0) < UPLOAD_KEEP_S else None
+            if token is None:
+                token = kaggle.upload_submission(api, competition, path, what)
+                book.settle(entry, "pending", upload=token, uploaded=time.time())
+            ref = kaggle.submit_file(api, competition, token, description, what)
+    except kaggle.Transient as e:
+        if not e.lost: book.settle(entry, "refused")
+        raise
+    except UserError:
+        book.settle(entry, "refused")
+        raise
+    book.settle(entry, "done", ref=ref, upload=None)
+    return ref
+
+
+def make(api: Api, out: Path, competition: str, runs: str, *, code: bool, infer: bool, deadline: float,
+         message: str, values: dict, laptop: Callable[[Path], tuple[Path, list[str]]]) -> None:
+    """Make the submission of training run(s) `runs` (see submit): `laptop(dest)` makes its file here (and
+    names the members missing), or the inference kernel runs with `values`."""
+    with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
+        if not infer:
+            path, missing = laptop(Path(tmp))
+            mark = marker(runs)
+            what = f"{SUBMISSION} from the probabilities of {runs}"
+            ref = send(api, out, competition, runs, f"{message} {mark}", what, path=path)
+        else:
+            kernel, run = inference_run(api, out, runs, values)
+            wait_run(api, kernel, run, deadline, "inference",
+                     f"read its log on Kaggle (https://www.kaggle.com/code/{kernel}), then rerun "
+                     "`python build.py submit` to run it again")
+            mark, missing = marker(runs, f"{kernel} v{run}"), []
+            if code:
+                what = f"the code of {kernel} v{run}"
+                ref = send(api, out, competition, runs, f"{message} {mark}", what, kernel=kernel, version=run)
+            else:
+                got = fetch_output(api, f"{kernel}/{run}", Path(tmp) / "inferred", rf"^{re.escape(SUBMISSION)}$",
+                                   "submit")
+                if Path(tmp) / "inferred" / SUBMISSION not in got:
+                    raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its "
+                                    "log on Kaggle, fix, and push again with `python build.py push`")
+                what = f"{SUBMISSION} of {kernel} v{run}"
+                ref = send(api, out, competition, runs, f"{message} {mark}", what,
+                           path=Path(tmp) / "inferred" / SUBMISSION)
+    print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}"
+          + (f"; missing members: {', '.join(missing)}" if missing else ""))
 
 
 # ---- an ensemble split over several sessions (build --sessions N)
@@ -256,7 +277,7 @@ def wait_sessions(api: Api, out: Path, plan: list[dict], deadline: float, partia
         found["states"] = advance(api, out, plan, "submit", start_waiting=not partial)
         return summary(found["states"])
     over = lambda _: all(v in FINISHED or (partial and v == "waiting") for v in found["states"].values())
-    kaggle.poll("sessions", get, over, deadline - time.monotonic())
+    kaggle.poll("sessions", get, over, deadline - time.monotonic(), "submit")
     if not over(None):
         raise UserError(f"the sessions are not over when the --timeout runs out ({summary(found['states'])}); "
                         "rerun `python build.py submit` later (it carries on where it stopped), or give it "
@@ -279,59 +300,22 @@ def fan_in(api: Api, plan: list[dict], pushed: dict, dest: Path) -> tuple[Path, 
     missing)."""
     got = {s["folder"]: dest / "output" / s["folder"] for s in plan}
     for s in plan: fetch_output(api, sessions.run_ref(s, pushed), got[s["folder"]], FAN_IN, "submit")
-    return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["token"] for s in plan}, dest,
+    return average_outputs(plan, got, {s["folder"]: pushed[s["folder"]]["key"] for s in plan}, dest,
                            {s["folder"]: _run(s, pushed) for s in plan})
 
 
-def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
-                    names: dict[str, str] | None = None) -> tuple[Path, list[str]]:
-    """DEST/submission.csv (and DEST/probs.csv) from the sessions' outputs in `folders` ({folder: where}), each
-    first checked to be the run push started (its manifest's token, the build's fingerprint): every member's
-    probabilities averaged with its weight (as one session averages its own members), rows in a session's
-    submission.csv order; (its path, the members missing). `names`: how to call each session's run."""
-    from kernel import manifest
-    from kernel.submission import average, write_csv, write_submission  # pandas: only when a file is made
-    import pandas as pd
-    for s in plan:
-        run = (names or {}).get(s["folder"], folders[s["folder"]])
-        manifest.check(folders[s["folder"]], tokens[s["folder"]],
-                       f"the output of session {s['session']} ({run})",
-                       f"rerun that session with `python build.py push --session {s['session']}`",
-                       s["fingerprint"])
-    first = next((folders[s["folder"]] / SUBMISSION for s in plan
-                  if (folders[s["folder"]] / SUBMISSION).is_file()), None)
-    if first is None:
-        raise UserError(f"no session wrote its {SUBMISSION}; read the logs (`python build.py status`), fix, "
-                        "and push again")
-    id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
-    frames, weights = {}, {}
-    for s in plan:
-        where = folders[s["folder"]]
-        weights.update(s["weights"])  # as built: a session that died before its ensemble.json still counts
-        for name in s["names"]:
-            if (where / "members" / name / PROBS).is_file():
-                frames[name] = pd.read_csv(where / "members" / name / PROBS, dtype={id_col: str})
-    if not frames:
-        raise UserError(f"no member wrote its {PROBS}; read the logs (`python build.py status`), fix, and push "
-                        "again")
-    missing = [n for s in plan for n in s["names"] if n not in frames]
-    probs = average(frames, {n: float(weights[n]) for n in frames}, id_col)
-    write_csv(probs, dest / PROBS)
-    return write_submission(probs, first, id_col, label_col, dest / SUBMISSION), missing
-
-
 def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, message: str | None, code: bool,
-                    infer: bool, partial: bool, deadline: float) -> str:
+                    infer: bool, partial: bool, deadline: float, entered: bool) -> str:
     """submit() for an ensemble split over sessions: wait for them all (pushing those that wait), then fan in
     (the inference kernel attached to every session, or here from their probabilities) and submit; the
-    submission's marker."""
+    training runs the submission names."""
     states = wait_sessions(api, out, plan, deadline, partial)
-    pushed = sessions.read_pushed(out)
+    runs_of = ledger.pushed(out)
     failed = [s for s in plan if states[s["folder"]] in FINISHED and states[s["folder"]] != "complete"]
     if failed and not partial:
         s = failed[0]
-        why = kaggle.kernel_state(api, sessions.run_ref(s, pushed), "submit")[1] or states[s["folder"]]
-        raise UserError(f"session {s['session']} ({_run(s, pushed)}, members "
+        why = kaggle.kernel_state(api, sessions.run_ref(s, runs_of), "submit")[1] or states[s["folder"]]
+        raise UserError(f"session {s['session']} ({_run(s, runs_of)}, members "
                         f"{', '.join(s['names'])}) failed ({why}); rerun it alone with `python build.py push "
                         f"--session {s['session']}`, then `python build.py submit` (or submit what finished "
                         "with `python build.py submit --partial`)")
@@ -339,40 +323,18 @@ def submit_sessions(api: Api, out: Path, plan: list[dict], competition: str, *, 
     if not done:
         raise UserError("no session finished; see `python build.py status`, fix, and push again")
     left_out = [n for s in plan if s not in done for n in s["names"]]
-    runs = _runs(done, pushed)
-    mark = f"[paddy-kernel-kit {runs}]"
-    message = message or f"trained by {runs}"
-    earlier = find(kaggle.submissions(api, competition), mark)
+    runs = _runs(done, runs_of)
+    earlier = find(kaggle.submissions(api, competition), runs)
     if earlier:
-        print(f"submission {earlier.ref} to {competition} {mark} was made already; not submitting again")
-    else:
-        kaggle.allowance(api, competition)  # none left: one line, before the inference run or an upload
-        with tempfile.TemporaryDirectory(prefix="pkk-submission-") as tmp:
-            if infer:
-                stamped = notebook.stamp(out / "infer", Path(tmp) / "infer", "submit",
-                                         models=[f"/kaggle/input/{s['kernel'].split('/')[1]}" for s in done],
-                                         tokens=[pushed[s["folder"]]["token"] for s in done])
-                kernel, run = inference_run(api, out, runs, stamped)
-                wait_run(api, kernel, run, deadline, "inference",
-                         f"read its log on Kaggle (https://www.kaggle.com/code/{kernel}), then rerun "
-                         "`python build.py submit` to run it again")
-                missing = left_out
-                if code:
-                    ref = kaggle.submit_code(api, competition, kernel, run, f"{message} {mark}", SUBMISSION)
-                    what = f"the code of {kernel} v{run}"
-                else:
-                    path = Path(tmp) / "inferred" / SUBMISSION
-                    wanted = rf"^{re.escape(SUBMISSION)}$"
-                    if path not in fetch_output(api, f"{kernel}/{run}", path.parent, wanted, "submit"):
-                        raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read "
-                                        "its log on Kaggle, fix, and rerun `python build.py submit`")
-                    what = f"{SUBMISSION} of {kernel} v{run}"
-                    ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
-            else:
-                path, missing = fan_in(api, done, pushed, Path(tmp))
-                missing = left_out + missing
-                what = f"{SUBMISSION} from the members' probabilities of {runs}"
-                ref = kaggle.submit_file(api, competition, path, f"{message} {mark}", what, out / UPLOADED)
-        print(f"submission {ref} to {competition}: {what}, {f'{message} {mark}'!r}"
-              + (f"; missing members: {', '.join(missing)}" if missing else ""))
-    return mark
+        made_already(out, earlier, competition, runs)
+        return runs
+
+    def laptop(dest: Path) -> tuple[Path, list[str]]:
+        path, missing = fan_in(api, done, runs_of, dest)
+        return path, left_out + missing
+    kaggle.allowance(api, competition, entered)  # none left: one line, before the inference run or an upload
+    values = {"models": [f"/kaggle/input/{s['kernel'].split('/')[1]}" for s in done],
+              "tokens": [runs_of[s["folder"]]["key"] for s in done]}
+    make(api, out, competition, runs, code=code, infer=infer, deadline=deadline,
+         message=message or f"trained by {runs}", values=values, laptop=laptop)
+    return runs

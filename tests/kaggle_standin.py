@@ -23,10 +23,21 @@ calls and the downloads, and can be told to fail a call: `standin.fail("SaveKern
 `after=True` to make the call and then drop the answer (the work done on Kaggle, the news of it lost).
 
 Several sessions: each pushed version runs on its own (its states, its output, its log). A GPU version counts
-as a batch session while it runs; an account runs at most `gpu_sessions` (2) at once, and Kaggle answers a
-push beyond that with HTTP 200 and the error in the body, which kaggle-cli prints as "Kernel push error:
-Maximum batch GPU session count of 2 reached." (kaggle-cli issue #185; adapter-hub/playground PR #4): the
-kernel is not saved and nothing runs. A kernel attached to another (kernelDataSources) is served as Kaggle
+as a batch session while it runs, an older version too: a newer push does not stop it (kaggle-cli issue #388).
+An account runs at most `gpu_sessions` (2) at once, and Kaggle answers a push beyond that with HTTP 200 and the
+error in the body, which kaggle-cli prints as "Kernel push error: Maximum batch GPU session count of 2
+reached." (kaggle-cli issue #185; adapter-hub/playground PR #4), or, with `session_limit_status` set, as an
+HTTP error of that status carrying the same text: the kernel is not saved and nothing runs. With
+`omit_version`, SaveKernel answers without its versionNumber (kagglesdk then reads 0).
+
+A dataset that was just created hides for a while (kaggle-cli issue #890): its first `hidden_lookups` lookups
+(ListDatasetFiles, GetDatasetStatus, GetDatasetMetadata) answer as for what does not exist, and a new version
+of it is refused with 403 while it hides (kagglehub PR #182).
+
+Teams: GetSubmissionLimits answers all zero for a user with no team yet (the kaggle client's docstring of
+competition_get_submission_limits: "All zero if the user is not on a team yet"); `teams` holds who has one
+(a first submission makes it), `entered` who accepted the rules (GetCompetition's userHasEntered; a
+submission of anyone else is refused with 403). A kernel attached to another (kernelDataSources) is served as Kaggle
 serves it: the output of its latest version that completed, whatever the version. A kernel's output may be
 a function of the push and of those attached outputs (`outputs[ref] = lambda request, attached: {...}`), so a
 test can run the real inference code on what was attached; if it raises, that run ends in ERROR with its
@@ -40,6 +51,7 @@ counting the team's submissions to that competition since midnight UTC against `
 import base64
 import json
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +95,9 @@ class Fault:
     drop: bool = False  # close the connection without an answer
     after: bool = False  # with drop: make the call first, then close the connection without its answer
     times: int = 1
+    retry_after: int | None = None  # a Retry-After header on the error (429's way to say when)
+    hang: float = 0  # hold the connection this many seconds without a word, then close it (half-open)
+    skip: int = 0  # let this many calls through first
 
 
 class ApiError(Exception):
@@ -133,6 +148,10 @@ class KaggleStandin:
             self.public_score, self.private_score, self.scoring_error = "0.97412", "0.96830", ""
             self.daily_limit = 5
             self.gpu_sessions = 2  # batch GPU sessions an account may run at once
+            self.session_limit_status: int | None = None  # None: the limit in a 200 body; else this HTTP error
+            self.omit_version = False  # SaveKernel's answer without its versionNumber
+            self.hidden_lookups = 0  # a new dataset's first lookups answer "does not exist" (processing)
+            self.entered, self.teams = {USERNAME}, {USERNAME}  # accepted the rules; has a team
             # machine shapes an ordinary account may not ask for (some are for certain competitions or admins)
             self.restricted_shapes = {"NvidiaH100", "NvidiaRtxPro6000", "NvidiaTeslaA100", "NvidiaL4"}
             self.total_limit: int | None = None  # a lifetime cap on submissions (limitedByTotal), if any
@@ -141,11 +160,13 @@ class KaggleStandin:
 
     def fail(self, method: str, status: int = 500, message: str = "stand-in fault", times: int = 1,
              drop: bool = False, body: dict | None = None, after: bool = False,
-             raw: bytes | None = None) -> None:
-        """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail."""
+             raw: bytes | None = None, retry_after: int | None = None, hang: float = 0,
+             skip: int = 0) -> None:
+        """Make the next `times` calls of `method` (e.g. "CreateDataset", or "Upload" for file PUTs) fail,
+        after `skip` calls that go through."""
         with self.lock:
             self.faults.setdefault(method, []).append(
-                Fault(status, message, body, raw, drop or after, after, times))
+                Fault(status, message, body, raw, drop or after or hang > 0, after, times, retry_after, hang, skip))
 
     def fail_session(self, ref: str, message: str = "CUDA out of memory", output: dict | None = None) -> None:
         """The next runs of kernel `ref` end in ERROR with `message` (a session that failed), leaving `output`
@@ -155,11 +176,12 @@ class KaggleStandin:
             self.failure_messages[ref] = message
             self.outputs[ref] = output or {}
 
-    def running(self, user: str, but: str = "") -> list[str]:
-        """The kernels of `user` whose latest version is a GPU session still running (all but kernel `but`)."""
-        return [ref for ref, k in self.kernels.items()
-                if ref.split("/")[0] == user and ref != but and k["versions"][-1]["enableGpu"]
-                and k["versions"][-1]["states"][0] not in ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")]
+    def running(self, user: str) -> list[str]:
+        """The GPU sessions of `user` still running, "owner/slug/version": every version, not only the latest
+        (a newer push does not stop an older one)."""
+        return [f"{ref}/{v['number']}" for ref, k in self.kernels.items() for v in k["versions"]
+                if ref.split("/")[0] == user and v["enableGpu"]
+                and v["states"][0] not in ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")]
 
     def served(self, ref: str) -> tuple[int, dict[str, bytes]] | None:
         """What Kaggle attaches of kernel `ref`: (version, output) of its latest version that completed."""
@@ -212,6 +234,9 @@ class KaggleStandin:
             queue = self.faults.get(method) or []
             if not queue: return None
             fault = queue[0]
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
             fault.times -= 1
             if fault.times <= 0: queue.pop(0)
             return fault
@@ -221,6 +246,9 @@ class KaggleStandin:
 
     def _dataset(self, owner: str, slug: str, user: str) -> dict:
         ref = f"{owner}/{slug}"
+        if ref in self.datasets and self.datasets[ref].get("hidden", 0) > 0:  # still being processed
+            self.datasets[ref]["hidden"] -= 1
+            raise self._missing("Dataset", ref, "datasets.get")
         if ref not in self.datasets: raise self._missing("Dataset", ref, "datasets.get")
         self._own(ref, user, "datasets.get")
         return self.datasets[ref]
@@ -277,10 +305,13 @@ class KaggleStandin:
         ds = {"title": r.get("title", ""), "description": r.get("description", ""),
               "license": r.get("licenseName", ""), "private": r.get("isPrivate", False), "versions": []}
         self._version(ds, self._files(r.get("files", [])), "Initial release")
+        ds["hidden"] = self.hidden_lookups
         self.datasets[ref] = ds
         return {"ref": ref, "url": f"{URL}/datasets/{ref}", "status": "Ok"}
 
     def CreateDatasetVersion(self, user, r):
+        hidden = self.datasets.get(f"{r.get('ownerSlug', '')}/{r.get('datasetSlug', '')}", {}).get("hidden", 0)
+        if hidden > 0: raise ApiError(403, "Permission 'datasets.versions.create' was denied")
         ds = self._dataset(r.get("ownerSlug", ""), r.get("datasetSlug", ""), user)
         body = r.get("body", {})
         self._version(ds, self._files(body.get("files", [])), body.get("versionNotes", ""))
@@ -302,8 +333,10 @@ class KaggleStandin:
         bad_comps = [c for c in r.get("competitionDataSources", []) if c not in self.competitions]
         kernel_sources = r.get("kernelDataSources", [])
         bad_kernels = [s for s in kernel_sources if s not in self.kernels or s.split("/")[0] != user]
-        if r.get("enableGpu") and len(self.running(user, but=ref)) >= self.gpu_sessions:
-            return {"error": f"Maximum batch GPU session count of {self.gpu_sessions} reached."}
+        if r.get("enableGpu") and len(self.running(user)) >= self.gpu_sessions:
+            said = f"Maximum batch GPU session count of {self.gpu_sessions} reached."
+            if self.session_limit_status: raise ApiError(self.session_limit_status, said)
+            return {"error": said}
         k = self.kernels.setdefault(ref, {"title": r.get("newTitle", ""), "versions": []})
         # what the kernel will see: each attached dataset's latest version,
         # and whether it was ready to be read
@@ -327,6 +360,7 @@ class KaggleStandin:
                 v["outputs"], v["states"], v["failure"] = {}, ["RUNNING", "ERROR"], f"{type(e).__name__}: {e}"
         else: v["outputs"] = dict(v["outputs"])
         answer = {"ref": ref, "url": f"{URL}/code/{ref}", "versionNumber": len(k["versions"])}
+        if self.omit_version: del answer["versionNumber"]
         if bad: answer["invalidDatasetSources"] = bad
         if bad_comps: answer["invalidCompetitionSources"] = bad_comps
         if bad_kernels: answer["invalidKernelSources"] = bad_kernels
@@ -382,7 +416,7 @@ class KaggleStandin:
     def GetCompetition(self, user, r):
         c = self._competition(r.get("competitionName", ""))
         return {"ref": r["competitionName"], "title": c["title"], "maxDailySubmissions": self.daily_limit,
-                "isKernelsSubmissionsOnly": c["code"]}
+                "isKernelsSubmissionsOnly": c["code"], "userHasEntered": user in self.entered}
 
     def _submission(self, user, competition, description, what, states, public, private, error,
                     date=None) -> dict:
@@ -401,6 +435,8 @@ class KaggleStandin:
         if c["code"] != code:
             raise ApiError(400, "This competition only accepts submissions from notebooks" if c["code"]
                            else "This competition does not accept code submissions")
+        if user not in self.entered:
+            raise ApiError(403, "You must accept this competition's rules before you'll be able to submit")
         if self._today(user, name) >= self.daily_limit:
             now = datetime.now(timezone.utc)
             raise ApiError(400, f"Submission not allowed:  Your team has used its daily Submission allowance "
@@ -408,6 +444,7 @@ class KaggleStandin:
                                 f"({24 - now.hour - now.minute / 60:.1f} hours from now).")
         s = self._submission(user, name, r.get("submissionDescription", ""), what, list(self.scoring),
                              self.public_score, self.private_score, self.scoring_error)
+        self.teams.add(user)  # a first submission makes a team of one
         return {"message": "Successfully submitted", "ref": s["ref"]}
 
     def _today(self, user, name) -> int:
@@ -418,6 +455,7 @@ class KaggleStandin:
     def GetSubmissionLimits(self, user, r):
         name = r.get("competitionName", "")
         self._competition(name)
+        if user not in self.teams: return {}  # all zero (defaults are left out of the wire form)
         total = sum(s["user"] == user and s["competition"] == name for s in self.submissions)
         left = self.daily_limit - self._today(user, name)
         capped = self.total_limit is not None and self.total_limit - total < left
@@ -480,15 +518,17 @@ def _handler(standin: KaggleStandin):
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        def _send(self, status: int, body: bytes, content_type: str = "application/json",
+                  headers: dict | None = None) -> None:
             self.send_response(status)
+            for k, v in (headers or {}).items(): self.send_header(k, v)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def _json(self, status: int, obj: dict) -> None:
-            self._send(status, json.dumps(obj).encode())
+        def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
+            self._send(status, json.dumps(obj).encode(), headers=headers)
 
         def _user(self) -> str:
             """The account of the Basic auth header (username:key), as Kaggle checks a legacy API key."""
@@ -502,11 +542,13 @@ def _handler(standin: KaggleStandin):
         def _faulted(self, fault: Fault | None) -> bool:
             """Answer as the fault says; False when there is none, or it drops the answer after the call."""
             if fault is None or fault.after: return False
+            if fault.hang: time.sleep(fault.hang)
             if fault.drop:
                 self.close_connection = True  # no answer at all: the client sees the connection drop
             elif fault.body is not None: self._json(200, fault.body)
             elif fault.raw is not None: self._send(fault.status, fault.raw, "text/html; charset=UTF-8")
-            else: self._json(fault.status, standin.error_body(fault.status, fault.message))
+            else: self._json(fault.status, standin.error_body(fault.status, fault.message),
+                             {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {})
             return True
 
         def do_POST(self):

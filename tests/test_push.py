@@ -170,6 +170,7 @@ def test_push_creates_then_uploads_only_what_changed(styled, repo):
         p.write_text(cred)
         p.chmod(0o600)
     push = lambda: run(repo, *PUSH, KAGGLE_USERNAME=None, KAGGLE_KEY=None)
+    kaggle.run_states["*"] = ["COMPLETE"]  # each run over before the next push: no session limit here
 
     said = ok(push())
     assert ("dataset pkk-tester/paddy-kernel-kit: created" in said
@@ -180,10 +181,15 @@ def test_push_creates_then_uploads_only_what_changed(styled, repo):
     assert v1["datasets"] == {DATASET: (1, True)}  # attached, and pushed only once the dataset was ready
     assert (v1["competitions"] == ["paddy-disease-classification"] and v1["enableGpu"]
             and not v1["enableInternet"])
-    # the client sends each cell's source as one string
-    source = lambda nb: ["".join(c["source"]) for c in nb["cells"]]
+    # the built notebook, and the run token push injects after its parameters (the client sends each cell's
+    # source as one string)
+    source = lambda nb: ["".join(c["source"]) for c in nb["cells"] if c.get("id") != "injected-parameters"]
     assert (source(json.loads(v1["text"]))
             == source(json.loads((repo / "build" / "kernel" / "kernel.ipynb").read_text())))
+    ledger = json.loads((repo / "build" / "ledger.json").read_text())["entries"]
+    (started,) = [e for e in ledger if e["kind"] == "push"]
+    assert (started["state"], started["version"]) == ("started", 1)
+    assert f"run_token = {started['key']!r}" in v1["text"]
 
     # nothing changed: no dataset bytes, no new dataset version; the kernel runs again
     sent, calls = kaggle.bytes_received, len(kaggle.calls)
@@ -312,6 +318,7 @@ def test_weights_go_up_once_in_a_dataset_of_their_own_and_a_code_change_uploads_
     arch = "test_resnet.r160_in1k"
     weights_ds, name = f"{USERNAME}/test-resnet-r160-in1k-weights", f"{arch}.safetensors"
     state = lay_out_hub(tmp_path / "hf", arch)
+    kaggle.run_states["*"] = ["COMPLETE"]  # each run over before the next push: no session limit here
     push = lambda: ok(run(repo, "push", "--arch", arch, HF_HOME=str(tmp_path / "hf")))
     shipped = lambda: (repo / "build" / "weights" / "test-resnet-r160-in1k-weights" / name).read_bytes()
     marker = lambda ref: next(b for n, b in kaggle.dataset_files(ref).items() if n.startswith("paddy-kernel"))
@@ -388,10 +395,12 @@ def test_a_fault_at_each_call_of_push_is_one_line_and_a_rerun_resends_nothing(ka
         fails(r, "rerun `python build.py push`")
         said = ok(here(*PUSH))
     else:  # the client retries uploads itself (and takes any error of its own status check before a create
-        # for "not there yet"); a quota Kaggle does not tell is a warning
+        # for "not there yet"); a wait waits through a fault; a kernel pushed whose answer was lost is found at
+        # once by its run token; a quota Kaggle does not tell is a warning
         said = r.stdout
-        assert (method in ("StartBlobUpload", "Upload", "CreateDataset", "GetDatasetStatus")
+        assert (method in ("StartBlobUpload", "Upload", "CreateDataset", "GetDatasetStatus", "SaveKernel")
                 or "warning" in r.stderr), r.stderr
+        assert len(kaggle.kernels[KERNEL]["versions"]) == 1
     assert "pushed and running" in said
     marker = next(b for n, b in kaggle.dataset_files(DATASET).items() if n.startswith("paddy-kernel"))
     assert kaggle.bytes_received == wheel(tmp_path).stat().st_size + len(marker)  # every byte went up once

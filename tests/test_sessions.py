@@ -26,7 +26,9 @@ from kernel import manifest
 from kernel.config import Config
 from kernel.errors import UserError
 from kit import notebook, sessions
-from kit.push import push, push_waiting, status
+from kit.ledger import pushed
+from kit.push import push, push_waiting
+from kit.status import status
 from kit.submit import fan_in, submit
 
 TRAIN2, TRAIN3 = f"{TRAIN}-2", f"{TRAIN}-3"
@@ -179,13 +181,13 @@ def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained
             "left this week (20.0 h of 30.0 h)") in capsys.readouterr().err
     # two kernels pushed, each with its members and a fresh run token, recorded with Kaggle's version
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
-    record = sessions.read_pushed(out)
+    record = pushed(out)
     for slug, folder, members in ((TRAIN, "kernel", "a stages=64x48:4:16:1"),
                                   (TRAIN2, "kernel-2", "b; c stages=64x48:2:16:1; d seed=3 weight=3")):
         values = pushed_values(standin, slug)
         assert values["overrides"]["members"] == members and "sessions" not in values["overrides"]
-        assert values["run_token"] == record[folder]["token"] and record[folder]["version"] == 1
-    assert record["kernel"]["token"] != record["kernel-2"]["token"]
+        assert values["run_token"] == record[folder]["key"] and record[folder]["version"] == 1
+    assert record["kernel"]["key"] != record["kernel-2"]["key"]
     # the built notebooks stay as built (no token): the token goes into a pushed copy
     assert notebook.parameters(out / "kernel-2")["run_token"] is None
     # the code dataset went up once, though both kernels attach it
@@ -205,7 +207,7 @@ def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained
         "manifest.json", "submission.csv", *(f"members/{n}/probs.csv" for n in WEIGHTS)}
 
     # the fan-in's probabilities are the weighted mean of the members' own
-    _, missing = fan_in(sessions_api(), sessions.read_plan(out), sessions.read_pushed(out), tmp_path / "fan")
+    _, missing = fan_in(sessions_api(), sessions.read_plan(out), pushed(out), tmp_path / "fan")
     got = pd.read_csv(tmp_path / "fan" / "probs.csv", dtype={"image_id": str}).set_index("image_id")
     assert missing == [] and np.allclose(got.loc[trained.expected().index], trained.expected(), atol=1e-6)
 
@@ -216,9 +218,9 @@ def test_four_members_over_two_sessions_fanned_in_on_the_laptop(standin, trained
     push(out, KAGGLE, pretrained=False, session=2)
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN2]
     assert standin.bytes_received == sent and standin.calls.count("CreateDatasetVersion") == 0
-    again = sessions.read_pushed(out)
+    again = pushed(out)
     assert again["kernel"] == record["kernel"] and again["kernel-2"]["version"] == 2
-    assert again["kernel-2"]["token"] != record["kernel-2"]["token"]
+    assert again["kernel-2"]["key"] != record["kernel-2"]["key"]
 
 
 def sessions_api():
@@ -236,8 +238,8 @@ def test_a_code_competition_fans_in_through_the_inference_kernel_attached_to_eve
     (save,) = [r for r in standin.received("SaveKernel") if r["slug"] == INFER]
     assert save["kernelDataSources"] == [TRAIN, TRAIN2]
     values = pushed_values(standin, INFER)
-    record = sessions.read_pushed(out)
-    assert values["tokens"] == [record["kernel"]["token"], record["kernel-2"]["token"]]
+    record = pushed(out)
+    assert values["tokens"] == [record["kernel"]["key"], record["kernel-2"]["key"]]
     # the package averaged all four members, with their weights, from the two attached outputs
     run = standin.kernels[INFER]["versions"][-1]
     assert run["states"] == ["COMPLETE"], run["failure"]
@@ -286,13 +288,13 @@ def test_a_failed_session_is_named_then_rerun_alone_and_partial_says_what_is_mis
     said = capsys.readouterr().out
     assert "missing members: b, c, d" in said and submitted(standin) == labels(trained.expected(["a"]))
 
-    before = sessions.read_pushed(out)
+    before = pushed(out)
     with pytest.raises(UserError, match="--session 5: no such session was pushed"):
         push(out, KAGGLE, pretrained=False, session=5)
     # other options would split the members otherwise: session 1's run would no longer be fanned in
     with pytest.raises(UserError, match="--session 2: these options split the members otherwise"):
         push(out, {**KAGGLE, "members": "a; b; c; d"}, pretrained=False, session=2)
-    assert sessions.read_pushed(out) == before  # what runs is still known, though OUT was rebuilt
+    assert pushed(out) == before  # what runs is still known, though OUT was rebuilt
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
     standin.run_states[TRAIN2], standin.outputs[TRAIN2] = ["RUNNING", "COMPLETE"], trained.output()  # fixed
     push(out, KAGGLE, pretrained=False, session=2)
@@ -307,20 +309,23 @@ def test_a_third_session_waits_and_is_pushed_when_a_slot_frees(standin, trained,
     push(out, {**KAGGLE, "sessions": "3"}, pretrained=False)
     # two pushed; the third not even tried (Kaggle would refuse it), noted as waiting
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
-    assert [p["version"] for p in sessions.read_pushed(out).values()] == [1, 1, None]
+    assert [p["version"] for p in pushed(out).values()] == [1, 1, None]
     assert f"kernel {TRAIN3} (session 3): waits for a free slot" in capsys.readouterr().out
     status(out)
     assert f"session 3 {TRAIN3}: waiting (not pushed yet), members b, d" in capsys.readouterr().out
 
     submit(out, timeout=120)  # pushes it once one of the first two has ended, then waits for all three
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN3]
-    assert sessions.read_pushed(out)["kernel-3"]["version"] == 1
+    assert pushed(out)["kernel-3"]["version"] == 1
     assert submitted(standin) == labels(trained.expected())
 
 
+@pytest.mark.parametrize("limit", [None, 400, 429], ids=["200-body", "http-400", "http-429"])
 def test_kaggles_refusal_of_a_third_session_is_one_line_and_the_session_waits(standin, trained, tmp_path,
-                                                                             capsys):
-    # another GPU session of the account is running: Kaggle refuses our second as a third
+                                                                             capsys, limit):
+    # another GPU session of the account is running: Kaggle refuses our second as a third, in a 200 answer's
+    # body or as an HTTP error with the same text
+    standin.session_limit_status = limit
     other = f"{USERNAME}/something-else"
     standin.SaveKernel(USERNAME, {"slug": other, "enableGpu": True})
     standin.kernels[other]["versions"][-1]["states"] = ["RUNNING"]
@@ -332,13 +337,51 @@ def test_kaggles_refusal_of_a_third_session_is_one_line_and_the_session_waits(st
                        "`python build.py submit` pushes it when a session ends"]
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
     assert TRAIN2 not in standin.kernels  # nothing runs, nothing is lost: it waits
-    assert [p["version"] for p in sessions.read_pushed(out).values()] == [1, None]
+    assert [p["version"] for p in pushed(out).values()] == [1, None]
 
     standin.kernels[other]["versions"][-1]["states"] = ["COMPLETE"]  # a slot frees
     push_waiting(out, timeout=120)
-    record = sessions.read_pushed(out)
+    record = pushed(out)
     assert record["kernel-2"]["version"] == 1
-    assert pushed_values(standin, TRAIN2)["run_token"] == record["kernel-2"]["token"]
+    assert pushed_values(standin, TRAIN2)["run_token"] == record["kernel-2"]["key"]
+
+
+def test_an_answer_lost_at_the_first_session_then_the_rerun_then_submit_start_each_session_once(standin,
+                                                                                             trained,
+                                                                                             tmp_path):
+    out = tmp_path / "build"
+    standin.fail("SaveKernel", after=True)  # Kaggle starts session 1; its answer never arrives ...
+    standin.fail("GetKernel", drop=True)  # ... nor the answer to the look-up after it
+    with pytest.raises(UserError) as e:
+        push(out, KAGGLE, pretrained=False)
+    assert "\n" not in str(e.value) and str(e.value).endswith("rerun `python build.py push`: what already "
+                                                               "arrived is not uploaded again")
+    push(out, KAGGLE, pretrained=False)  # the rerun the line asks for: session 1 is found, session 2 pushed
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
+    submit(out, timeout=120)
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
+    assert {ref: len(k["versions"]) for ref, k in standin.kernels.items()} == {TRAIN: 1, TRAIN2: 1}
+    assert len(standin.submissions) == 1 and submitted(standin) == labels(trained.expected())
+
+
+def test_a_push_refused_at_session_2_is_carried_on_not_started_again(standin, trained, tmp_path):
+    out = tmp_path / "build"
+    standin.fail("SaveKernel", 403, "Permission 'kernels.create' was denied", skip=1)
+    with pytest.raises(UserError, match="denied pushing kernel"):
+        push(out, KAGGLE, pretrained=False)
+    push(out, KAGGLE, pretrained=False)  # the rerun: session 1 runs already, session 2 goes
+    assert {ref: len(k["versions"]) for ref, k in standin.kernels.items()} == {TRAIN: 1, TRAIN2: 1}
+    assert [p["version"] for p in pushed(out).values()] == [1, 1]
+
+
+def test_a_version_number_left_out_is_found_not_taken_for_a_waiting_session(standin, trained, tmp_path):
+    standin.omit_version = True  # kagglesdk reads it as 0
+    out = tmp_path / "build"
+    push(out, KAGGLE, pretrained=False)
+    assert [p["version"] for p in pushed(out).values()] == [1, 1]
+    submit(out, timeout=120)
+    assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
+    assert len(standin.submissions) == 1
 
 
 def test_each_session_attaches_only_its_members_weights_and_the_one_code_dataset(tmp_path):
