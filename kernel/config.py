@@ -193,7 +193,8 @@ class Config:
     and the range `__post_init__` checks."""
     data: str = doc("the competition folder: train.csv, train_images/<label>/, test_images/",
                     unit="path", resume=False, default="/kaggle/input/paddy-disease-classification")
-    out: str = doc("where submission.csv, probs.csv, the model, history.csv, plots and checkpoints go",
+    out: str = doc("where submission.csv, probs.csv, the model, history.csv and plots go (resume checkpoints "
+                   "beside it, or in /kaggle/temp on Kaggle)",
                    unit="path", resume=False, default="/kaggle/working")
     # top of Paddy Doctor's leaderboard is convnext
     arch: str = doc("the network: any timm model name, with an optional pretrained tag",

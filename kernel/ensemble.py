@@ -2,7 +2,8 @@
 
 A member is a name and the Config fields it changes (`--members "a seed=42; b seed=43 arch=..."`). Each
 trains in its own process, `python -m kernel.train` with CUDA_VISIBLE_DEVICES set to its device, into
-OUT/members/<name>/ (checkpoint, history, resume, plots, exported model, probs.csv): a member that runs
+OUT/members/<name>/ (history, plots, exported model, probs.csv; its checkpoint outside OUT, see
+kernel.checkpoint): a member that runs
 out of memory at hour 5 takes nothing of the others' with it. A queue hands the next member to whichever
 device frees up; without a GPU the members run one after another. Each member's lines stream here with
 its name in front; a failed member is one line, and the ensemble is made from the members that finished.

@@ -30,7 +30,6 @@ from fastai.vision.learner import default_split
 from . import checkpoint, data, model, predict, report
 from .callbacks import (Accumulate, EpochEnd, NoValidation, Run, RunMixedPrecision, Schedule, TimeLimit,
                         keep_history)
-from .checkpoint import CHECKPOINT  # noqa: F401  (where a run's checkpoint is, for callers)
 from .config import Config, parse_args
 from .errors import UserError, cli
 from .lock import locked
@@ -167,16 +166,21 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         test, undecodable, sample = data.checked_test(cfg, log)
         vocab = sorted(items[cfg.label_col].unique())
         state = checkpoint.load(out, cfg, log)
-        if state is not None and state["vocab"] != vocab:
-            raise UserError(f"the checkpoint in {out} was trained on other classes ({len(state['vocab'])}: "
-                            f"{state['vocab'][:3]}...) than {cfg.data} has; "
-                            "use another --out, or add --restart")
-        done = state is not None and state["epoch"] >= len(state["plan"])
+        meta = predict.read_meta(out)
+        if state is None and meta: checkpoint.refuse_changed(out / model.META, meta, cfg)
+        # finished: its plan ran to the end and was exported (its checkpoint went then)
+        done = predict.exported(out, cfg.fingerprint()) and meta.get("complete") is True
+        trained = state["vocab"] if state else meta["vocab"] if done else vocab
+        if trained != vocab:
+            raise UserError(f"the model in {out} was trained on other classes ({len(trained)}: "
+                            f"{trained[:3]}...) than {cfg.data} has; use another --out, or add --restart")
         budget = Budget(cfg, deadline, len(items), len(test) + len(undecodable), log)
         learn = None
-        if not (done and predict.exported(out, cfg.fingerprint())):
-            learn, *_ = fit(cfg, out, items, vocab, state, budget, cbs, log)
+        if not done:
+            learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log)
             release(learn)
+            done = n >= len(epochs)
+        if done: checkpoint.remove(out)  # nothing is left to resume: only the exported model is kept
         probs = predict.predict(out, test, undecodable, cfg.tta, 0, cfg.num_workers,
                                 cfg.weighted_correction, cbs, log)
         write_csv(probs, out / "probs.csv")

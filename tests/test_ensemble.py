@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import kernel_subprocess
-from kernel import Config, ensemble, train
+from kernel import Config, checkpoint, ensemble, train
 from kernel.lock import locked
 from kernel.sample import make_sample
 
@@ -46,9 +46,10 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     out, logged = two
     for name in ("a", "b"):
         folder = out / "members" / name
-        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "history.png",
-                  "checkpoints/last.pth", "log.txt"):
+        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "history.png", "log.txt"):
             assert (folder / f).is_file(), f"{name}/{f}"
+    # finished: no optimiser state is left, in OUT or beside it (where a resume would have found it)
+    assert not list(out.rglob("*.pth")) and not (out.parent / f".{out.name}-checkpoints").exists()
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one line per member
     assert json.loads((out / "members" / "b" / "model.json").read_text())["arch"] == "test_resnet"
     a, b, mean = read(out / "members/a/probs.csv"), read(out / "members/b/probs.csv"), read(out / "probs.csv")
@@ -72,7 +73,7 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
     and over both members the same ensemble."""
     trained, _ = two
     out = tmp_path / "exported"  # what `build.py output` downloads: no checkpoints
-    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns(".lock"))
     assert not list(out.rglob("*.pth"))
     for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"),
                              (out, out / "probs.csv")):
@@ -109,7 +110,7 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
                               stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
     deadline = time.time() + 300
     while (time.time() < deadline and parent.poll() is None
-           and not (out / "members/b/checkpoints/last.pth").exists()):
+           and not checkpoint.path(out / "members" / "b").exists()):
         time.sleep(0.05)
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=30)
