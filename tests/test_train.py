@@ -203,6 +203,23 @@ def pretrained_like(arch: str) -> dict:
             for k, v in body.state_dict().items()}
 
 
+def test_a_body_without_batchnorm_is_not_reestimated_at_a_new_size(small, tmp_path):
+    """ConvNeXt's body normalises with LayerNorm; fastai's head has BatchNorm1d whatever the body. The
+    re-estimation at a new size is for the body's statistics: none here, so the head's are left as training
+    left them (not reset and averaged over 100 batches)."""
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_convnext",
+                      stages="64x48:1:8:1,96x72:1:8:1", tta=0)  # its body takes 32 pixels down to one
+    head = []  # (event, the head's first BatchNorm1d's running mean and batches counted) around each epoch
+
+    def look(learn, event):
+        bn = next(m for m in learn.model[1].modules() if isinstance(m, torch.nn.BatchNorm1d))
+        head.append((event, bn.running_mean.clone(), int(bn.num_batches_tracked)))
+    run(cfg, cbs=[Probe(look, "before_epoch", "after_epoch")], log=quiet)
+    assert [e for e, *_ in head] == ["before_epoch", "after_epoch"] * 2
+    (_, mean, n), (_, mean2, n2) = head[1], head[2]  # the end of stage 1, the start of stage 2
+    assert n2 == n and torch.equal(mean2, mean), "the head's BatchNorm was re-estimated at the new size"
+
+
 def test_weights_that_do_not_fill_the_body_are_refused(small, tmp_path):
     state = pretrained_like("test_resnet")
     files = {"good": state,
