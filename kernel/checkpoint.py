@@ -16,7 +16,8 @@ A checkpoint lives outside the output folder, and goes once the model's export i
 optimiser's state besides the model (about 12 bytes a parameter, 3.6 GB for a ViT-L), which no one downloads,
 and a Kaggle session's output (`/kaggle/working`) is capped at 20 GB. On Kaggle it goes to `/kaggle/temp` (or
 the system's temp folder): a batch session starts with an empty output, so it could never resume from there
-anyway. Elsewhere it sits beside OUT, in `.<OUT's name>-checkpoints/`, where a rerun (after a kill -9) finds it.
+anyway. Elsewhere it sits beside OUT, in `.<OUT's name>-checkpoints/`, where a rerun (after a kill -9)
+finds it.
 """
 import random
 import tempfile
