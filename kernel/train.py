@@ -2,10 +2,10 @@
 
     python -m kernel.train --data DIR --out DIR [--preset cpu-scratch] [--field value ...] [--restart]
 
-The notebook calls `kernel.ensemble.run(config)`, which calls `run` here for a single model or for each
-member of an ensemble (in its own process): one code path for Kaggle and for tmux. Run the same command
-again after a crash, or after the time budget stopped it, and it resumes from the last finished epoch; a
-finished run only predicts again.
+The notebook (and `python -m kernel`, the whole job) calls `kernel.ensemble.run(config)`, which calls `run`
+here for a single model or for each member of an ensemble (in its own process, this command): one code path
+for Kaggle and for tmux. Run the same command again after a crash, or after the time budget stopped it, and
+it resumes from the last finished epoch; a finished run only predicts again.
 
 The run is shaped like fastai's fit_one_cycle: a plan with one entry per epoch (kernel.plan: size, batch,
 accumulation, frozen or weighted, where on the one-cycle), and one `learn.fit` over it whose callbacks
@@ -155,8 +155,8 @@ def release(learn: Learner) -> None:
 def run(cfg: Config, cbs=(), log=print) -> Path:
     """Train (or resume) one model, export it, predict the test images; returns the submission's path."""
     if cfg.members:
-        raise UserError("this config has members (an ensemble): run it with kernel.ensemble.run, "
-                        "or `python -m kernel.train`, which does")
+        raise UserError("this config has members (an ensemble): run it with `python -m kernel`, "
+                        "or kernel.ensemble.run")
     t0, out = time.time(), Path(cfg.out)
     with locked(out):
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
@@ -196,8 +196,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    from .ensemble import run as run_all  # the whole job: one model, or every member of an ensemble
-    run_all(parse_args(argv, __doc__.splitlines()[0]))
+    run(parse_args(argv, __doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

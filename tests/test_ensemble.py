@@ -106,7 +106,7 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
     out = tmp_path / "out"
     args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1",
             "--tta", "0", "--members", "a seed=1; b seed=2", "--devices", "cpu"]
-    parent = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, "-m", "kernel", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
     deadline = time.time() + 300
     while (time.time() < deadline and parent.poll() is None
@@ -125,7 +125,7 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
             assert time.time() < deadline, "member b went on training after its parent was killed"
             time.sleep(0.2)
     before = {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()}
-    r = subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "kernel", *args], capture_output=True, text=True,
                        timeout=600, **kernel_subprocess())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "[a] finished earlier: not trained again" in r.stdout and "[b] resuming from" in r.stdout
