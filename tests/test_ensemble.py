@@ -1,19 +1,22 @@
 """Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a
 killed parent, and exported models that predict alone in a fresh process (kernel.predict)."""
+import gc
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastai.callback.core import Callback
 
 from conftest import kernel_subprocess
-from kernel import Config, checkpoint, ensemble, train
+from kernel import Config, checkpoint, data, ensemble, predict, train
 from kernel.lock import locked
 from kernel.sample import make_sample
 
@@ -85,6 +88,28 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
         got, want = read(dest / "probs.csv"), read(expected)
         assert list(got.columns) == list(want.columns)
         assert np.abs(got.loc[want.index].to_numpy() - want.to_numpy()).max() < 1e-6
+
+
+def test_each_model_is_freed_before_the_next_predicts(two, small):
+    """The inference kernel predicts with one model after another (eight for rttt): each one's memory (on a
+    GPU) must be back before the next loads, not left to the garbage collector (disabled here, so that only
+    what predict lets go of is gone)."""
+    trained, _ = two
+    cfg = Config.make("cpu-scratch", data=str(small))
+    test, undecodable, _ = data.checked_test(cfg, lambda *_: None)
+    models = []
+
+    class Look(Callback):
+        def before_fit(self): models.append(weakref.ref(self.learn.model))
+    gc.collect()
+    gc.disable()
+    try:
+        for name in ("a", "b"):
+            predict.predict(trained / "members" / name, test, undecodable, tta=0, cbs=[Look()],
+                            log=lambda *_: None)
+            assert len(models) == 1 + (name == "b") and models[-1]() is None, f"model {name} is still alive"
+    finally:
+        gc.enable()
 
 
 def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_path):
