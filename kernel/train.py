@@ -162,6 +162,8 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
         model.check_arch(cfg.arch)  # before reading every image
         cfg = shaped(cfg, log=log)  # a fixed-size model (Swin) at its own size
+        cfg = cfg.shared()  # loader workers and torch threads, unless set: the cores (a member: its share)
+        torch.set_num_threads(cfg.threads)
         items = data.train_items(cfg, log)
         test, undecodable, sample = data.checked_test(cfg, log)
         vocab = sorted(items[cfg.label_col].unique())

@@ -17,6 +17,7 @@ from fastai.callback.core import Callback
 
 from conftest import kernel_subprocess
 from kernel import Config, checkpoint, data, ensemble, predict, train
+from kernel.config import cpu_cores
 from kernel.lock import locked
 from kernel.sample import make_sample
 
@@ -64,6 +65,11 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
                                                   dtype={"image_id": str}).image_id)
     assert list(sub.label) == list(mean.loc[sub.image_id].idxmax(axis=1))
     # concurrent: both started before either finished; each member's epoch lines stream with its name
+    # two CPU slots share this process's cores: torch threads their share, loader workers as the preset says
+    n = cpu_cores()
+    line = (f"each member: 0 loader workers, {max(1, n // 2)} torch threads "
+            f"({n} CPU cores, 2 members at a time)")
+    assert line in logged, logged
     started = [i for i, l in enumerate(logged) if l.endswith("started on the CPU")]
     finished = [i for i, l in enumerate(logged) if l.endswith("] finished")]
     assert len(started) == 2 and len(finished) == 2 and max(started) < min(finished), logged
