@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
     gpu = torch.cuda.is_available()
     print(f"{cfg.arch}, {n_out} classes, capacity {capacity / GiB:.1f} GiB, fp16 (torch {torch.__version__})")
     t0 = time.time()
-    memory.model(cfg.arch, n_out)
+    model.meta_net(cfg.arch, n_out)
     print(f"meta model built in {time.time() - t0:.1f}s")
 
     measured = {}

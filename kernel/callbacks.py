@@ -25,7 +25,7 @@ from fastai.learner import Learner
 from torch import nn
 from torch.amp import GradScaler, autocast
 
-from . import report
+from . import model, report
 from .config import Config
 from .plan import Budget, Epoch, stage_epochs
 from .submission import write_csv
@@ -98,10 +98,11 @@ def recalibrate(learn: Learner, batches: int = 100) -> None:
     A network trained at one size sees another through the statistics of the first. On the sample, resnet10t
     at the end of a 64x48 stage had valid loss 0.90 at 64x48 and 1.62 at 96x72, before any training at the
     new size; with its statistics re-estimated at 96x72 (no weight changed), 0.96. Without this, the first
-    epoch of each new stage starts by undoing the last. Models without BatchNorm (ConvNeXt's LayerNorm) are
-    left as they are.
+    epoch of each new stage starts by undoing the last. Only the body's BatchNorm layers: fastai's head has
+    BatchNorm1d over pooled features, whatever the body, so a body without any (ConvNeXt's LayerNorm) is
+    left as it is, with no pass over the data.
     """
-    norms = [m for m in learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.body(learn.model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms: return
     momenta = [m.momentum for m in norms]
     for m in norms:

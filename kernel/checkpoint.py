@@ -11,8 +11,16 @@ loaded, and fastai moves the model to its device only when the fit starts: loade
 `grad_avg` would meet CUDA gradients at the first step. So the model goes to the loaders' device first,
 then its state is loaded, and the optimiser's state is moved onto each parameter's own device
 (fastai's `Learner.load` maps to `dls.device` for the same reason).
+
+A checkpoint lives outside the output folder, and goes once the model's export is complete: it holds the
+optimiser's state besides the model (about 12 bytes a parameter, 3.6 GB for a ViT-L), which no one downloads,
+and a Kaggle session's output (`/kaggle/working`) is capped at 20 GB. On Kaggle it goes to `/kaggle/temp` (or
+the system's temp folder): a batch session starts with an empty output, so it could never resume from there
+anyway. Elsewhere it sits beside OUT, in `.<OUT's name>-checkpoints/`, where a rerun (after a kill -9)
+finds it.
 """
 import random
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +34,36 @@ from .config import RESUME_FIELDS, Config
 from .errors import UserError
 from .plan import Epoch
 
-CHECKPOINT = "checkpoints/last.pth"
+KAGGLE_OUTPUT = Path("/kaggle/working")  # what a Kaggle session saves (20 GB at most)
+KAGGLE_TEMP = Path("/kaggle/temp")  # what it does not
+MEMBERS = "members"  # an ensemble's members train into OUT/members/<name>
+
+
+def _where(out: Path) -> tuple[Path, str]:
+    """The checkpoints' folder of the run `out` belongs to (its ensemble's, for a member), and the member."""
+    out = Path(out).absolute()
+    root, member = (out.parents[1], out.name) if out.parent.name == MEMBERS else (out, "")
+    if root == KAGGLE_OUTPUT or KAGGLE_OUTPUT in root.parents:
+        temp = KAGGLE_TEMP if KAGGLE_TEMP.is_dir() else Path(tempfile.gettempdir())
+        return temp / "pkk-checkpoints" / root.relative_to(KAGGLE_OUTPUT), member
+    return root.parent / f".{root.name}-checkpoints", member
+
+
+def path(out: Path) -> Path:
+    """Where the checkpoint of a model trained into `out` is: never under an output folder."""
+    folder, member = _where(out)
+    return folder / member / "last.pth"
+
+
+def remove(out: Path) -> None:
+    """Delete `out`'s checkpoint (its export is complete: nothing is left to resume), and its folders once
+    they are empty."""
+    p = path(out)
+    p.unlink(missing_ok=True)
+    folder, member = _where(out)
+    for d in ([p.parent] if member else []) + [folder]:
+        try: d.rmdir()
+        except OSError: return  # another member's checkpoint is still there (or it is gone already)
 
 
 def rng_states(train_dl) -> dict:
@@ -48,47 +85,53 @@ def set_rng_states(states: dict, train_dl) -> None:
 
 def save(out: Path, learn: Learner, scaler, *, epoch: int, epochs: list[Epoch], cfg: Config,
          vocab: list[str], pretrained: bool) -> Path:
-    """Write OUT/checkpoints/last.pth atomically: `epoch` is the index of the next epoch to run."""
-    path = out / CHECKPOINT
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint (`path(out)`) atomically: `epoch` is the index of the next epoch to run."""
+    where = path(out)
+    where.parent.mkdir(parents=True, exist_ok=True)
     state = dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(),
                  scaler=scaler.state_dict() if scaler else None, rng=rng_states(learn.dls.train),
                  epoch=epoch, plan=[asdict(e) for e in epochs], pretrained=pretrained,
                  fingerprint=cfg.fingerprint(), config=cfg.to_dict(), vocab=vocab)
-    with atomic_write(path) as tmp: torch.save(state, tmp)
-    return path
+    with atomic_write(where) as tmp: torch.save(state, tmp)
+    return where
 
 
 def load(out: Path, cfg: Config, log=print) -> dict | None:
     """The last checkpoint if this config may resume from it (its plan as `Epoch`s); refuses a changed
     config. With `restart`, removes what a previous run left instead."""
-    path = out / CHECKPOINT
+    where = path(out)
     if cfg.restart:
-        for p in (path, out / "history.csv", out / model.META, out / model.WEIGHTS): p.unlink(missing_ok=True)
+        remove(out)
+        for p in (out / "history.csv", out / model.META, out / model.WEIGHTS): p.unlink(missing_ok=True)
         return None
-    if not path.exists(): return None
+    if not where.exists(): return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(where, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
+        raise UserError(f"checkpoint {where} cannot be read ({type(e).__name__}); "
                         "add --restart to start over") from None
-    if state.get("fingerprint") != cfg.fingerprint():
-        changed = [k for k, v in cfg.to_dict().items()
-                   if k in RESUME_FIELDS and str(state.get("config", {}).get(k)) != str(v)]
-        raise UserError(f"{path} was made with a different config "
-                        f"(changed: {', '.join(changed) or 'version'}); "
-                        "rerun with the same options to resume, or add --restart to start over")
+    refuse_changed(where, state, cfg)
     if "plan" not in state:
-        raise UserError(f"{path} was written by an older version of the kit; add --restart to start over")
+        raise UserError(f"{where} was written by an older version of the kit; add --restart to start over")
     state["plan"] = epochs = [Epoch(**e) for e in state["plan"]]
     i = state["epoch"]
     if i < len(epochs):
         e = epochs[i]
         n = len(cfg.stages)
         what = "weighted epochs" if e.stage == n else f"stage {e.stage + 1}/{n}"
-        log(f"resuming from {path}: epoch {i + 1} of {len(epochs)} ({what}, epoch {e.epoch + 1}), "
+        log(f"resuming from {where}: epoch {i + 1} of {len(epochs)} ({what}, epoch {e.epoch + 1}), "
             + ("fine-tuning pretrained weights" if state["pretrained"] else "trained from scratch"))
     return state
+
+
+def refuse_changed(where: Path, saved: dict, cfg: Config) -> None:
+    """Refuse to go on from what `where` holds (a checkpoint, or an exported model: their `fingerprint` and
+    `config`) under a config that trains something else, naming what changed."""
+    if saved.get("fingerprint") == cfg.fingerprint(): return
+    changed = [k for k, v in cfg.to_dict().items()
+               if k in RESUME_FIELDS and str(saved.get("config", {}).get(k)) != str(v)]
+    raise UserError(f"{where} was made with a different config (changed: {', '.join(changed) or 'version'}); "
+                    "rerun with the same options to go on from it, or add --restart to start over")
 
 
 def restore(learn: Learner, state: dict, scaler=None) -> None:

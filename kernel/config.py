@@ -12,10 +12,11 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import shlex
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from .errors import UserError
 
@@ -170,6 +171,11 @@ SCRATCH_STAGES = (Stage((64, 48), 6, 16, 1), Stage((96, 72), 3, 16, 1))
 CPU_STAGES = (Stage((96, 72), 15, 16, 0),)
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity (a container's share), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def in_range(value: float, interval: str) -> bool:
     """Whether `value` lies in `interval`, written "[0, 1)", "(0, inf)" ...; NaN lies in none."""
     lo, hi = (float(v) for v in interval[1:-1].split(","))
@@ -193,7 +199,8 @@ class Config:
     and the range `__post_init__` checks."""
     data: str = doc("the competition folder: train.csv, train_images/<label>/, test_images/",
                     unit="path", resume=False, default="/kaggle/input/paddy-disease-classification")
-    out: str = doc("where submission.csv, probs.csv, the model, history.csv, plots and checkpoints go",
+    out: str = doc("where submission.csv, probs.csv, the model, history.csv and plots go (resume checkpoints "
+                   "beside it, or in /kaggle/temp on Kaggle)",
                    unit="path", resume=False, default="/kaggle/working")
     # top of Paddy Doctor's leaderboard is convnext
     arch: str = doc("the network: any timm model name, with an optional pretrained tag",
@@ -281,8 +288,11 @@ class Config:
                         range="[1, inf)", resume=False, default=1)
     devices: str = doc("where members run at once: auto (every visible GPU, else the CPU), or a list "
                        "such as 0,1 or cpu,cpu", unit="devices", resume=False, default="auto")
-    num_workers: int = doc("data loader worker processes", unit="processes", range="[0, inf)",
-                           resume=False, default=4)
+    num_workers: int | None = doc("data loader worker processes of each model; none: its share of the cores "
+                                  "(members training at once share them: 2 each of a Kaggle T4 session's 4)",
+                                  unit="processes", range="[0, inf)", resume=False, default=None)
+    threads: int | None = doc("torch threads of each model's process; none: its share of the cores, as "
+                              "num_workers", unit="threads", range="[1, inf)", resume=False, default=None)
     progress: str = doc("lines: one line per epoch; table: fastai's table; auto: the table in a notebook",
                         unit="choice", choices=("auto", "lines", "table"), resume=False, default="auto")
     label_col: str = doc("train.csv's column of class names", unit="column", default="label")
@@ -296,7 +306,7 @@ class Config:
         if not self.stages: raise UserError("no stages; give at least one, e.g. --stages 160x120:6:64:1")
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
-            if meta["range"] and not in_range(value, meta["range"]):
+            if meta["range"] and value is not None and not in_range(value, meta["range"]):
                 raise UserError(f"--{f.name} {value} is out of range; give a value in {meta['range']}")
             if meta["choices"] and value not in meta["choices"]:
                 raise UserError(f"--{f.name} {value!r} must be one of {', '.join(meta['choices'])}")
@@ -324,6 +334,13 @@ class Config:
         flag = lambda k, v: [f"--{k}" if v else f"--no-{k}"] if isinstance(v, bool) else \
             [f"--{k}", "none" if v is None else str(v)]
         return [a for k, v in self.to_dict().items() for a in flag(k, v)]
+
+    def shared(self, at_once: int = 1, *, cores: int | None = None) -> "Config":
+        """This config with `num_workers` and `threads` where they are not set: its share of the `cores` (this
+        process's, `cpu_cores()`), with `at_once` models training side by side on them."""
+        share = max(1, (cpu_cores() if cores is None else cores) // at_once)
+        return replace(self, num_workers=share if self.num_workers is None else self.num_workers,
+                       threads=share if self.threads is None else self.threads)
 
     def member(self, m: Member, out: str) -> "Config":
         """This config as member `m` trains it: its overrides applied, one model, into `out`."""
@@ -394,7 +411,9 @@ def _convert(name: str, value):
     hint = typing.get_type_hints(Config)[name]
     if not isinstance(value, str): return value
     try:
-        if value.lower() in ("none", "") and type(None) in typing.get_args(hint): return None
+        if type(None) in typing.get_args(hint):  # `int | None`: none, or an int
+            if value.lower() in ("none", ""): return None
+            hint = next(t for t in typing.get_args(hint) if t is not type(None))
         if hint is bool:
             if value.lower() in ("1", "true", "yes"): return True
             if value.lower() in ("0", "false", "no"): return False

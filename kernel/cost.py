@@ -4,7 +4,7 @@ ensemble's members over sessions and what the time plan at build prints.
     seconds = (forward FLOPs of everything the run computes) / T4_FLOPS
 
 The forward FLOPs of one image are counted once per (arch, size) by torch's own `FlopCounterMode` on the
-model built on the meta device (`memory.model`: shapes, no weights, no download). A training image costs
+model built on the meta device (`model.meta_net`: shapes, no weights, no download). A training image costs
 3 forwards (backward ~2x forward), a frozen epoch's 1 (backward stops at the head), a validation image 1,
 and prediction (TTA passes + 1 over the test set, at the last stage's size) 1 per pass. Epochs x images x
 a per-arch, per-size factor: what issue 20 asks for, with the factor counted rather than guessed.
@@ -38,8 +38,8 @@ def flops(arch: str, size: tuple[int, int], n_out: int = 10) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .memory import model
-    net = model(arch, n_out)
+    from .model import meta_net
+    net = meta_net(arch, n_out)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             net.eval()(torch.empty(1, 3, *size, device="meta"))

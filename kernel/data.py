@@ -179,5 +179,5 @@ def dataloaders(cfg: Config, size: tuple[int, int], bs: int, val_bs: int, items:
     """Loaders of micro-batches `bs` (validation and test: `val_bs`); with `wgts` (one per item) the training
     set is drawn by weight."""
     block = datablock(cfg, size, vocab, stats)
-    kw = dict(bs=bs, val_bs=val_bs, num_workers=cfg.num_workers)
+    kw = dict(bs=bs, val_bs=val_bs, num_workers=cfg.shared().num_workers)  # unless set: the cores
     return block.dataloaders(items, **kw) if wgts is None else block.weighted_dataloaders(items, wgts, **kw)

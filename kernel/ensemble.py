@@ -2,7 +2,8 @@
 
 A member is a name and the Config fields it changes (`--members "a seed=42; b seed=43 arch=..."`). Each
 trains in its own process, `python -m kernel.train` with CUDA_VISIBLE_DEVICES set to its device, into
-OUT/members/<name>/ (checkpoint, history, resume, plots, exported model, probs.csv): a member that runs
+OUT/members/<name>/ (history, plots, exported model, probs.csv; its checkpoint outside OUT, see
+kernel.checkpoint): a member that runs
 out of memory at hour 5 takes nothing of the others' with it. A queue hands the next member to whichever
 device frees up; without a GPU the members run one after another. Each member's lines stream here with
 its name in front; a failed member is one line, and the ensemble is made from the members that finished.
@@ -20,13 +21,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from . import data, manifest, plan, predict, report, train
 from .atomic import atomic_write
-from .config import Config
+from .config import Config, cpu_cores
 from .errors import UserError
 from .lock import locked
 from .submission import average, write_csv, write_submission
@@ -79,7 +81,7 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
            # the child imports the same kernel package as this process (the dry run installs it elsewhere)
            "PYTHONPATH": os.pathsep.join([str(Path(train.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
-    if slot == "cpu": env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // 2))
+    env["OMP_NUM_THREADS"] = str(cfg.threads)  # its share of the cores (Config.shared), as torch's threads
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
     log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}")
     last, error = "", None
@@ -128,12 +130,17 @@ def _run(cfg: Config, log) -> Path:
             else: todo.put(name)
         failed: dict[str, str] = {}
         deadline = t0 + cfg.time_limit if cfg.time_limit else None
+        places = slots(cfg.devices)
+        at_once = max(1, min(len(places), todo.qsize()))
+        share = cfg.shared(at_once)  # the cores: each member's loader workers and torch threads, unless set
+        log(f"each member: {share.num_workers} loader workers, {share.threads} torch threads "
+            f"({cpu_cores()} CPU cores, {at_once} member{'s' * (at_once > 1)} at a time)")
 
         def worker(slot: str) -> None:
             while True:
                 try: name = todo.get_nowait()
                 except queue.Empty: return
-                mcfg = members[name]
+                mcfg = replace(members[name], num_workers=share.num_workers, threads=share.threads)
                 if deadline is not None:
                     left = deadline - time.time() - MARGIN
                     if left <= 0:
@@ -152,7 +159,7 @@ def _run(cfg: Config, log) -> Path:
                     log(f"[{name}] stopped by the time budget before the end of its schedule; "
                         "its predictions count, and a rerun resumes it")
 
-        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in slots(cfg.devices)]
+        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in places]
         for t in threads: t.start()
         for t in threads: t.join()
 

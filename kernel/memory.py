@@ -11,7 +11,7 @@ one training step of `kernel.train` needs, per part, before anything is pushed:
     allocator    the caching allocator's reserved-but-unused memory at the peak
     context      the CUDA context (cuDNN and cuBLAS kernels loaded), outside torch's allocator
 
-How. `model` builds the very model training builds (`model.timm_net`) on the meta device: shapes, no
+How. `model.meta_net` builds the very model training builds (`model.timm_net`) on the meta device: shapes, no
 weights. `estimate` then runs one forward and backward of that model on fake tensors
 (`torch._subclasses.FakeTensorMode`, kernels that compute only shapes and dtypes; no fallback to real
 kernels) that claim to live on 'cuda'. On a CPU-only build of torch such tensors still carry CUDA's dispatch
@@ -61,7 +61,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .model import timm_net
+from .model import meta_net
 
 GiB = 2**30
 # The CUDA context is outside torch's allocator statistics, yet on the card: the driver's context and the
@@ -102,17 +102,6 @@ class Estimate:
     def __str__(self) -> str:
         parts = ", ".join(f"{f.name} {getattr(self, f.name) / GiB:.2f}" for f in fields(self))
         return f"{self.total / GiB:.2f} GiB ({parts})"
-
-
-@functools.lru_cache(maxsize=8)
-def model(arch: str, n_out: int) -> nn.Module:
-    """The model `vision_learner(dls, arch)` trains (timm body, fastai head), on the meta device, training.
-
-    Cached per (arch, n_out): a table of stages costs one build. Do not modify the returned module.
-    """
-    with torch.device("meta"):
-        net = timm_net(arch, n_out, pretrained=False)
-    return net.train()
 
 
 def estimate(arch: str, n_out: int, size: tuple[int, int], micro_bs: int, fp16: bool = True) -> Estimate:
@@ -160,7 +149,7 @@ def largest_batch(arch: str, n_out: int, size: tuple[int, int], capacity: int, f
 @functools.lru_cache(maxsize=64)
 def _estimate(arch: str, n_out: int, size: tuple[int, int], bs: int, fp16: bool, train: bool,
               resident: bool = True) -> Estimate:
-    net = model(arch, n_out)
+    net = meta_net(arch, n_out)
     weights = sum(_bytes(t) for t in [*net.parameters(), *net.buffers()])
     if train:
         trained, peak, activations = _train_step(net, size, bs, fp16)

@@ -10,6 +10,7 @@ An exported model is a folder: `model.safetensors` (the whole network's state di
 (architecture, classes, image size, normalisation, config): what prediction needs, with no pickled
 `Learner`, which breaks across fastai and torch versions.
 """
+import functools
 import hashlib
 import json
 import os
@@ -114,13 +115,24 @@ def timm_net(arch: str, n_out: int, **kwargs) -> nn.Module:
     return net
 
 
+@functools.lru_cache(maxsize=8)
+def meta_net(arch: str, n_out: int) -> nn.Module:
+    """The network `timm_net` builds, on the meta device (shapes, no weights, no download), in training mode:
+    what the memory estimate (kernel.memory) and the cost (kernel.cost) work from.
+
+    Cached per (arch, n_out): a table of stages costs one build. Do not modify the returned module.
+    """
+    with torch.device("meta"):
+        net = timm_net(arch, n_out, pretrained=False)
+    return net.train()
+
+
 def native_size(arch: str) -> tuple[int, int] | None:
     """The one image size (h, w) a fixed-size body takes, timm's pretrained `input_size` (Swin: its
     windows tile that size only); None for a body that takes any size (CNNs; ViTs, built with
-    `dynamic_img_size`). Decided on the meta-device model (`memory.model`): no weights, no download."""
-    from .memory import model as meta_model
+    `dynamic_img_size`). Decided on the meta-device model (`meta_net`): no weights, no download."""
     check_arch(arch)
-    try: net = body(meta_model(arch, 10))
+    try: net = body(meta_net(arch, 10))
     except Exception as e:  # e.g. a pretrained tag timm does not know: `resnet10t.bogus`
         raise UserError(f"timm cannot build {arch!r} ({first_line(e, 200)}); "
                         "pick a name from timm.list_models()") from None

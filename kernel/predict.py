@@ -75,6 +75,11 @@ def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int |
     dl = dls.test_dl(test, bs=bs)
     with learn.no_bar(), learn.no_logging():
         probs = (learn.tta(dl=dl, n=tta)[0] if tta else learn.get_preds(dl=dl)[0]).float().numpy()
+    # The model's memory back before the next model loads: the Learner and its callbacks refer to one another,
+    # so the model would otherwise stay (on the GPU) until the garbage collector runs, and models pile up.
+    del net
+    learn.model = None
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
     if meta.get("scale") and correct:
         probs = probs * np.array(meta["scale"])
         probs /= probs.sum(1, keepdims=True)

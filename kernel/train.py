@@ -2,10 +2,10 @@
 
     python -m kernel.train --data DIR --out DIR [--preset cpu-scratch] [--field value ...] [--restart]
 
-The notebook calls `kernel.ensemble.run(config)`, which calls `run` here for a single model or for each
-member of an ensemble (in its own process): one code path for Kaggle and for tmux. Run the same command
-again after a crash, or after the time budget stopped it, and it resumes from the last finished epoch; a
-finished run only predicts again.
+The notebook (and `python -m kernel`, the whole job) calls `kernel.ensemble.run(config)`, which calls `run`
+here for a single model or for each member of an ensemble (in its own process, this command): one code path
+for Kaggle and for tmux. Run the same command again after a crash, or after the time budget stopped it, and
+it resumes from the last finished epoch; a finished run only predicts again.
 
 The run is shaped like fastai's fit_one_cycle: a plan with one entry per epoch (kernel.plan: size, batch,
 accumulation, frozen or weighted, where on the one-cycle), and one `learn.fit` over it whose callbacks
@@ -30,7 +30,6 @@ from fastai.vision.learner import default_split
 from . import checkpoint, data, model, predict, report
 from .callbacks import (Accumulate, EpochEnd, NoValidation, Run, RunMixedPrecision, Schedule, TimeLimit,
                         keep_history)
-from .checkpoint import CHECKPOINT  # noqa: F401  (where a run's checkpoint is, for callers)
 from .config import Config, parse_args
 from .errors import UserError, cli
 from .lock import locked
@@ -156,27 +155,34 @@ def release(learn: Learner) -> None:
 def run(cfg: Config, cbs=(), log=print) -> Path:
     """Train (or resume) one model, export it, predict the test images; returns the submission's path."""
     if cfg.members:
-        raise UserError("this config has members (an ensemble): run it with kernel.ensemble.run, "
-                        "or `python -m kernel.train`, which does")
+        raise UserError("this config has members (an ensemble): run it with `python -m kernel`, "
+                        "or kernel.ensemble.run")
     t0, out = time.time(), Path(cfg.out)
     with locked(out):
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
         model.check_arch(cfg.arch)  # before reading every image
         cfg = shaped(cfg, log=log)  # a fixed-size model (Swin) at its own size
+        cfg = cfg.shared()  # loader workers and torch threads, unless set: the cores (a member: its share)
+        torch.set_num_threads(cfg.threads)
         items = data.train_items(cfg, log)
         test, undecodable, sample = data.checked_test(cfg, log)
         vocab = sorted(items[cfg.label_col].unique())
         state = checkpoint.load(out, cfg, log)
-        if state is not None and state["vocab"] != vocab:
-            raise UserError(f"the checkpoint in {out} was trained on other classes ({len(state['vocab'])}: "
-                            f"{state['vocab'][:3]}...) than {cfg.data} has; "
-                            "use another --out, or add --restart")
-        done = state is not None and state["epoch"] >= len(state["plan"])
+        meta = predict.read_meta(out)
+        if state is None and meta: checkpoint.refuse_changed(out / model.META, meta, cfg)
+        # finished: its plan ran to the end and was exported (its checkpoint went then)
+        done = predict.exported(out, cfg.fingerprint()) and meta.get("complete") is True
+        trained = state["vocab"] if state else meta["vocab"] if done else vocab
+        if trained != vocab:
+            raise UserError(f"the model in {out} was trained on other classes ({len(trained)}: "
+                            f"{trained[:3]}...) than {cfg.data} has; use another --out, or add --restart")
         budget = Budget(cfg, deadline, len(items), len(test) + len(undecodable), log)
         learn = None
-        if not (done and predict.exported(out, cfg.fingerprint())):
-            learn, *_ = fit(cfg, out, items, vocab, state, budget, cbs, log)
+        if not done:
+            learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log)
             release(learn)
+            done = n >= len(epochs)
+        if done: checkpoint.remove(out)  # nothing is left to resume: only the exported model is kept
         probs = predict.predict(out, test, undecodable, cfg.tta, 0, cfg.num_workers,
                                 cfg.weighted_correction, cbs, log)
         write_csv(probs, out / "probs.csv")
@@ -192,8 +198,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    from .ensemble import run as run_all  # the whole job: one model, or every member of an ensemble
-    run_all(parse_args(argv, __doc__.splitlines()[0]))
+    run(parse_args(argv, __doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

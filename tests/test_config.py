@@ -21,8 +21,8 @@ BAD = [  # (field, value) a user might type, each outside what the field can mea
     ("min_zoom", 0), ("min_zoom", -1), ("min_zoom", 1.2), ("max_zoom", 0), ("max_zoom", 20),
     ("max_warp", -0.1), ("max_warp", 1), ("max_lighting", -0.2), ("max_lighting", 1), ("min_scale", 0),
     ("min_scale", 1.5), ("mixup", -0.4), ("cutmix", -1), ("label_smoothing", -0.1), ("label_smoothing", 1),
-    ("tta", -1), ("val_bs", -8), ("time_limit", -60), ("num_workers", -1), ("precision", "fp8"),
-    ("progress", "bars"),
+    ("tta", -1), ("val_bs", -8), ("time_limit", -60), ("num_workers", -1), ("threads", 0),
+    ("precision", "fp8"), ("progress", "bars"),
 ]
 
 
@@ -33,6 +33,19 @@ GOOD = [  # (field, value) at the edges of what the field can mean: each taken a
     ("min_scale", 1), ("label_smoothing", 0), ("tta", 0), ("time_limit", 0), ("precision", "fp16"),
     ("progress", "lines"),
 ]
+
+
+def test_loader_workers_and_torch_threads_are_each_members_share_of_the_cores_unless_set():
+    """A Kaggle T4 session: 4 cores, two members at a time, 2 workers and 2 threads each (not 4 workers
+    each); one model takes them all; what the config sets is kept; a core at least."""
+    kaggle = Config.make("kaggle")
+    assert kaggle.num_workers is None and kaggle.threads is None  # not set: shared
+    assert (kaggle.shared(2, cores=4).num_workers, kaggle.shared(2, cores=4).threads) == (2, 2)
+    assert (kaggle.shared(1, cores=4).num_workers, kaggle.shared(1, cores=4).threads) == (4, 4)
+    assert (kaggle.shared(3, cores=2).num_workers, kaggle.shared(3, cores=2).threads) == (1, 1)
+    assert parse_args(["--num_workers", "6", "--threads", "3"]).shared(2, cores=4).num_workers == 6
+    assert Config.make("cpu", threads=3).shared(2, cores=4).threads == 3
+    assert Config.make("cpu").shared(2, cores=4).num_workers == 0  # the laptop presets load in-process
 
 
 @pytest.mark.parametrize("name, value", BAD)

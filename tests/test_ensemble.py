@@ -1,19 +1,23 @@
 """Ensembles (kernel.ensemble): members side by side in their own processes, averaged; a failing member, a
 killed parent, and exported models that predict alone in a fresh process (kernel.predict)."""
+import gc
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastai.callback.core import Callback
 
 from conftest import kernel_subprocess
-from kernel import Config, ensemble, train
+from kernel import Config, checkpoint, data, ensemble, predict, train
+from kernel.config import cpu_cores
 from kernel.lock import locked
 from kernel.sample import make_sample
 
@@ -46,9 +50,10 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     out, logged = two
     for name in ("a", "b"):
         folder = out / "members" / name
-        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "history.png",
-                  "checkpoints/last.pth", "log.txt"):
+        for f in ("probs.csv", "model.safetensors", "model.json", "history.csv", "history.png", "log.txt"):
             assert (folder / f).is_file(), f"{name}/{f}"
+    # finished: no optimiser state is left, in OUT or beside it (where a resume would have found it)
+    assert not list(out.rglob("*.pth")) and not (out.parent / f".{out.name}-checkpoints").exists()
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one line per member
     assert json.loads((out / "members" / "b" / "model.json").read_text())["arch"] == "test_resnet"
     a, b, mean = read(out / "members/a/probs.csv"), read(out / "members/b/probs.csv"), read(out / "probs.csv")
@@ -60,6 +65,11 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
                                                   dtype={"image_id": str}).image_id)
     assert list(sub.label) == list(mean.loc[sub.image_id].idxmax(axis=1))
     # concurrent: both started before either finished; each member's epoch lines stream with its name
+    # two CPU slots share this process's cores: torch threads their share, loader workers as the preset says
+    n = cpu_cores()
+    line = (f"each member: 0 loader workers, {max(1, n // 2)} torch threads "
+            f"({n} CPU cores, 2 members at a time)")
+    assert line in logged, logged
     started = [i for i, l in enumerate(logged) if l.endswith("started on the CPU")]
     finished = [i for i, l in enumerate(logged) if l.endswith("] finished")]
     assert len(started) == 2 and len(finished) == 2 and max(started) < min(finished), logged
@@ -72,7 +82,7 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
     and over both members the same ensemble."""
     trained, _ = two
     out = tmp_path / "exported"  # what `build.py output` downloads: no checkpoints
-    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns(".lock"))
     assert not list(out.rglob("*.pth"))
     for models, expected in ((out / "members" / "a", out / "members" / "a" / "probs.csv"),
                              (out, out / "probs.csv")):
@@ -84,6 +94,28 @@ def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_pat
         got, want = read(dest / "probs.csv"), read(expected)
         assert list(got.columns) == list(want.columns)
         assert np.abs(got.loc[want.index].to_numpy() - want.to_numpy()).max() < 1e-6
+
+
+def test_each_model_is_freed_before_the_next_predicts(two, small):
+    """The inference kernel predicts with one model after another (eight for rttt): each one's memory (on a
+    GPU) must be back before the next loads, not left to the garbage collector (disabled here, so that only
+    what predict lets go of is gone)."""
+    trained, _ = two
+    cfg = Config.make("cpu-scratch", data=str(small))
+    test, undecodable, _ = data.checked_test(cfg, lambda *_: None)
+    models = []
+
+    class Look(Callback):
+        def before_fit(self): models.append(weakref.ref(self.learn.model))
+    gc.collect()
+    gc.disable()
+    try:
+        for name in ("a", "b"):
+            predict.predict(trained / "members" / name, test, undecodable, tta=0, cbs=[Look()],
+                            log=lambda *_: None)
+            assert len(models) == 1 + (name == "b") and models[-1]() is None, f"model {name} is still alive"
+    finally:
+        gc.enable()
 
 
 def test_a_failing_member_is_one_line_and_the_others_still_submit(small, tmp_path):
@@ -105,11 +137,11 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
     out = tmp_path / "out"
     args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:2:8:1",
             "--tta", "0", "--members", "a seed=1; b seed=2", "--devices", "cpu"]
-    parent = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, "-m", "kernel", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, **kernel_subprocess())
     deadline = time.time() + 300
     while (time.time() < deadline and parent.poll() is None
-           and not (out / "members/b/checkpoints/last.pth").exists()):
+           and not checkpoint.path(out / "members" / "b").exists()):
         time.sleep(0.05)
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=30)
@@ -124,7 +156,7 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
             assert time.time() < deadline, "member b went on training after its parent was killed"
             time.sleep(0.2)
     before = {p.name: p.stat().st_mtime_ns for p in a.iterdir() if p.is_file()}
-    r = subprocess.run([sys.executable, "-m", "kernel.train", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "kernel", *args], capture_output=True, text=True,
                        timeout=600, **kernel_subprocess())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "[a] finished earlier: not trained again" in r.stdout and "[b] resuming from" in r.stdout

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernel import Config
+from kernel import Config, checkpoint
 from kernel.sample import make_sample
-from kernel.train import CHECKPOINT, run
+from kernel.train import run
 from test_train import Killed, Probe
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
@@ -29,7 +29,7 @@ def test_a_run_resumed_on_the_gpu_steps_with_its_state_on_the_gpu(small, tmp_pat
         if learn.epoch == 1: raise Killed("killed")
     with pytest.raises(Killed):
         run(cfg, cbs=[Probe(kill, "before_epoch")], log=lambda *_: None)
-    saved = torch.load(Path(cfg.out) / CHECKPOINT, weights_only=False)
+    saved = torch.load(checkpoint.path(Path(cfg.out)), weights_only=False)
     seen = []
 
     def look(learn, _):

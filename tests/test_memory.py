@@ -11,7 +11,7 @@ from fastai.vision.learner import create_timm_model
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from kernel import memory
+from kernel import memory, model
 
 pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
@@ -44,8 +44,8 @@ def test_weights_grads_and_adam_state_are_those_of_the_real_model(arch):
 
 
 def test_model_is_the_training_model_on_meta_and_built_once():
-    m, real = memory.model("test_convnext", N_OUT), real_model("test_convnext")
-    assert memory.model("test_convnext", N_OUT) is m
+    m, real = model.meta_net("test_convnext", N_OUT), real_model("test_convnext")
+    assert model.meta_net("test_convnext", N_OUT) is m
     assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
     shapes = lambda net: [(k, v.shape) for k, v in net.state_dict().items()]
     assert shapes(m) == shapes(real)
@@ -187,4 +187,4 @@ def test_largest_batch_and_inference_peak():
     assert memory.largest_batch(arch, N_OUT, size, inf.total - 1, limit=64) == 19
     assert memory.largest_batch(arch, N_OUT, size, inf.total, limit=16) == 16
     assert memory.largest_batch(arch, N_OUT, size, memory.inference_peak(arch, N_OUT, size, 1).total - 1) == 0
-    assert memory.model(arch, N_OUT).training  # put back in train mode
+    assert model.meta_net(arch, N_OUT).training  # put back in train mode

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,13 +23,13 @@ from fastai.vision.all import Normalize
 from safetensors.torch import save_file
 
 from conftest import kernel_subprocess
-from kernel import Config, UserError, data, memory, model, train
+from kernel import Config, UserError, checkpoint, data, memory, model, train
 from kernel.data import load_image, train_items
 from kernel.errors import cli
 from kernel.lock import locked
 from kernel.sample import accuracy, make_sample
 from kernel.submission import make_submission
-from kernel.train import CHECKPOINT, make_learner, run
+from kernel.train import make_learner, run
 
 pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
@@ -202,6 +203,23 @@ def pretrained_like(arch: str) -> dict:
             for k, v in body.state_dict().items()}
 
 
+def test_a_body_without_batchnorm_is_not_reestimated_at_a_new_size(small, tmp_path):
+    """ConvNeXt's body normalises with LayerNorm; fastai's head has BatchNorm1d whatever the body. The
+    re-estimation at a new size is for the body's statistics: none here, so the head's are left as training
+    left them (not reset and averaged over 100 batches)."""
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_convnext",
+                      stages="64x48:1:8:1,96x72:1:8:1", tta=0)  # its body takes 32 pixels down to one
+    head = []  # (event, the head's first BatchNorm1d's running mean and batches counted) around each epoch
+
+    def look(learn, event):
+        bn = next(m for m in learn.model[1].modules() if isinstance(m, torch.nn.BatchNorm1d))
+        head.append((event, bn.running_mean.clone(), int(bn.num_batches_tracked)))
+    run(cfg, cbs=[Probe(look, "before_epoch", "after_epoch")], log=quiet)
+    assert [e for e, *_ in head] == ["before_epoch", "after_epoch"] * 2
+    (_, mean, n), (_, mean2, n2) = head[1], head[2]  # the end of stage 1, the start of stage 2
+    assert n2 == n and torch.equal(mean2, mean), "the head's BatchNorm was re-estimated at the new size"
+
+
 def test_weights_that_do_not_fill_the_body_are_refused(small, tmp_path):
     state = pretrained_like("test_resnet")
     files = {"good": state,
@@ -354,15 +372,15 @@ def test_resume_after_sigkill_restores_model_and_optimiser_and_repeats_no_epoch_
             "--tta", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "kernel.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, **kernel_subprocess())
-    checkpoint = out / CHECKPOINT  # written (atomically) after the epoch's history row
+    saved_at = checkpoint.path(out)  # written (atomically) after the epoch's history row
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not checkpoint.exists():
+    while time.time() < deadline and proc.poll() is None and not saved_at.exists():
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     first = pd.read_csv(out / "history.csv")
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = torch.load(saved_at, weights_only=False)
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture of how far it got
     # the history row comes first: a kill between it and the checkpoint leaves one row more
     assert len(first) < 4 and len(first) in (saved["epoch"], saved["epoch"] + 1)
@@ -429,7 +447,7 @@ def test_a_killed_run_resumed_draws_the_batches_an_unkilled_one_does_and_says_wh
         if learn.epoch == 1: raise Killed("killed")  # after epoch 1's checkpoint, before epoch 2 draws
     with pytest.raises(Killed):
         run(cfg("killed"), cbs=[Probe(kill, "before_epoch")], log=quiet)
-    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)["epoch"] == 1
+    assert torch.load(checkpoint.path(tmp_path / "killed"), weights_only=False)["epoch"] == 1
     random.seed(7), np.random.seed(7), torch.manual_seed(7)  # whatever this process drew meanwhile
     logged = []
     run(cfg("killed"), cbs=[first_batch("resumed")], log=logged.append)
@@ -440,7 +458,7 @@ def test_a_killed_run_resumed_draws_the_batches_an_unkilled_one_does_and_says_wh
     a, b = model.load(tmp_path / "whole")[0].state_dict(), model.load(tmp_path / "killed")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run trained to other weights"
     resumed = [l for l in logged if l.startswith("resuming from")]
-    assert resumed == [f"resuming from {tmp_path / 'killed' / CHECKPOINT}: epoch 2 of 4 "
+    assert resumed == [f"resuming from {checkpoint.path(tmp_path / 'killed')}: epoch 2 of 4 "
                        "(stage 1/2, epoch 2), fine-tuning pretrained weights"], logged
     assert not [l for l in logged if "from scratch" in l]
 
@@ -451,10 +469,12 @@ def test_a_restored_checkpoint_lies_on_the_loaders_device(small, tmp_path):
     """A resume on a GPU: the model moved to the loaders' device before its state is loaded, and Adam's state
     onto each parameter's device (fastai leaves it where it was loaded: on the CPU). torch's meta device
     stands in for the GPU: tensors that say where they are, without one."""
-    from kernel import checkpoint
     cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
                       stages="32x24:1:8:1", tta=0, precision="fp16")
-    run(cfg, log=quiet)
+
+    def kill(*_): raise Killed("killed")  # after the epoch's checkpoint, before the export removes it
+    with pytest.raises(Killed):
+        run(cfg, cbs=[Probe(kill, "after_epoch")], log=quiet)
     state = checkpoint.load(tmp_path / "out", cfg, quiet)
     items = train_items(cfg, quiet)
     vocab = sorted(items.label.unique())
@@ -510,6 +530,35 @@ def test_a_time_stopped_model_is_exported_unfinished_and_resumes(small, tmp_path
     assert any(l.startswith("resuming from") and "epoch 2 of 3" in l for l in logged), logged
     assert len(pd.read_csv(tmp_path / "out" / "history.csv")) == 3
     assert json.loads((tmp_path / "out" / "model.json").read_text())["complete"] is True
+
+
+def test_on_kaggle_the_checkpoint_lives_outside_the_output_and_goes_once_the_model_is_complete(
+        small, tmp_path, monkeypatch):
+    """/kaggle/working is the output Kaggle keeps (20 GB at most): the optimiser's state is kept out of it, in
+    /kaggle/temp, while the model may still resume, and removed once its export is complete. Elsewhere it
+    lies beside OUT (an ensemble's members in one folder there); on Kaggle without /kaggle/temp, in the
+    system's temp folder."""
+    kaggle = tmp_path / "kaggle"
+    monkeypatch.setattr(checkpoint, "KAGGLE_OUTPUT", kaggle / "working")
+    monkeypatch.setattr(checkpoint, "KAGGLE_TEMP", kaggle / "temp")
+    assert checkpoint.path(kaggle / "working") == Path(tempfile.gettempdir()) / "pkk-checkpoints/last.pth"
+    assert checkpoint.path(tmp_path / "out" / "members" / "a") == tmp_path / ".out-checkpoints/a/last.pth"
+    (kaggle / "temp").mkdir(parents=True)
+    out = kaggle / "working"
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), arch="test_resnet", stages="32x24:2:8:1",
+                      tta=0, time_limit=600)
+    run(cfg, cbs=[Probe(limit_reached, "after_batch")], log=quiet)  # stopped by the time budget: unfinished
+    assert checkpoint.path(out) == kaggle / "temp/pkk-checkpoints/last.pth"
+    assert torch.load(checkpoint.path(out), weights_only=False)["epoch"] == 1
+    assert not [p for p in out.rglob("*") if p.suffix in (".pth", ".tmp")]
+    logged = []
+    run(cfg, log=logged.append)
+    assert any(l.startswith(f"resuming from {checkpoint.path(out)}: epoch 2 of 2") for l in logged), logged
+    assert json.loads((out / "model.json").read_text())["complete"] is True
+    assert list((kaggle / "temp").iterdir()) == [] and not [p for p in out.rglob("*") if p.suffix == ".pth"]
+    logged.clear()
+    run(cfg, log=logged.append)  # finished, with no checkpoint: it only predicts again
+    assert not [l for l in logged if "epoch" in l] and len(pd.read_csv(out / "history.csv")) == 2, logged
 
 
 def limit_reached(learn, _):
