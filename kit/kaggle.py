@@ -473,7 +473,8 @@ def allowance(api: Api, competition: str, entered: bool) -> None:
     (no team yet): go ahead if you `entered` the competition, else one line to accept its rules. The question
     failing is a warning: Kaggle's own refusal of the submission is still one line."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()): limits = api.competition_get_submission_limits(competition)
+        with contextlib.redirect_stdout(io.StringIO()):
+            limits = api.competition_get_submission_limits(competition)
     except Exception as e:
         code = status_code(e)
         print(f"warning: Kaggle did not say how many submissions to {competition} you have left "

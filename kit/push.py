@@ -116,7 +116,8 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
 
 
-def upload_dataset(api: Api, dataset: Path, staging: Path, book: ledger.Ledger, timeout: float) -> tuple[str, int]:
+def upload_dataset(api: Api, dataset: Path, staging: Path, book: ledger.Ledger,
+                   timeout: float) -> tuple[str, int]:
     """Create or version the dataset built in DATASET unless Kaggle has its content; (its id, bytes sent).
     One we created minutes ago may still be hidden (Kaggle answers 403/404 while it processes it): CreateDataset
     then says its slug is in use, makes nothing, and the ledger tells that it is ours: wait for it (at most
@@ -247,8 +248,9 @@ def start(api: Api, out: Path, s: dict, op: str, rerun: str = "push", **values) 
     ref = s["kernel"]
     if r.error and kaggle.is_session_limit(r.error):
         book.settle(entry, "waiting")
-        print(f"session {s.get('session') or 1}: Kaggle did not start kernel {ref}: {r.error.strip().rstrip('.')}"
-              f" (an account runs {sessions.RUNNING_MAX} at once); it waits, and `python build.py push --wait` or "
+        why = r.error.strip().rstrip(".")
+        print(f"session {s.get('session') or 1}: Kaggle did not start kernel {ref}: {why} (an account runs "
+              f"{sessions.RUNNING_MAX} at once); it waits, and `python build.py push --wait` or "
               "`python build.py submit` pushes it when a session ends", file=sys.stderr)
         return entry
     if r.error:
@@ -266,7 +268,8 @@ def start(api: Api, out: Path, s: dict, op: str, rerun: str = "push", **values) 
         if entry["state"] != "started":
             if lost: raise lost from None  # it never arrived: the next run pushes it
             raise UserError(f"Kaggle took kernel {ref} without saying which version it runs; rerun "
-                            f"`python build.py {rerun}` in a minute (it finds the run, and does not push it again)")
+                            f"`python build.py {rerun}` in a minute (it finds the run, and does not push it "
+                            "again)")
         if r.problems: entry = book.settle(entry, "started", problems="; ".join(r.problems))
     if r.problems:  # Kaggle saved and started the kernel, but without these: its run will fail
         raise UserError(f"Kaggle started kernel {ref} v{entry['version']} without its {'; '.join(r.problems)} "
@@ -284,9 +287,9 @@ def still_running(api: Api, entries: list[dict], rerun: str = "push") -> list[st
         if e["state"] != "started": continue
         state = kaggle.kernel_state(api, f"{e['kernel']}/{e['version']}", rerun)[0]
         if state not in FINISHED:
-            lines.append(f"{e['kernel']} v{e['version']} is {state} ({(time.time() - e['at']) / 3600:.1f} h since "
-                         f"push), billed until it ends: stop it at https://www.kaggle.com/code/{e['kernel']} if "
-                         "you no longer need it")
+            hours = (time.time() - e["at"]) / 3600
+            lines.append(f"{e['kernel']} v{e['version']} is {state} ({hours:.1f} h since push), billed until it "
+                         f"ends: stop it at https://www.kaggle.com/code/{e['kernel']} if you no longer need it")
     return lines
 
 

@@ -84,7 +84,8 @@ def inference_run(api: Api, out: Path, runs: str, values: dict) -> tuple[str, in
     Kaggle by its `for_runs`), unless it failed, else a new push of OUT/infer with `values` injected (the
     outputs to average and the tokens they must carry). Returns (inference kernel id, version)."""
     infer = built(out, "infer")["id"]
-    known = [e for e in ledger.Ledger(out).find("push", role="infer", for_runs=runs) if e["state"] == "started"]
+    known = [e for e in ledger.Ledger(out).find("push", role="infer", for_runs=runs)
+             if e["state"] == "started"]
     version = known[-1]["version"] if known else kaggle.find_run(api, infer, f"for_runs = {runs!r}", "submit")
     if version:
         state, _ = kaggle.kernel_state(api, f"{infer}/{version}", "submit")
@@ -250,8 +251,8 @@ def make(api: Api, out: Path, competition: str, runs: str, *, code: bool, infer:
                 what = f"the code of {kernel} v{run}"
                 ref = send(api, out, competition, runs, f"{message} {mark}", what, kernel=kernel, version=run)
             else:
-                got = fetch_output(api, f"{kernel}/{run}", Path(tmp) / "inferred", rf"^{re.escape(SUBMISSION)}$",
-                                   "submit")
+                got = fetch_output(api, f"{kernel}/{run}", Path(tmp) / "inferred",
+                                   rf"^{re.escape(SUBMISSION)}$", "submit")
                 if Path(tmp) / "inferred" / SUBMISSION not in got:
                     raise UserError(f"kernel {kernel} v{run} completed without writing {SUBMISSION}; read its "
                                     "log on Kaggle, fix, and push again with `python build.py push`")

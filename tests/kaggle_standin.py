@@ -24,11 +24,16 @@ calls and the downloads, and can be told to fail a call: `standin.fail("SaveKern
 
 Several sessions: each pushed version runs on its own (its states, its output, its log). A GPU version counts
 as a batch session while it runs, an older version too: a newer push does not stop it (kaggle-cli issue #388).
-An account runs at most `gpu_sessions` (2) at once, and Kaggle answers a push beyond that with HTTP 200 and the
-error in the body, which kaggle-cli prints as "Kernel push error: Maximum batch GPU session count of 2
+An account runs at most `gpu_sessions` (2) at once, and Kaggle answers a push beyond that with HTTP 200 and
+the error in the body, which kaggle-cli prints as "Kernel push error: Maximum batch GPU session count of 2
 reached." (kaggle-cli issue #185; adapter-hub/playground PR #4), or, with `session_limit_status` set, as an
 HTTP error of that status carrying the same text: the kernel is not saved and nothing runs. With
-`omit_version`, SaveKernel answers without its versionNumber (kagglesdk then reads 0).
+`omit_version`, SaveKernel answers without its versionNumber (kagglesdk then reads 0). A kernel attached to
+another (kernelDataSources) is served as Kaggle serves it: the output of its latest version that completed,
+whatever the version. A kernel's output may be a function of the push and of those attached outputs
+(`outputs[ref] = lambda request, attached: {...}`), so a test can run the real inference code on what was
+attached; if it raises, that run ends in ERROR with its message. `fail_session(ref, message)` makes the runs
+of `ref` end in ERROR.
 
 A dataset that was just created hides for a while (kaggle-cli issue #890): its first `hidden_lookups` lookups
 (ListDatasetFiles, GetDatasetStatus, GetDatasetMetadata) answer as for what does not exist, and a new version
@@ -37,11 +42,7 @@ of it is refused with 403 while it hides (kagglehub PR #182).
 Teams: GetSubmissionLimits answers all zero for a user with no team yet (the kaggle client's docstring of
 competition_get_submission_limits: "All zero if the user is not on a team yet"); `teams` holds who has one
 (a first submission makes it), `entered` who accepted the rules (GetCompetition's userHasEntered; a
-submission of anyone else is refused with 403). A kernel attached to another (kernelDataSources) is served as Kaggle
-serves it: the output of its latest version that completed, whatever the version. A kernel's output may be
-a function of the push and of those attached outputs (`outputs[ref] = lambda request, attached: {...}`), so a
-test can run the real inference code on what was attached; if it raises, that run ends in ERROR with its
-message. `fail_session(ref, message)` makes the runs of `ref` end in ERROR.
+submission of anyone else is refused with 403).
 
 The daily submission limit: Kaggle's public API does not document how it refuses a submission over the limit.
 The stand-in answers CreateSubmission and CreateCodeSubmission with HTTP 400 and the text users have long
@@ -166,7 +167,8 @@ class KaggleStandin:
         after `skip` calls that go through."""
         with self.lock:
             self.faults.setdefault(method, []).append(
-                Fault(status, message, body, raw, drop or after or hang > 0, after, times, retry_after, hang, skip))
+                Fault(status, message, body, raw, drop or after or hang > 0, after, times, retry_after, hang,
+                      skip))
 
     def fail_session(self, ref: str, message: str = "CUDA out of memory", output: dict | None = None) -> None:
         """The next runs of kernel `ref` end in ERROR with `message` (a session that failed), leaving `output`
