@@ -1,7 +1,7 @@
 """The one kit-side module that talks to Kaggle: the kaggle client, its credentials, every call the kit makes,
 and what Kaggle's answers mean, each failure one line.
 
-Kaggle is taken as it answers, not as kagglesdk's types suggest:
+Kaggle is taken as it answers, not as kagglesdk's types suggest (tests/kaggle_standin.py models each way):
 - an error's text is in the body, `{"error": {"code", "message", "status"}}`; kagglesdk copies it into its
   HTTPError only when the body has a top-level "code", so `said()` reads the body itself (an HTML or empty
   body, a proxy's answer, still gives one line);
@@ -16,11 +16,12 @@ Kaggle is taken as it answers, not as kagglesdk's types suggest:
 - SaveKernel may answer without a version number (kagglesdk reads it as 0).
 
 No network is found out at once (`client()` asks the endpoint for an answer within a few seconds) instead of
-after the client's retries. Every request has a timeout (kagglesdk sends them with none, so a half-open
-connection would hang for ever); a fault that may pass (429, 5xx, a dropped or timed-out connection) is a
-`Transient`, which `poll` waits through; whether the call may still have taken effect is its `lost`. The calls
-that make something (CreateDataset, CreateDatasetVersion) are sent once: the client would retry them after a
-dropped connection and make a second version; the ledger (kit/ledger.py) settles them instead.
+after the client's retries. Every API request has a timeout (kagglesdk sends them with none, so a half-open
+connection would hang for ever; the client's file uploads use a session of their own, which has none); a fault
+that may pass (429, 5xx, a dropped or timed-out connection) is a `Transient`, which `poll` waits through;
+whether the call may still have taken effect is its `lost`. The calls that make something (CreateDataset,
+CreateDatasetVersion) are sent once: the client would retry them after a dropped connection and make a second
+version; the ledger (kit/ledger.py) settles them instead.
 """
 import contextlib
 import io
@@ -75,6 +76,10 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 T = TypeVar("T")
 POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
 HTTP_TIMEOUT_S = (10, 120)  # connect, read: a request that hears nothing for this long is a Transient
+# how long after a call whose answer was lost Kaggle may not show what it made yet: a kernel version (GetKernel),
+# a submission (ListSubmissions); a dataset version (its file listing) gets 5 times as long. Only then is it
+# taken as never made, and made again.
+LOOKUP_GRACE_S = 60
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 SESSIONS = re.compile(r"maximum batch gpu session count", re.I)
 
@@ -361,20 +366,21 @@ def _get_kernel(api: Api, ref: str, version: int | None = None):
 
 def find_run(api: Api, ref: str, key: str, rerun: str = "push", back: int = 5) -> int | None:
     """The version of kernel `ref` whose notebook holds `key` (a run token), among its `back` latest; None
-    when none does (the push never reached Kaggle) or the kernel is not there. GetKernel returns each
-    version's source, so a push whose answer was lost is found by what it sent."""
-    latest = None
-    for _ in range(back):
+    when none does, or the kernel is not there (yet). GetKernel returns each version's source, so a push
+    whose answer was lost is found by what it sent. A version that is gone (deleted) is passed over."""
+    def get(version: int | None):
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                r = _get_kernel(api, ref, latest - 1 if latest else None)
+            with contextlib.redirect_stdout(io.StringIO()): return _get_kernel(api, ref, version)
         except Exception as e:
-            if missing(e, ref, api) and latest is None: return None
+            if missing(e, ref, api) or (version and status_code(e) == 404): return None
             raise error(f"looking up the versions of kernel {ref}", e, rerun) from None
-        version = (latest - 1) if latest else r.metadata.current_version_number or 0
-        if key in (r.blob.source or ""): return version
-        if version <= 1: return None
-        latest = version
+    r = get(None)
+    if r is None: return None
+    latest = r.metadata.current_version_number
+    if key in (r.blob.source or ""): return latest
+    for version in range(latest - 1, max(0, latest - back), -1):
+        r = get(version)
+        if r is not None and key in (r.blob.source or ""): return version
     return None
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kernel.atomic import atomic_write
+from kernel.errors import UserError
 
 LEDGER = "ledger.json"  # in OUT
 
@@ -37,15 +38,22 @@ class Ledger:
         self.entries = self._read()
 
     def _read(self) -> list[dict]:
+        if not self.path.exists(): return []
         try: return json.loads(self.path.read_text())["entries"]
-        except (OSError, ValueError, KeyError): return []
+        except (OSError, ValueError, KeyError, TypeError) as e:  # never start over: that would redo it all
+            raise UserError(f"{self.path} cannot be read ({type(e).__name__}): it says what was pushed and "
+                            "submitted; restore it (or move it away to start afresh: push and submit then "
+                            "ask Kaggle what it has)") from None
 
     def _change(self, entry: dict, new: bool) -> None:
         self.entries = self._read()
         if new: self.entries.append(entry)
         else:
-            same = lambda e: (e["kind"], e["key"], e["at"]) == (entry["kind"], entry["key"], entry["at"])
-            self.entries[next(i for i, e in enumerate(self.entries) if same(e))] = entry
+            same = [i for i, e in enumerate(self.entries)
+                    if (e["kind"], e["key"], e["at"]) == (entry["kind"], entry["key"], entry["at"])]
+            if not same: raise UserError(f"{self.path} changed under this run (another push or submit on the "
+                                         "same build folder?); rerun when that one is done")
+            self.entries[same[0]] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path) as tmp:
             tmp.write_text(json.dumps({"entries": self.entries}, indent=1, sort_keys=True) + "\n")

@@ -132,8 +132,13 @@ def upload_dataset(api: Api, dataset: Path, staging: Path, book: ledger.Ledger,
             if e["state"] == "pending": book.settle(e, "done")  # its answer was lost: Kaggle has it
         print(f"dataset {ref}: unchanged on Kaggle (content {digest[:12]}), nothing uploaded")
         return ref, 0
-    for e in book.find("dataset", key=key):  # visible without this content: that create never arrived
-        if e["state"] == "pending" and exists: book.settle(e, "lost")
+    pending = [e for e in book.find("dataset", key=key) if e["state"] == "pending"]
+    if pending and exists:  # its answer was lost: Kaggle may still show the version before, for a while
+        left = min(timeout, 5 * kaggle.LOOKUP_GRACE_S - (time.time() - pending[-1]["at"]))
+        if look_for(lambda: remote_hash(api, ref)[1] == digest, f"looking on Kaggle for dataset {ref}'s new "
+                    "version, whose answer was lost", left, "push"):
+            return upload_dataset(api, dataset, staging, book, timeout)
+        for e in pending: book.settle(e, "lost")  # not shown in all that time: it never arrived
     folder = stage(dataset, staging, files, digest)
     entry = book.intend("dataset", key, ref=ref, new=not exists)
     try:
@@ -213,13 +218,28 @@ def warn_quota(api: Api, time_limit: float, what: str = "") -> None:
 
 def settle_pushes(api: Api, out: Path, rerun: str = "push") -> None:
     """Every push whose answer was lost, settled by asking Kaggle for the version that holds its run token:
-    started (that version), or lost (it never arrived: nothing runs)."""
+    started (that version), or lost (not shown kaggle.LOOKUP_GRACE_S after it was sent: it never arrived;
+    until then it is asked again every few seconds)."""
     book = ledger.Ledger(out)
     for e in book.pending("push"):
-        version = kaggle.find_run(api, e["kernel"], e["key"], rerun)
+        version = look_for(lambda: kaggle.find_run(api, e["kernel"], e["key"], rerun),
+                           f"looking on Kaggle for the push of {e['kernel']} whose answer was lost",
+                           kaggle.LOOKUP_GRACE_S - (time.time() - e["at"]), rerun)
         book.settle(e, "started" if version else "lost", version=version)
-        if version: print(f"kernel {e['kernel']}: version {version}, whose answer was lost, is found on Kaggle; "
-                           "not pushed again")
+        if version:
+            print(f"kernel {e['kernel']}: version {version}, whose answer was lost, is found on Kaggle; "
+                  "not pushed again")
+
+
+def look_for(find, what: str, seconds: float, rerun: str):
+    """`find()` until it finds something (what it found) or `seconds` pass (None); at least once."""
+    found = {}
+
+    def look() -> str:
+        found["it"] = find()
+        return "found" if found["it"] else "not shown yet"
+    kaggle.poll(what, look, lambda state: state == "found", max(0.0, seconds), rerun)
+    return found.get("it")
 
 
 def start(api: Api, out: Path, s: dict, op: str, rerun: str = "push", **values) -> dict:
@@ -371,11 +391,16 @@ def _kept(api: Api, entry: dict | None) -> bool:
 
 
 def advance(api: Api, out: Path, plan: list[dict], rerun: str, start_waiting: bool = True) -> dict[str, str]:
-    """One look at every session pushed from OUT: {folder: state}, "waiting" for those not pushed yet; a
-    waiting one is pushed when fewer than two of ours run (`start_waiting`)."""
+    """One look at every session pushed from OUT: {folder: state}, "waiting" for those not started (waiting
+    for a slot, or whose push never arrived); such a one is pushed when fewer than two of ours run
+    (`start_waiting`). A push whose answer was lost is settled first: never pushed beside itself."""
+    settle_pushes(api, out, rerun)
     runs = ledger.pushed(out)
+    if missing := [s["session"] for s in plan if s["folder"] not in runs]:
+        raise UserError(f"session {missing[0]} was never pushed: the last push did not finish; rerun "
+                        "`python build.py push` (it carries on)")
     states = {s["folder"]: kaggle.kernel_state(api, sessions.run_ref(s, runs), rerun)[0]
-              if runs.get(s["folder"], {}).get("version") else "waiting" for s in plan}
+              if runs[s["folder"]]["state"] == "started" else "waiting" for s in plan}
     for s in plan:
         running = sum(v not in FINISHED and v != "waiting" for v in states.values())
         if start_waiting and states[s["folder"]] == "waiting" and running < sessions.RUNNING_MAX:

@@ -6,10 +6,11 @@ push started.
     OUT/sessions.json  that plan, written by build (the same bytes every build)
     single(out)        the one session of a build without sessions.json
 
-What push started is in the ledger (kit/ledger.py: `pushed`). One account runs at most two batch GPU sessions at
-once (Kaggle refuses a third: "Maximum batch GPU session count of 2 reached"), so push starts two and the
-others wait until a slot frees; `push --wait` and `submit` push them then. Each session is a full Kaggle session of its own: its own time budget (the
-config's time_limit), only its members' weights attached, the one code dataset.
+What push started is in the ledger (kit/ledger.py: `pushed`). One account runs at most two batch GPU sessions
+at once (Kaggle refuses a third: "Maximum batch GPU session count of 2 reached"), so push starts two and the
+others wait until a slot frees; `push --wait` and `submit` push them then. Each session is a full Kaggle
+session of its own: its own time budget (the config's time_limit), only its members' weights attached, the one
+code dataset.
 """
 import json
 import secrets

@@ -45,7 +45,7 @@ from kernel.submission import average_outputs
 
 from . import kaggle, ledger, metadata, sessions
 from .kaggle import Api, ApiSubmission
-from .push import FINISHED, advance, built, carry_on, fetch_output, settle_pushes, start, summary
+from .push import FINISHED, advance, built, carry_on, fetch_output, look_for, settle_pushes, start, summary
 
 SUBMISSION, PROBS = "submission.csv", "probs.csv"
 SUBMIT_WAIT_S = 13 * 3600  # a Kaggle GPU session lasts at most 12 hours; then inference and scoring
@@ -79,21 +79,27 @@ def wait_run(api: Api, ref: str, version: int, deadline: float, what: str, fix: 
                     "`python build.py submit` later (it carries on where it stopped), or give it longer")
 
 
+def runs_key(runs: str) -> str:
+    """What the inference notebook pushed for training run(s) `runs` carries (`for_runs`): a hex digest, found
+    in its source as Kaggle returns it however that is escaped."""
+    return "for-runs-" + hashlib.sha256(runs.encode()).hexdigest()[:16]
+
+
 def inference_run(api: Api, out: Path, runs: str, values: dict) -> tuple[str, int]:
     """The inference run on training run(s) `runs`: one pushed for them already (in the ledger, or found on
     Kaggle by its `for_runs`), unless it failed, else a new push of OUT/infer with `values` injected (the
     outputs to average and the tokens they must carry). Returns (inference kernel id, version)."""
-    infer = built(out, "infer")["id"]
-    known = [e for e in ledger.Ledger(out).find("push", role="infer", for_runs=runs)
+    infer, key = built(out, "infer")["id"], runs_key(runs)
+    known = [e for e in ledger.Ledger(out).find("push", role="infer", for_runs=key)
              if e["state"] == "started"]
-    version = known[-1]["version"] if known else kaggle.find_run(api, infer, f"for_runs = {runs!r}", "submit")
+    version = known[-1]["version"] if known else kaggle.find_run(api, infer, key, "submit")
     if version:
         state, _ = kaggle.kernel_state(api, f"{infer}/{version}", "submit")
         if state not in FINISHED or state == "complete":
             print(f"kernel {infer}: version {version}, pushed for this training run already, is {state}; "
                   "not pushed again")
             return infer, version
-    entry = start(api, out, {"folder": "infer", "kernel": infer}, sessions.token(), "submit", for_runs=runs,
+    entry = start(api, out, {"folder": "infer", "kernel": infer}, sessions.token(), "submit", for_runs=key,
                   **values)
     if entry["state"] != "started":
         raise UserError(f"the inference kernel {infer} waits for a free GPU slot (an account runs "
@@ -158,6 +164,10 @@ def submit(out: Path = Path("build"), message: str | None = None, code: bool | N
     deadline = time.monotonic() + timeout
     meta, api = built(out), kaggle.client("submit")
     train, competition = meta["id"], metadata.competition(meta)
+    last = ledger.Ledger(out).last("op")
+    if last is not None and last["state"] == "pending":
+        raise UserError(f"the last push from {out} did not finish; rerun `python build.py push` (it carries on "
+                        "without pushing again what started), then `python build.py submit`")
     about = kaggle.competition(api, competition)
     code = about.is_kernels_submissions_only if code is None else code
     settle_pushes(api, out, "submit")
@@ -206,26 +216,36 @@ def send(api: Api, out: Path, competition: str, runs: str, description: str, wha
          path: Path | None = None, kernel: str = "", version: int = 0) -> int:
     """Make the submission of `runs`: the file at `path`, or the code of `kernel` v`version`; written in the
     ledger first, its upload token kept there until it is settled (a rerun reuses it: the bytes go up once).
-    Its ref."""
+    One sent whose answer was lost is looked for (ListSubmissions may lag) before it is sent again. Its ref."""
     book = ledger.Ledger(out)
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path else None
     entry = book.last("submission", runs=runs, competition=competition)
+    if entry is not None and entry["state"] == "pending" and entry.get("sent"):
+        made = look_for(lambda: find(kaggle.submissions(api, competition), runs),
+                        f"looking on Kaggle for the submission to {competition} whose answer was lost",
+                        kaggle.LOOKUP_GRACE_S - (time.time() - entry["sent"]), "submit")
+        if made:
+            book.settle(entry, "done", ref=made.ref, upload=None)
+            return made.ref
+        book.settle(entry, "pending", sent=None)  # never arrived: its upload can still be used
     if entry is None or entry["state"] == "done" or entry.get("digest") != digest:
         entry = book.intend("submission", marker(runs), runs=runs, competition=competition, digest=digest)
     try:
         if path is None:
+            book.settle(entry, "pending", sent=time.time())
             ref = kaggle.submit_code(api, competition, kernel, version, description, SUBMISSION)
         else:
-            token = entry.get("upload") if time.time() - entry.get("uploaded", 0) < UPLOAD_KEEP_S else None
+            token = entry.get("upload") if time.time() - (entry.get("uploaded") or 0) < UPLOAD_KEEP_S else None
             if token is None:
                 token = kaggle.upload_submission(api, competition, path, what)
                 book.settle(entry, "pending", upload=token, uploaded=time.time())
+            book.settle(entry, "pending", sent=time.time())
             ref = kaggle.submit_file(api, competition, token, description, what)
     except kaggle.Transient as e:
-        if not e.lost: book.settle(entry, "refused")
+        if not e.lost: book.settle(entry, "refused", sent=None)  # rate-limited: the upload still serves
         raise
     except UserError:
-        book.settle(entry, "refused")
+        book.settle(entry, "refused", sent=None, upload=None)  # refused: the next try uploads afresh
         raise
     book.settle(entry, "done", ref=ref, upload=None)
     return ref

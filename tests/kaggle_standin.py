@@ -28,12 +28,14 @@ An account runs at most `gpu_sessions` (2) at once, and Kaggle answers a push be
 the error in the body, which kaggle-cli prints as "Kernel push error: Maximum batch GPU session count of 2
 reached." (kaggle-cli issue #185; adapter-hub/playground PR #4), or, with `session_limit_status` set, as an
 HTTP error of that status carrying the same text: the kernel is not saved and nothing runs. With
-`omit_version`, SaveKernel answers without its versionNumber (kagglesdk then reads 0). A kernel attached to
-another (kernelDataSources) is served as Kaggle serves it: the output of its latest version that completed,
-whatever the version. A kernel's output may be a function of the push and of those attached outputs
-(`outputs[ref] = lambda request, attached: {...}`), so a test can run the real inference code on what was
-attached; if it raises, that run ends in ERROR with its message. `fail_session(ref, message)` makes the runs
-of `ref` end in ERROR.
+`omit_version`, SaveKernel answers without its versionNumber (kagglesdk then reads 0); with `kernel_lag`,
+GetKernel shows a new version only after that many look-ups (the one before, or 403/404 for a new kernel), and with
+`submission_lag` ListSubmissions lists a new submission only after that many calls. A
+kernel attached to another (kernelDataSources) is served as Kaggle serves it: the output of its latest version
+that completed, whatever the version. A kernel's output may be a function of the push and of those attached
+outputs (`outputs[ref] = lambda request, attached: {...}`), so a test can run the real inference code on what
+was attached; if it raises, that run ends in ERROR with its message. `fail_session(ref, message)` makes the
+runs of `ref` end in ERROR.
 
 A dataset that was just created hides for a while (kaggle-cli issue #890): its first `hidden_lookups` lookups
 (ListDatasetFiles, GetDatasetStatus, GetDatasetMetadata) answer as for what does not exist, and a new version
@@ -151,6 +153,8 @@ class KaggleStandin:
             self.gpu_sessions = 2  # batch GPU sessions an account may run at once
             self.session_limit_status: int | None = None  # None: the limit in a 200 body; else this HTTP error
             self.omit_version = False  # SaveKernel's answer without its versionNumber
+            self.kernel_lag = 0  # GetKernel shows a new version only after this many look-ups
+            self.submission_lag = 0  # ListSubmissions lists a new submission only after this many calls
             self.hidden_lookups = 0  # a new dataset's first lookups answer "does not exist" (processing)
             self.entered, self.teams = {USERNAME}, {USERNAME}  # accepted the rules; has a team
             # machine shapes an ordinary account may not ask for (some are for certain competitions or admins)
@@ -363,6 +367,7 @@ class KaggleStandin:
         else: v["outputs"] = dict(v["outputs"])
         answer = {"ref": ref, "url": f"{URL}/code/{ref}", "versionNumber": len(k["versions"])}
         if self.omit_version: del answer["versionNumber"]
+        k["lag"] = self.kernel_lag
         if bad: answer["invalidDatasetSources"] = bad
         if bad_comps: answer["invalidCompetitionSources"] = bad_comps
         if bad_kernels: answer["invalidKernelSources"] = bad_kernels
@@ -382,6 +387,11 @@ class KaggleStandin:
 
     def GetKernel(self, user, r):
         ref, k, v = self._kernel(r, user)
+        shown = len(k["versions"])
+        if k.get("lag", 0) > 0 and not r.get("versionLabel"):  # the newest version not shown yet
+            k["lag"] -= 1
+            if shown == 1: raise self._missing("Notebook", ref, "kernels.get")
+            shown, v = shown - 1, k["versions"][-2]
         owner, slug = ref.split("/")
         return {"metadata": {"ref": ref, "title": k["title"], "author": owner, "slug": slug,
                              "language": "python", "kernelType": "notebook", "isPrivate": v["isPrivate"],
@@ -389,7 +399,7 @@ class KaggleStandin:
                              "datasetDataSources": list(v["datasets"]),
                              "kernelDataSources": list(v["kernels"]),
                              "competitionDataSources": v["competitions"],
-                             "currentVersionNumber": len(k["versions"])},
+                             "currentVersionNumber": shown},
                 "blob": {"source": v["text"], "language": "python", "kernelType": "notebook", "slug": slug}}
 
     def GetKernelSessionStatus(self, user, r):
@@ -446,6 +456,7 @@ class KaggleStandin:
                                 f"({24 - now.hour - now.minute / 60:.1f} hours from now).")
         s = self._submission(user, name, r.get("submissionDescription", ""), what, list(self.scoring),
                              self.public_score, self.private_score, self.scoring_error)
+        s["lag"] = self.submission_lag
         self.teams.add(user)  # a first submission makes a team of one
         return {"message": "Successfully submitted", "ref": s["ref"]}
 
@@ -498,6 +509,9 @@ class KaggleStandin:
         name = r.get("competitionName", "")
         self._competition(name)
         mine = [s for s in reversed(self.submissions) if s["user"] == user and s["competition"] == name]
+        for s in [s for s in mine if s.get("lag", 0) > 0]:  # made, not listed yet
+            s["lag"] -= 1
+            mine.remove(s)
         start, size = int(r.get("pageToken") or 0), int(r.get("pageSize") or 20)
         answer = {"submissions": []}
         for s in mine[start:start + size]:

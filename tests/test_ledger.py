@@ -8,6 +8,7 @@ for test_submit's module, with Kaggle as push leaves it (`as_pushed`).
 """
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,12 @@ def test_an_answer_lost_at_each_call_of_push_that_makes_something_is_settled_not
         ok(here(*PUSH))
         kaggle.datasets[DATASET]["versions"][-1]["files"] = {f"paddy-kernel-kit-content-{'0' * 64}.txt": b""}
     kaggle.fail(method, after=True)  # Kaggle makes it, and its answer never arrives ...
-    kaggle.fail("GetKernel", drop=True)  # ... nor the answer to the look-up right after it
+    kaggle.fail("GetKernel", drop=True, times=10 ** 6)  # ... nor any answer to the look-ups after it
     fails(here(*PUSH), "cannot reach Kaggle", "rerun `python build.py push`")
     pending = [e for kind in ("dataset", "push") for e in entries(tmp_path / "build", kind)
                if e["state"] == "pending"]
     assert len(pending) == 1, "the action was not written down before it was made"
+    kaggle.faults["GetKernel"].clear()  # the network is back
 
     said = ok(here(*PUSH))
     assert kaggle.calls.count(method) == 1, f"{method} was made twice"
@@ -53,10 +55,33 @@ def test_an_answer_lost_at_each_call_of_push_that_makes_something_is_settled_not
                 if e["state"] == "pending"]
 
 
-def test_an_answer_lost_is_looked_up_at_once_when_kaggle_answers_again(kaggle, here, tmp_path):
+@pytest.mark.parametrize("lag", [0, 2])
+def test_an_answer_lost_is_looked_up_at_once_and_a_version_kaggle_shows_late_is_waited_for(kaggle, here,
+                                                                                          tmp_path, lag):
+    kaggle.kernel_lag = lag  # GetKernel shows the new version only after this many look-ups (403 till then)
     kaggle.fail("SaveKernel", after=True)
-    said = ok(here(*PUSH))  # found by its run token right away: no error, no second session
+    kaggle.fail("GetKernel", drop=True)  # one blip while looking
+    said = ok(here(*PUSH))  # found by its run token: no error, no second session
     assert saved(kaggle) == 1 and "version 1, whose answer was lost, is found on Kaggle" in said
+
+
+def test_a_lost_answer_is_found_behind_a_newer_version_and_one_never_made_is_pushed(kaggle, here, tmp_path):
+    kaggle.run_states["*"] = ["COMPLETE"]
+    ok(here(*PUSH))
+    kaggle.fail("SaveKernel", after=True)
+    kaggle.fail("GetKernel", drop=True, times=10 ** 6)
+    fails(here(*PUSH), "cannot reach Kaggle")  # v2 runs; no one knows yet
+    kaggle.faults["GetKernel"].clear()
+    kaggle.SaveKernel(USERNAME, {"slug": TRAIN, "enableGpu": True})  # v3, pushed from elsewhere meanwhile
+    said = ok(here(*PUSH))
+    assert "version 2, whose answer was lost, is found on Kaggle" in said and saved(kaggle) == 2
+    assert len(kaggle.kernels[TRAIN]["versions"]) == 3
+    kaggle.fail("SaveKernel", drop=True)  # lost on the way there: Kaggle never had it
+    kaggle.fail("GetKernel", drop=True, times=10 ** 6)
+    fails(here(*PUSH), "cannot reach Kaggle")
+    kaggle.faults["GetKernel"].clear()
+    said = ok(here(*PUSH))  # not shown within the grace: taken as never made, pushed
+    assert "version 4 pushed and running" in said and len(kaggle.kernels[TRAIN]["versions"]) == 4
 
 
 def test_a_version_number_left_out_is_found_by_the_run_token(kaggle, here, tmp_path):
@@ -189,7 +214,7 @@ def test_waits_go_through_transient_faults_and_say_how_long_they_tried(kaggle, h
     kaggle.fail("GetKernelSessionStatus", 503)
     kaggle.fail("GetKernelSessionStatus", 429, retry_after=1)
     kaggle.fail("GetKernelSessionStatus", drop=True)
-    kaggle.fail("GetKernelSessionStatus", hang=4)
+    kaggle.fail("GetKernelSessionStatus", hang=4)  # shorter than the wait below; see the next test
     kaggle.fail("ListSubmissions", 503, skip=1)  # while waiting for the score (not the look before it)
     said = ok(here("submit"))
     assert "public score 0.97412" in said and len(kaggle.submissions) == 1
@@ -200,6 +225,47 @@ def test_waits_go_through_transient_faults_and_say_how_long_they_tried(kaggle, h
     line = fails(here("submit", "--timeout", "3"), "Kaggle did not answer for", "503",
                  "rerun `python build.py submit` later: it carries on where this stopped")
     assert len(kaggle.submissions) == 1, line
+
+
+@pytest.mark.parametrize("competition", [PADDY, CODE])
+def test_a_lost_submission_answer_is_looked_for_while_kaggle_does_not_list_it_yet(kaggle, here, tmp_path,
+                                                                                built, competition):
+    as_pushed(kaggle, tmp_path, built)
+    if competition == CODE:
+        for k in ("kernel", "infer"):
+            path = tmp_path / "build" / k / "kernel-metadata.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "competition_sources": [CODE]}))
+    create = "CreateCodeSubmission" if competition == CODE else "CreateSubmission"
+    kaggle.fail(create, after=True)  # made; the answer lost
+    kaggle.submission_lag = 2  # and not listed for the next two looks
+    fails(here("submit"), "cannot reach Kaggle while submitting")
+    said = ok(here("submit"))
+    assert len(kaggle.submissions) == 1 and kaggle.calls.count(create) == 1, said
+    assert "public score 0.97412" in said and kaggle.bytes_received == (len(AVERAGED) if competition == PADDY else 0)
+
+
+def test_a_lost_answer_to_the_inference_push_is_settled_by_the_next_submit(kaggle, here, tmp_path, built):
+    as_pushed(kaggle, tmp_path, built)
+    kaggle.fail("SaveKernel", after=True)
+    # after the two look-ups before it (the training run's version; no inference run yet), no answers
+    kaggle.fail("GetKernel", drop=True, times=10 ** 6, skip=2)
+    fails(here("submit", "--infer"), "cannot reach Kaggle while pushing kernel")
+    kaggle.faults["GetKernel"].clear()
+    said = ok(here("submit", "--infer"))
+    assert "whose answer was lost, is found on Kaggle" in said and saved(kaggle, INFER) == 1
+    assert len(kaggle.kernels[INFER]["versions"]) == 1 and len(kaggle.submissions) == 1
+
+
+def test_a_half_open_connection_is_given_up_on_and_tried_again(kaggle, here, tmp_path, built, monkeypatch):
+    from kit import kaggle as kit_kaggle
+    as_pushed(kaggle, tmp_path, built)
+    kaggle.run_states[TRAIN] = ["COMPLETE"]
+    training_run(kaggle)
+    monkeypatch.setattr(kit_kaggle, "HTTP_TIMEOUT_S", (2, 2))
+    kaggle.fail("GetKernelSessionStatus", hang=120)  # Kaggle takes the request and never answers
+    start = time.monotonic()
+    assert "public score 0.97412" in ok(here("submit"))
+    assert time.monotonic() - start < 60  # without a timeout it would wait the whole 120 s
 
 
 def test_an_upload_token_is_used_for_its_own_submission_only(kaggle, here, tmp_path, built):

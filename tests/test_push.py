@@ -110,6 +110,9 @@ def here(kaggle, tmp_path, monkeypatch, capsys):
                      KAGGLE_API_ENVIRONMENT="TEST", KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=KEY).items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # what TMPDIR is to a new process
+    # Kaggle's grace to show what a call whose answer was lost made: the stand-in shows it at once, or after
+    # `kernel_lag` look-ups; a minute would only slow the cases where it was never made
+    monkeypatch.setattr("kit.kaggle.LOOKUP_GRACE_S", 5)
     monkeypatch.chdir(tmp_path)
 
     def main(*args: str, **changes) -> subprocess.CompletedProcess:

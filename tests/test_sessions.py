@@ -50,6 +50,7 @@ def env(tmp_path_factory):
     mp.setenv("KAGGLE_USERNAME", USERNAME)
     mp.setenv("KAGGLE_KEY", KEY)
     mp.setenv("KAGGLE_CONFIG_DIR", str(tmp_path_factory.mktemp("kaggle-config")))
+    mp.setattr("kit.kaggle.LOOKUP_GRACE_S", 5)  # as test_push's `here`
     yield
     mp.undo()
 
@@ -314,6 +315,7 @@ def test_a_third_session_waits_and_is_pushed_when_a_slot_frees(standin, trained,
     status(out)
     assert f"session 3 {TRAIN3}: waiting (not pushed yet), members b, d" in capsys.readouterr().out
 
+    standin.fail("SaveKernel", after=True)  # pushing it, the answer is lost; the look-up after it goes through
     submit(out, timeout=120)  # pushes it once one of the first two has ended, then waits for all three
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2, TRAIN3]
     assert pushed(out)["kernel-3"]["version"] == 1
