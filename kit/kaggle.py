@@ -74,7 +74,8 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
                                                              ApiListKernelSessionOutputRequest)
 
 T = TypeVar("T")
-POLL_MAX_S = 30  # polls start at 1 s and double up to this: quick when Kaggle is, gentle when it is not
+# polls start at POLL_FIRST_S and double up to POLL_MAX_S: quick when Kaggle is, gentle when it is not
+POLL_FIRST_S, POLL_MAX_S = 1.0, 30
 HTTP_TIMEOUT_S = (10, 120)  # connect, read: a request that hears nothing for this long is a Transient
 # how long after a call whose answer was lost Kaggle may not show what it made yet: a kernel version (GetKernel),
 # a submission (ListSubmissions); a dataset version (its file listing) gets 5 times as long. Only then is it
@@ -256,7 +257,7 @@ def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout
     """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last
     state. A Transient fault (429, 5xx, a dropped connection) is waited through with backoff (a 429's
     Retry-After heeded); when it lasts until `timeout`, one line says how long it was tried."""
-    start, pause, shown, state, fault = time.monotonic(), 1.0, "", None, None
+    start, pause, shown, state, fault = time.monotonic(), POLL_FIRST_S, "", None, None
     while True:
         try:
             state, fault = get(), None

@@ -56,8 +56,9 @@ def test_an_answer_lost_at_each_call_of_push_that_makes_something_is_settled_not
 
 
 @pytest.mark.parametrize("lag", [0, 2])
-def test_an_answer_lost_is_looked_up_at_once_and_a_version_kaggle_shows_late_is_waited_for(kaggle, here,
+def test_an_answer_lost_is_looked_up_at_once_and_a_version_kaggle_shows_late_is_waited_for(styled, here,
                                                                                           tmp_path, lag):
+    kaggle = styled
     kaggle.kernel_lag = lag  # GetKernel shows the new version only after this many look-ups (403 till then)
     kaggle.fail("SaveKernel", after=True)
     kaggle.fail("GetKernel", drop=True)  # one blip while looking
@@ -92,7 +93,8 @@ def test_a_version_number_left_out_is_found_by_the_run_token(kaggle, here, tmp_p
     assert (run["state"], run["version"]) == ("started", 1) and saved(kaggle) == 1
 
 
-def test_a_push_started_without_its_sources_is_not_pushed_beside_its_run(kaggle, here, tmp_path):
+def test_a_push_started_without_its_sources_is_not_pushed_beside_its_run(styled, here, tmp_path):
+    kaggle = styled
     kaggle.run_states["*"] = ["RUNNING"]
     competition = kaggle.competitions.pop(PADDY)  # Kaggle saves and runs it, without the competition's data
     fails(here(*PUSH), f"Kaggle started kernel {TRAIN} v1 without its competition sources "
@@ -153,7 +155,8 @@ def test_a_push_kaggle_refuses_for_the_session_limit_waits_and_submit_pushes_and
 
 # ---- submit
 
-def test_a_code_submission_is_found_from_another_clone(kaggle, here, tmp_path, built):
+def test_a_code_submission_is_found_from_another_clone(styled, here, tmp_path, built):
+    kaggle = styled
     def lay_out():  # a fresh clone's build: no ledger
         shutil.rmtree(tmp_path / "build", ignore_errors=True)
         shutil.copytree(built, tmp_path / "build")
@@ -280,3 +283,10 @@ def test_an_upload_token_is_used_for_its_own_submission_only(kaggle, here, tmp_p
     assert [s["description"].endswith(f"[paddy-kernel-kit {TRAIN} v{v}]")
             for s, v in zip(kaggle.submissions, (1, 2))] == [True, True]
     assert not [e for e in entries(tmp_path / "build", "submission") if e.get("upload")]
+
+
+def test_a_ledger_that_cannot_be_read_is_one_line_not_a_fresh_start(kaggle, here, tmp_path, built):
+    as_pushed(kaggle, tmp_path, built)
+    (tmp_path / "build" / "ledger.json").write_text('{"entries": [')  # cut short
+    fails(here("submit"), "build/ledger.json cannot be read", "restore it")
+    assert not kaggle.submissions and "GetKernel" not in kaggle.calls

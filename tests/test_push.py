@@ -113,6 +113,7 @@ def here(kaggle, tmp_path, monkeypatch, capsys):
     # Kaggle's grace to show what a call whose answer was lost made: the stand-in shows it at once, or after
     # `kernel_lag` look-ups; a minute would only slow the cases where it was never made
     monkeypatch.setattr("kit.kaggle.LOOKUP_GRACE_S", 5)
+    monkeypatch.setattr("kit.kaggle.POLL_FIRST_S", 0.1)  # the stand-in moves a step a call: no need to wait 1 s
     monkeypatch.chdir(tmp_path)
 
     def main(*args: str, **changes) -> subprocess.CompletedProcess:

@@ -51,6 +51,7 @@ def env(tmp_path_factory):
     mp.setenv("KAGGLE_KEY", KEY)
     mp.setenv("KAGGLE_CONFIG_DIR", str(tmp_path_factory.mktemp("kaggle-config")))
     mp.setattr("kit.kaggle.LOOKUP_GRACE_S", 5)  # as test_push's `here`
+    mp.setattr("kit.kaggle.POLL_FIRST_S", 0.1)
     yield
     mp.undo()
 
@@ -353,11 +354,14 @@ def test_an_answer_lost_at_the_first_session_then_the_rerun_then_submit_start_ea
                                                                                              tmp_path):
     out = tmp_path / "build"
     standin.fail("SaveKernel", after=True)  # Kaggle starts session 1; its answer never arrives ...
-    standin.fail("GetKernel", drop=True)  # ... nor the answer to the look-up after it
+    standin.fail("GetKernel", drop=True, times=10 ** 6)  # ... nor any answer to the look-ups after it
     with pytest.raises(UserError) as e:
         push(out, KAGGLE, pretrained=False)
     assert "\n" not in str(e.value) and str(e.value).endswith("rerun `python build.py push`: what already "
                                                                "arrived is not uploaded again")
+    standin.faults["GetKernel"].clear()  # the network is back
+    with pytest.raises(UserError, match="the last push from .* did not finish; rerun `python build.py push`"):
+        submit(out, timeout=60)  # not before the push is carried on
     push(out, KAGGLE, pretrained=False)  # the rerun the line asks for: session 1 is found, session 2 pushed
     assert [r["slug"] for r in standin.received("SaveKernel")] == [TRAIN, TRAIN2]
     submit(out, timeout=120)
