@@ -112,8 +112,9 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     extra += [] if has_valid else [NoValidation()]
     while run.start < len(epochs):
         try:
-            learn.fit(len(epochs) - run.start, wd=cfg.wd, cbs=[TimeLimit(run), Schedule(run, accumulate),
-                                                               accumulate, EpochEnd(run), *extra, *cbs])
+            most = len(epochs) + len(budget.dropped) - run.start  # the epochs a budget's cut took may come back
+            learn.fit(most, wd=cfg.wd,
+                      cbs=[TimeLimit(run), Schedule(run, accumulate), accumulate, EpochEnd(run), *extra, *cbs])
             break
         except torch.cuda.OutOfMemoryError:
             pass  # handled out here: the exception's traceback holds the failed step's tensors
@@ -145,7 +146,7 @@ def smaller_steps(learn: Learner, run: Run, scaler, state: dict) -> int:
         raise UserError(f"out of GPU memory in {where} even one image at a time; use a smaller size, batch "
                         "or model")
     old = e.micro_bs
-    for x in run.epochs[i:]:
+    for x in run.epochs[i:] + run.budget.dropped:  # and those the time budget took off: they may come back
         if x.micro_bs > 1: x.accum = halving(x)
     run.log(f"out of GPU memory in {where}: micro-batch {old} -> {e.micro_bs} (batch {e.bs} = {e.accum} x "
             f"{e.micro_bs}), from here on; the epoch starts again")

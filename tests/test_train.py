@@ -777,3 +777,20 @@ def test_out_of_memory_at_a_micro_batch_of_one_is_one_line(small, tmp_path):
         ["micro-batch 8 -> 4 (batch 8 = 2 x 4), from here on; the epoch starts again",
          "micro-batch 4 -> 2 (batch 8 = 4 x 2), from here on; the epoch starts again",
          "micro-batch 2 -> 1 (batch 8 = 8 x 1), from here on; the epoch starts again"]
+
+
+def test_a_schedule_longer_than_its_time_limit_ends_in_the_last_quarter_of_it(sample, tmp_path):
+    """The time budget spends the time it is given: the epochs it plans with are timed end to end (loaders,
+    history plot and checkpoint too), from the latest rather than the first, cold one, and a cut is undone
+    when the epochs turn out quicker than feared. Before, the first epoch's time cut the schedule for good."""
+    limit = 60.0
+    cfg = Config.make("cpu-scratch", data=str(sample), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:100:16:1,48x36:100:16:1", tta=1, time_limit=limit)
+    logged = []
+    t0 = time.time()
+    path = run(cfg, log=logged.append)
+    took = path.stat().st_mtime - t0  # when the submission was written (the plots that follow are not timed)
+    print("\n".join(logged), f"\ntook {took:.1f} s")
+    assert 0.75 * limit <= took <= limit, f"the submission came {took:.1f} s after the start of {limit:.0f} s"
+    sub = pd.read_csv(path)
+    assert len(sub) == 100 and sub.label.notna().all()
