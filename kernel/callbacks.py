@@ -3,7 +3,7 @@
     TimeLimit   the time limit: shortens the plan before an epoch, stops between batches
     Schedule    at each epoch: its loaders (size, micro-batch, weighted), BatchNorm statistics at a new size,
                 freezing, accumulation; at each batch: learning rate and momentum off the one-cycle
-    EpochEnd    after each epoch: history.csv, a line, the checkpoint
+    EpochEnd    after each epoch: history.csv, a line, the checkpoint; the epoch timed for the budget
     RunMixedPrecision, Accumulate, NoValidation   fastai's own, for a fit that spans the whole run
 
 They share a `Run`: the plan, where the fit began in it, the budget, and what the run is.
@@ -124,6 +124,7 @@ class TimeLimit(Callback):
 
     def __init__(self, run: Run): self.run = run
 
+    def before_fit(self): self.run.budget.started()
     def before_epoch(self): self.run.budget.cut(self.run.epochs, self.run.index(self.epoch))
 
     def after_batch(self):
@@ -201,7 +202,6 @@ class EpochEnd(Callback):
     def after_epoch(self):
         r = self.run
         e, seconds = r.epochs[r.now], time.time() - self.t0
-        r.budget.timed(e, seconds)
         names, values = self.recorder.metric_names[1:-1], self.recorder.log[1:-1]  # drop 'epoch' and 'time'
         metrics = {n: float(v) for n, v in zip(names, values) if v is not None}
         row = dict(stage=e.stage, epoch=e.epoch, stage_epochs=stage_epochs(r.epochs, e.stage),
@@ -215,6 +215,7 @@ class EpochEnd(Callback):
             r.log(f"{what} {e.size[0]}x{e.size[1]} epoch {e.epoch + 1}/{row['stage_epochs']}"
                   f"{' (body frozen)' if e.frozen else ''}: {shown} ({row['seconds']:.0f} s)")
         r.save(r.now + 1)
+        r.budget.timed(e)  # end to end: its loaders before it, its plot and checkpoint after it
 
     def record(self, row: dict) -> None:
         """The one place an epoch's history row is written: OUT/history.csv (whole, atomically)."""

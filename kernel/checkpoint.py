@@ -83,17 +83,27 @@ def set_rng_states(states: dict, train_dl) -> None:
     train_dl.rng.setstate(states["loader"])
 
 
-def save(out: Path, learn: Learner, scaler, *, epoch: int, epochs: list[Epoch], cfg: Config,
-         vocab: list[str], pretrained: bool) -> Path:
-    """Write the checkpoint (`path(out)`) atomically: `epoch` is the index of the next epoch to run."""
+def state(learn: Learner, scaler, *, epoch: int, epochs: list[Epoch], cfg: Config, vocab: list[str],
+          pretrained: bool) -> dict:
+    """What a checkpoint holds: `epoch` is the index of the next epoch to run. The tensors are the
+    learner's own (a copy that must outlive training is `copy.deepcopy`'d)."""
+    return dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(),
+                scaler=scaler.state_dict() if scaler else None, rng=rng_states(learn.dls.train),
+                epoch=epoch, plan=[asdict(e) for e in epochs], pretrained=pretrained,
+                fingerprint=cfg.fingerprint(), config=cfg.to_dict(), vocab=vocab)
+
+
+def save(out: Path, learn: Learner, scaler, **what) -> Path:
+    """Write the checkpoint (`path(out)`, `state(learn, scaler, **what)`) atomically."""
     where = path(out)
     where.parent.mkdir(parents=True, exist_ok=True)
-    state = dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(),
-                 scaler=scaler.state_dict() if scaler else None, rng=rng_states(learn.dls.train),
-                 epoch=epoch, plan=[asdict(e) for e in epochs], pretrained=pretrained,
-                 fingerprint=cfg.fingerprint(), config=cfg.to_dict(), vocab=vocab)
-    with atomic_write(where) as tmp: torch.save(state, tmp)
+    with atomic_write(where) as tmp: torch.save(state(learn, scaler, **what), tmp)
     return where
+
+
+def read(out: Path) -> dict:
+    """The checkpoint as written (no config check: the run that wrote it reads it back)."""
+    return torch.load(path(out), map_location="cpu", weights_only=False)
 
 
 def load(out: Path, cfg: Config, log=print) -> dict | None:

@@ -73,15 +73,24 @@ def finished(cfg: Config) -> bool:
     return predicted(cfg) and predict.read_meta(Path(cfg.out)).get("complete") is True
 
 
-def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
-    """Train one member in a child process on `slot`, streaming its lines; None, or why it failed."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def member_env(cfg: Config, slot: str) -> dict[str, str]:
+    """The environment of a member's process on `slot`: its device, its share of the cores, and CUDA's
+    allocator growing its segments rather than keeping fixed blocks (`expandable_segments`: less memory
+    lost to fragmentation across a run's changing batch shapes) unless set otherwise."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "" if slot == "cpu" else slot,
            # the child imports the same kernel package as this process (the dry run installs it elsewhere)
            "PYTHONPATH": os.pathsep.join([str(Path(train.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = str(cfg.threads)  # its share of the cores (Config.shared), as torch's threads
+    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # read as CUDA starts there
+    return env
+
+
+def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
+    """Train one member in a child process on `slot`, streaming its lines; None, or why it failed."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = member_env(cfg, slot)
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
     log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}")
     last, error = "", None

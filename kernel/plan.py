@@ -12,6 +12,7 @@ one left off instead of restarting at full rate. The time budget takes epochs of
 and the cycle is laid again over what is left, so that it still anneals to its end.
 """
 import math
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -140,61 +141,93 @@ def models(cfg: Config) -> list[Config]:
 
 class Budget:
     """The time limit: how long the rest of the plan and the prediction take, from the epochs timed so far,
-    and the cut that makes them fit."""
+    and the cut that makes them fit (undone as far as later, quicker epochs allow)."""
 
     def __init__(self, cfg: Config, deadline: float, n_train: int, n_test: int, log=print):
         self.cfg, self.deadline, self.n_train, self.n_test, self.log = cfg, deadline, n_train, n_test, log
-        self.seconds: dict[tuple, float] = {}  # epoch kind -> seconds its last epoch took (with validation)
+        self.seconds: dict[tuple, list[float]] = {}  # epoch kind -> its latest epochs' seconds, end to end
         self.last: Epoch | None = None  # the epoch timed last
+        self.mark = time.time()  # when the epoch being timed began: the last one's end, or the fit's start
         self.valid_rate: tuple[float, int] | None = None  # (seconds per validation image, at how many pixels)
+        self.dropped: list[Epoch] = []  # the epochs the cut took off the plan, in the plan's order
 
-    def timed(self, e: Epoch, seconds: float) -> None:
-        self.seconds[e.kind], self.last = seconds, e
+    def started(self) -> None:
+        """A fit starts: its first epoch is timed from here (the model moved to its device included)."""
+        self.mark = time.time()
+
+    def timed(self, e: Epoch) -> None:
+        """Epoch `e` ended, its checkpoint written: timed end to end, from the end of the one before (loaders
+        built, history plotted, checkpoint saved: all that each epoch costs)."""
+        now = time.time()
+        self.seconds.setdefault(e.kind, []).append(now - self.mark)
+        del self.seconds[e.kind][:-3]
+        self.mark, self.last = now, e
 
     def epoch_seconds(self, e: Epoch) -> float:
-        """Measured for its kind, else the last measurement scaled by pixels (compute grows with them)."""
-        if e.kind in self.seconds: return self.seconds[e.kind]
-        return self.seconds[self.last.kind] * pixels(e) / pixels(self.last)
+        """The median of its kind's latest three epochs (a first, cold one counts until later ones outvote
+        it), else the last kind's scaled by pixels (compute grows with them)."""
+        if e.kind in self.seconds: return statistics.median(self.seconds[e.kind])
+        return self.epoch_seconds(self.last) * pixels(e) / pixels(self.last)
 
     def reserve(self, epochs: list[Epoch]) -> float:
-        """Seconds to keep for prediction (TTA passes over the test set at the last size) and a margin:
-        2% of the limit (at most 5 minutes), and a few seconds for loading the model and the loaders."""
+        """Seconds to keep for prediction (TTA passes over the test set at the last size, at the rate the
+        validation pass predicted at) and a margin: 2% of the limit (at most 5 minutes), and a few seconds
+        for loading the model and the loaders."""
         margin = min(300.0, 0.02 * self.cfg.time_limit) + 5.0
         if self.valid_rate: rate, px = self.valid_rate
         elif self.last:  # no validation: inference takes about a third of a training step
-            rate, px = self.seconds[self.last.kind] / self.n_train / 3, pixels(self.last)
+            rate, px = self.epoch_seconds(self.last) / self.n_train / 3, pixels(self.last)
         else: return margin
         passes = self.cfg.tta + 1 if self.cfg.tta else 1
         return 1.5 * rate * pixels(epochs[-1]) / px * passes * self.n_test + margin
 
     def cut(self, epochs: list[Epoch], i: int) -> None:
-        """Before epoch `i`: if the rest of the plan would not fit before the limit, take epochs off it, one
-        at a time from the stage with the most still to run (not the frozen ones), and lay the cycle again
-        over what is left. The plan is shortened in place; the log says what was cut."""
-        if not self.seconds or math.isinf(self.deadline) or i >= len(epochs): return
-        left = self.deadline - time.time() - self.reserve(epochs)
-        need = lambda: sum(self.epoch_seconds(e) for e in epochs[i:])
-        if need() <= left: return
-        before = {e.stage: stage_epochs(epochs, e.stage) for e in epochs}
-        here = 0.0 if epochs[i].frozen else epochs[i].start
-        while need() > left:
-            todo: dict[int, int] = {}
-            for e in epochs[i:]:
-                if not e.frozen: todo[e.stage] = todo.get(e.stage, 0) + 1
-            if not todo: break
-            most = max(todo.values())
-            stage = next(s for s, n in todo.items() if n == most)  # the earliest of those with the most
-            epochs.remove(next(e for e in reversed(epochs) if e.stage == stage))
-        spread(epochs, i, here)
+        """Before epoch `i`: fit the rest of the schedule (the plan's, and what earlier cuts took off that is
+        still to come) before the limit by the latest timings, taking epochs off one at a time from the stage
+        with the most still to run (not the frozen ones); lay the cycle again over what is left when that
+        changes the plan. The plan is changed in place; the log says how."""
+        if not self.seconds or math.isinf(self.deadline): return
+        last = epochs[i - 1] if i else None
+        order = lambda e: (e.stage, e.epoch)  # the plan's order (frozen epochs come first in their stage)
+        rest = sorted(epochs[i:] + [e for e in self.dropped if last is None or order(e) > order(last)],
+                      key=order)
+        if not rest: return
+        left = self.deadline - time.time() - self.reserve(rest)
+        need = lambda plan: sum(self.epoch_seconds(e) for e in plan)
+
+        def fitted(seconds: float) -> list[Epoch]:
+            keep = list(rest)
+            while need(keep) > seconds:
+                todo: dict[int, int] = {}
+                for e in keep:
+                    if not e.frozen: todo[e.stage] = todo.get(e.stage, 0) + 1
+                if not todo: break
+                most = max(todo.values())
+                stage = next(s for s, n in todo.items() if n == most)  # the earliest of those with the most
+                keep.remove(next(e for e in reversed(keep) if e.stage == stage))
+            return keep
+        # Cut when the plan does not fit; give epochs back only into 90% of the time left, so that the next
+        # epoch's timing (never quite the same) does not take them off again at once.
+        fits, had = need(epochs[i:]) <= left, len(epochs) - i
+        keep = fitted(0.9 * left) if fits else fitted(left)
+        if fits and len(keep) <= had: return  # the plan fits, and no epoch more would
+        self.dropped = [e for e in rest if not any(e is k for k in keep)]
+        before = {e.stage: stage_epochs(epochs, e.stage) for e in epochs + rest}
+        epochs[i:] = keep
+        spread(epochs, i, last.start + last.step if last is not None and not last.frozen else 0.0)
         n = len(self.cfg.stages)
-        cuts = [f"{'weighted epochs' if s == n else f'stage {s + 1}'} from {b} to {stage_epochs(epochs, s)}"
-                for s, b in before.items() if stage_epochs(epochs, s) != b]
+        changes = [f"{'weighted epochs' if s == n else f'stage {s + 1}'} from {b} to {now}"
+                   for s, b in before.items() if (now := stage_epochs(epochs, s)) != b]
+        if len(keep) > had:
+            self.log(f"time budget: {left:.0f} s left for training, more than the epochs timed before "
+                     f"feared; {', '.join(changes)} epochs again (the one-cycle still anneals to its end)")
+            return
         # Cut to nothing from here: the epoch trained last stays where it was on the cycle (it cannot anneal
         # after the fact), as when the time runs out between batches.
         then = ("; only prediction still fits before the time limit: training stops here" if i >= len(epochs)
                 else " (the one-cycle still anneals to its end)")
         self.log(f"time budget: {left:.0f} s left for training, not enough for the rest of the schedule; "
-                 f"cut {', '.join(cuts)} epochs{then}")
+                 f"cut {', '.join(changes)} epochs{then}")
 
     def out_of_time(self, epochs: list[Epoch]) -> bool:
         """Between batches: only prediction still fits before the limit."""

@@ -11,6 +11,8 @@ The run is shaped like fastai's fit_one_cycle: a plan with one entry per epoch (
 accumulation, frozen or weighted, where on the one-cycle), and one `learn.fit` over it whose callbacks
 (kernel.callbacks) set each epoch up and save it (kernel.checkpoint: an epoch index plus the states).
 """
+import copy
+import gc
 import math
 import sys
 import time
@@ -92,28 +94,71 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     learn = make_learner(cfg, loaders(epochs[min(start, len(epochs) - 1)]), net, has_valid, lines)
     mp = next((c for c in learn.cbs if isinstance(c, RunMixedPrecision)), None)
     scaler = mp.scaler if mp else None
+    what = dict(epochs=epochs, cfg=cfg, vocab=vocab, pretrained=pretrained)
     if state is None: learn.create_opt()
     else: checkpoint.restore(learn, state, scaler)
     trained = [start]
+    # The state an out-of-memory retry goes back to: the fit's start (in memory) until the first checkpoint.
+    back = [state or copy.deepcopy(checkpoint.state(learn, scaler, epoch=start, **what))]
 
     def save(i: int) -> None:
-        checkpoint.save(out, learn, scaler, epoch=i, epochs=epochs, cfg=cfg, vocab=vocab,
-                        pretrained=pretrained)
-        trained[0] = i
+        checkpoint.save(out, learn, scaler, epoch=i, **what)
+        trained[0], back[0] = i, None
 
     lrs = np.array([cfg.lr * (cfg.body_lr if pretrained else 1.0), cfg.lr])
     run = Run(cfg, out, epochs, start, budget, loaders, save, lrs, lines, log)
     accumulate = Accumulate()
     extra = [MixUp(cfg.mixup)] if cfg.mixup else [CutMix(cfg.cutmix)] if cfg.cutmix else []
     extra += [] if has_valid else [NoValidation()]
-    if start < len(epochs):
-        learn.fit(len(epochs) - start, wd=cfg.wd,
-                  cbs=[TimeLimit(run), Schedule(run, accumulate), accumulate, EpochEnd(run), *extra, *cbs])
+    while run.start < len(epochs):
+        try:
+            most = len(epochs) + len(budget.dropped) - run.start  # the epochs a budget's cut took may come back
+            learn.fit(most, wd=cfg.wd,
+                      cbs=[TimeLimit(run), Schedule(run, accumulate), accumulate, EpochEnd(run), *extra, *cbs])
+            break
+        except torch.cuda.OutOfMemoryError:
+            pass  # handled out here: the exception's traceback holds the failed step's tensors
+        run.start = smaller_steps(learn, run, scaler, back[0] or checkpoint.read(out))
     n = trained[0]
     if n < len(epochs):
         log(f"stopped after epoch {n} of {len(epochs)} by the time budget; run again to resume from there")
     export(learn, cfg, out, items, vocab, stats, epochs[:n] or epochs[:1], complete=n >= len(epochs))
     return learn, epochs, n
+
+
+def smaller_steps(learn: Learner, run: Run, scaler, state: dict) -> int:
+    """After CUDA ran out of memory: let the failed step's memory go, halve the micro-batch of the epoch that
+    failed and of every later one (more accumulation, the same batch per optimiser step), and put the learner
+    back in `state`, the checkpoint of that epoch's start; returns the epoch's index, where the fit goes on.
+    Refuses in one line when the micro-batch is 1 already."""
+    learn.xb, learn.yb, learn.pred, learn.loss, learn.loss_grad = (None,), (None,), None, None, None
+    mp = next((c for c in learn.cbs if isinstance(c, RunMixedPrecision)), None)
+    if mp and torch.is_autocast_enabled(mp.device): mp.autocast.__exit__(None, None, None)  # left mid-forward
+    for p in learn.model.parameters(): p.grad = None
+    learn.opt = None
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    i = state["epoch"]
+    e = run.epochs[i]
+    where = (f"{'weighted epochs' if e.weighted else f'stage {e.stage + 1}/{len(run.cfg.stages)}'} "
+             f"{e.size[0]}x{e.size[1]} epoch {e.epoch + 1}")
+    if e.micro_bs == 1:
+        raise UserError(f"out of GPU memory in {where} even one image at a time; use a smaller size, batch "
+                        "or model")
+    old = e.micro_bs
+    for x in run.epochs[i:] + run.budget.dropped:  # and those the time budget took off: they may come back
+        if x.micro_bs > 1: x.accum = halving(x)
+    run.log(f"out of GPU memory in {where}: micro-batch {old} -> {e.micro_bs} (batch {e.bs} = {e.accum} x "
+            f"{e.micro_bs}), from here on; the epoch starts again")
+    learn.dls = run.loaders(e)  # before the states: building loaders reseeds torch
+    checkpoint.restore(learn, state, scaler)
+    return i
+
+
+def halving(e: Epoch) -> int:
+    """The accumulation that halves the epoch's micro-batch: twice as much, or the next that divides the
+    batch (as the plan's all do) with at most half the micro-batch."""
+    return next(a for a in range(e.accum + 1, e.bs + 1) if e.bs % a == 0 and e.bs // a <= e.micro_bs // 2)
 
 
 def export(learn: Learner, cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], stats,

@@ -198,3 +198,12 @@ def test_inference_in_a_fresh_process_reproduces_trainings_tta_submission(small,
     got, want = read(dest / "probs.csv"), read(out / "probs.csv")
     assert np.abs(got.loc[want.index].to_numpy() - want.to_numpy()).max() < 1e-5
     pd.testing.assert_frame_equal(pd.read_csv(dest / "submission.csv"), pd.read_csv(out / "submission.csv"))
+
+
+def test_a_members_process_starts_cuda_with_expandable_segments_unless_set(small, tmp_path, monkeypatch):
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), **ONE)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    env = ensemble.member_env(cfg, "1")
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" and env["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")  # the user's own is kept
+    assert ensemble.member_env(cfg, "cpu")["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"

@@ -730,3 +730,67 @@ def test_undecodable_images_are_named_and_left_out(small, tmp_path):
     items = train_items(Config.make("cpu-scratch", data=str(d)), logged.append)
     assert len(items) == len(df) - 1 and str(bad) not in set(items.path)
     assert len(logged) == 1 and str(bad) in logged[0] and "left out of training" in logged[0]
+
+
+def test_cuda_out_of_memory_halves_the_micro_batch_and_redoes_the_epoch_from_its_start(small, tmp_path):
+    """CUDA's out-of-memory error, raised from inside a training step of the second epoch (after some steps
+    of it), as the real one is: the epoch starts again from its checkpoint with half the micro-batch (twice
+    the accumulation, the same batch per step), and so do the epochs after it; one line says so."""
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:3:8:2", tta=0)
+    seen = []  # per epoch: (the weights at its start, its micro-batches' sizes, its optimiser steps)
+    raised = []
+
+    def look(learn, event):
+        if event == "before_epoch":
+            seen.append(({k: v.clone() for k, v in learn.model.state_dict().items()}, [], 0))
+        elif event == "after_step": seen[-1] = (*seen[-1][:2], seen[-1][2] + 1)
+        elif learn.training:
+            seen[-1][1].append(len(learn.y))
+            if len(seen) == 2 and learn.iter == 3 and not raised:
+                raised.append(learn.iter)
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    logged = []
+    path = run(cfg, cbs=[Probe(look, "before_epoch", "after_pred", "after_step")], log=logged.append)
+    assert len(pd.read_csv(path)) == 12 and len(pd.read_csv(tmp_path / "out" / "history.csv")) == 3
+    assert "out of GPU memory in stage 1/1 32x24 epoch 2: micro-batch 4 -> 2 (batch 8 = 4 x 2), from here " \
+           "on; the epoch starts again" in logged
+    (_, b1, s1), (w, failed, _), (again, b2, s2), (_, b3, s3) = seen
+    assert set(b1) == {4} and s1 == len(b1) // 2 and failed == [4] * 4
+    assert set(b2) == set(b3) == {2} and (s2, s3) == (len(b2) // 4, len(b3) // 4)  # 4 x 2 images a step
+    for k in w:  # the redone epoch starts where the failed one did, not after its step (and forward passes)
+        assert torch.equal(w[k], again[k]), f"{k} is not as it was at the epoch's start"
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["complete"] is True
+
+
+def test_out_of_memory_at_a_micro_batch_of_one_is_one_line(small, tmp_path):
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:2:8:1", tta=0)
+
+    def oom(learn, _):
+        if learn.training: raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    logged = []
+    with pytest.raises(UserError, match=r"^out of GPU memory in stage 1/1 32x24 epoch 1 even one image at a "
+                                        r"time; use a smaller size, batch or model$"):
+        run(cfg, cbs=[Probe(oom, "before_batch")], log=logged.append)  # before BatchNorm meets 1 image
+    assert [l.split(": ")[1] for l in logged if l.startswith("out of GPU memory")] == \
+        ["micro-batch 8 -> 4 (batch 8 = 2 x 4), from here on; the epoch starts again",
+         "micro-batch 4 -> 2 (batch 8 = 4 x 2), from here on; the epoch starts again",
+         "micro-batch 2 -> 1 (batch 8 = 8 x 1), from here on; the epoch starts again"]
+
+
+def test_a_schedule_longer_than_its_time_limit_ends_in_the_last_quarter_of_it(sample, tmp_path):
+    """The time budget spends the time it is given: the epochs it plans with are timed end to end (loaders,
+    history plot and checkpoint too), from the latest rather than the first, cold one, and a cut is undone
+    when the epochs turn out quicker than feared. Before, the first epoch's time cut the schedule for good."""
+    limit = 60.0
+    cfg = Config.make("cpu-scratch", data=str(sample), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="32x24:100:16:1,48x36:100:16:1", tta=1, time_limit=limit)
+    logged = []
+    t0 = time.time()
+    path = run(cfg, log=logged.append)
+    took = path.stat().st_mtime - t0  # when the submission was written (the plots that follow are not timed)
+    print("\n".join(logged), f"\ntook {took:.1f} s")
+    assert 0.75 * limit <= took <= limit, f"the submission came {took:.1f} s after the start of {limit:.0f} s"
+    sub = pd.read_csv(path)
+    assert len(sub) == 100 and sub.label.notna().all()
