@@ -127,13 +127,13 @@ def upload_dataset(api: Api, dataset: Path, staging: Path, book: ledger.Ledger,
     digest = content_hash(files)
     exists, remote = remote_hash(api, ref)
     key = f"{ref}@{digest}"
-    if exists and remote == digest and kaggle.dataset_status(api, ref) != "failed":
-        for e in book.find("dataset", key=key):
-            if e["state"] == "pending": book.settle(e, "done")  # its answer was lost: Kaggle has it
-        print(f"dataset {ref}: unchanged on Kaggle (content {digest[:12]}), nothing uploaded")
-        return ref, 0
     pending = [e for e in book.find("dataset", key=key) if e["state"] == "pending"]
-    if pending and exists:  # its answer was lost: Kaggle may still show the version before, for a while
+    if exists and remote == digest:
+        for e in pending: book.settle(e, "done")  # its answer was lost: Kaggle has it
+        if kaggle.dataset_status(api, ref) != "failed":
+            print(f"dataset {ref}: unchanged on Kaggle (content {digest[:12]}), nothing uploaded")
+            return ref, 0
+    elif pending and exists:  # its answer was lost: Kaggle may still show the version before, for a while
         left = min(timeout, 5 * kaggle.LOOKUP_GRACE_S - (time.time() - pending[-1]["at"]))
         if look_for(lambda: remote_hash(api, ref)[1] == digest, f"looking on Kaggle for dataset {ref}'s new "
                     "version, whose answer was lost", left, "push"):
