@@ -53,8 +53,9 @@ def main(argv: list[str]) -> None:
                    "wait as ours end (at most two run at once)")
     u.add_argument("--wait_timeout", dest="timeout_wait", type=float, default=4 * 12 * 3600,
                    help="seconds --wait waits at most (default: 48 hours)")
-    m = sub.add_parser("submit", help="wait for the pushed training run, run the inference kernel on its "
-                       "output, submit, print the score; rerun it freely: it never submits twice")
+    m = sub.add_parser("submit", help="wait for the pushed training run, submit its predictions (through the "
+                       "inference kernel for a code competition, or with --infer), print the score; rerun it "
+                       "freely: it never submits twice")
     m.add_argument("--message", help="the submission's description (the inference kernel's version is added)")
     how = m.add_mutually_exclusive_group()
     how.add_argument("--code", dest="code", action="store_const", const=True, default=None,

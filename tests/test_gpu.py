@@ -1,5 +1,5 @@
 """On a CUDA GPU only (`pytest -m gpu`; skipped without one): a resume on the GPU, fp16 with the run's one
-GradScaler. Not run yet: no GPU has been lent to the sessions that wrote them (README, GPU memory)."""
+GradScaler. Not run yet: no GPU has been lent to the sessions that wrote them (bench/README.md, GPU memory)."""
 from pathlib import Path
 
 import pytest
