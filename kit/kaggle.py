@@ -86,10 +86,10 @@ LOOKUP_GRACE_S = 60
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 SESSIONS = re.compile(r"maximum batch gpu session count", re.I)
 # A running session's log is a stream that stays open while it runs: what came before LOG_IDLE_S of silence
-# is its log so far, read for LOG_READ_MAX_S at most (Kaggle may send keep-alives). LOG_URL_WAIT_S: how long
-# Kaggle may wait for a session's log to be published before it answers (its default, 60 s, would stall
-# `status`).
-LOG_IDLE_S, LOG_READ_MAX_S, LOG_URL_WAIT_S = 3.0, 20.0, 5
+# (the read timeout of its request) is its log so far, read for LOG_READ_MAX_S at most (Kaggle may send
+# keep-alives). LOG_URL_WAIT_S: how long Kaggle may wait for a session's log to be published before it
+# answers: status asks only for a running session's, published already (the default, 60 s, would stall it).
+LOG_IDLE_S, LOG_READ_MAX_S, LOG_URL_WAIT_S = 5.0, 20.0, 1
 
 
 class Api(KaggleApi):
@@ -124,8 +124,12 @@ class Api(KaggleApi):
 
 
 class _Timeout(HTTPAdapter):
+    def __init__(self, timeout: tuple[float, float] = HTTP_TIMEOUT_S):
+        super().__init__()
+        self.timeout = timeout
+
     def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=timeout or HTTP_TIMEOUT_S, **kwargs)
+        return super().send(request, timeout=timeout or self.timeout, **kwargs)
 
 
 class Transient(UserError):
@@ -457,6 +461,8 @@ def session_log(api: Api, ref: str, rerun: str = "status") -> list[str]:
 
     def get() -> list[str]:
         with api.build_kaggle_client() as kaggle:
+            for prefix in ("http://", "https://"):  # its own read timeout: a quiet stream is its end for now
+                kaggle.http_client()._session.mount(prefix, _Timeout((HTTP_TIMEOUT_S[0], LOG_IDLE_S)))
             with kaggle.kernels.kernels_api_client.get_kernel_session_logs_stream(request) as r:
                 if "json" in r.headers.get("Content-Type", ""): return _lines(r.json())
                 return _lines(_events(r))
@@ -465,8 +471,6 @@ def session_log(api: Api, ref: str, rerun: str = "status") -> list[str]:
 
 def _events(r: requests.Response) -> list[dict]:
     """The log entries of a log stream, as far as it goes now (see session_log)."""
-    sock = getattr(r.raw.connection, "sock", None)
-    if sock is not None: sock.settimeout(LOG_IDLE_S)  # the answer has come: now a quiet stream is its end
     entries, rest, end = [], b"", time.monotonic() + LOG_READ_MAX_S
     try:
         while time.monotonic() < end and (chunk := r.raw.read1(1 << 16)):  # what has come, not a full block

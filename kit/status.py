@@ -31,6 +31,7 @@ class Run:
     first: bool  # `build.py output` fetches its output (the first session's)
     state: str = ""
     seen: set[str] = field(default_factory=set)  # the epoch lines printed
+    note: str = ""  # why Kaggle gave no log, as last said (said once, not at every look)
 
 
 def status(out: Path = Path("build"), shown: int = 5, follow: bool = False) -> str:
@@ -106,13 +107,15 @@ def shown_run(api: Api, run: Run, state: str, rerun: str, names: list[str] | Non
         curves(api, run, rerun, names)
 
 
-def new_epochs(api: Api, run: Run, rerun: str) -> list[tuple[str, str]]:
+def new_epochs(api: Api, run: Run, rerun: str, waited: bool = False) -> list[tuple[str, str]]:
     """(member, epoch line) of each epoch line in `run`'s log not seen before, in order (a single model's
-    has no member: ""). A log Kaggle does not give now is a note, not a failure: the run goes on."""
+    has no member: ""). A log Kaggle does not give now is a note, not a failure: the run goes on; with
+    `waited`, a transient fault is raised, for kaggle.poll to wait through."""
     try: lines = kaggle.session_log(api, run.ref, rerun)
-    except kaggle.Transient: raise  # `follow` waits through it
     except UserError as e:
-        print(f"  {run.head}: no log from Kaggle now ({str(e).split(';')[0]})")
+        if waited and isinstance(e, kaggle.Transient): raise
+        if str(e) != run.note: print(f"  {run.head}: no log from Kaggle now ({str(e).split(';')[0]})")
+        run.note = str(e)
         return []
     found = []
     for line in lines:
@@ -150,7 +153,7 @@ def follow_runs(api: Api, runs: list[Run], rerun: str) -> str | None:
             if run.state in FINISHED: continue
             state, failure = kaggle.kernel_state(api, run.ref, rerun)
             if state == "running" or state in FINISHED:  # a queued run has no log yet
-                for member, line in new_epochs(api, run, rerun):
+                for member, line in new_epochs(api, run, rerun, waited=True):
                     print(f"{run.head}: {f'[{member}] ' if member else ''}{line}")
             if state in FINISHED:
                 print(f"{run.head}: {state}" + (f" ({failure})" if failure else ""))
