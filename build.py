@@ -6,7 +6,7 @@
     python build.py push    [--out build] [--timeout SECONDS] [--session K] [--wait] [same options as build]
     python build.py submit  [--build build] [--message TEXT] [--code | --file] [--infer] [--partial]
                             [--timeout SECONDS]
-    python build.py status  [--build build]
+    python build.py status  [--build build] [--follow]
     python build.py output  [--wait] [--out DIR] [--build build] [--timeout SECONDS]
 
 `--field value` is any kernel.Config field (`--arch`, `--stages`, `--members`, `--lr`, `--tta`, ...): for
@@ -72,8 +72,10 @@ def main(argv: list[str]) -> None:
     m.add_argument("--timeout", type=float, default=13 * 3600,
                    help="seconds to wait, in all, for the training run, the inference run and the score "
                    "(default: 13 hours)")
-    t = sub.add_parser("status",
-                       help="the pushed kernel's run state, your latest submissions and their scores")
+    t = sub.add_parser("status", help="the pushed kernel's run state (each running member's last epoch "
+                       "line), your latest submissions and their scores")
+    t.add_argument("--follow", action="store_true",
+                   help="then print each member's epoch lines as they come, until the runs end")
     o = sub.add_parser("output", help="download the kernel's output files once it is complete")
     o.add_argument("--out", default="output", help="where to put them (default: output)")
     o.add_argument("--wait", action="store_true",
@@ -112,7 +114,7 @@ def main(argv: list[str]) -> None:
                partial=args.partial)
     elif args.cmd == "status":
         from kit.status import status
-        status(Path(args.build))
+        status(Path(args.build), follow=args.follow)
     elif args.cmd == "output":
         from kit.push import output
         output(Path(args.out), wait=args.wait, out=Path(args.build), timeout=args.timeout)

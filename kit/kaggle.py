@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from kernel.errors import UserError, first_line
@@ -71,6 +72,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
                                                                       ApiSubmission)
     from kagglesdk.kaggle_env import get_endpoint, get_env
     from kagglesdk.kernels.types.kernels_api_service import (ApiGetKernelRequest,
+                                                             ApiGetKernelSessionLogsStreamRequest,
                                                              ApiListKernelSessionOutputRequest)
 
 T = TypeVar("T")
@@ -83,6 +85,11 @@ HTTP_TIMEOUT_S = (10, 120)  # connect, read: a request that hears nothing for th
 LOOKUP_GRACE_S = 60
 DAILY = re.compile(r"daily submission allowance|daily submission limit", re.I)
 SESSIONS = re.compile(r"maximum batch gpu session count", re.I)
+# A running session's log is a stream that stays open while it runs: what came before LOG_IDLE_S of silence
+# (the read timeout of its request) is its log so far, read for LOG_READ_MAX_S at most (Kaggle may send
+# keep-alives). LOG_URL_WAIT_S: how long Kaggle may wait for a session's log to be published before it
+# answers: status asks only for a running session's, published already (the default, 60 s, would stall it).
+LOG_IDLE_S, LOG_READ_MAX_S, LOG_URL_WAIT_S = 5.0, 20.0, 1
 
 
 class Api(KaggleApi):
@@ -117,8 +124,12 @@ class Api(KaggleApi):
 
 
 class _Timeout(HTTPAdapter):
+    def __init__(self, timeout: tuple[float, float] = HTTP_TIMEOUT_S):
+        super().__init__()
+        self.timeout = timeout
+
     def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=timeout or HTTP_TIMEOUT_S, **kwargs)
+        return super().send(request, timeout=timeout or self.timeout, **kwargs)
 
 
 class Transient(UserError):
@@ -253,10 +264,11 @@ def error(what: str, e: BaseException, rerun: str = "push") -> UserError:
 
 
 def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout: float,
-         rerun: str = "submit") -> str:
-    """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line; the last
-    state. A Transient fault (429, 5xx, a dropped connection) is waited through with backoff (a 429's
-    Retry-After heeded); when it lasts until `timeout`, one line says how long it was tried."""
+         rerun: str = "submit", progress: bool = True) -> str:
+    """Call `get()` until `done(state)` or `timeout` seconds pass, showing one progress line (unless not
+    `progress`: `get` prints lines of its own); the last state. A Transient fault (429, 5xx, a dropped
+    connection) is waited through with backoff (a 429's Retry-After heeded); when it lasts until `timeout`,
+    one line says how long it was tried."""
     start, pause, shown, state, fault = time.monotonic(), POLL_FIRST_S, "", None, None
     while True:
         try:
@@ -265,13 +277,13 @@ def poll(what: str, get: Callable[[], str], done: Callable[[str], bool], timeout
             fault = e
         elapsed = time.monotonic() - start
         line = f"{what}: {state if fault is None else 'Kaggle not answering, trying again'} ({elapsed:.0f} s)"
-        print("\r" + line.ljust(len(shown)), end="", file=sys.stderr, flush=True)
+        if progress: print("\r" + line.ljust(len(shown)), end="", file=sys.stderr, flush=True)
         shown = line
         if (fault is None and done(state)) or elapsed >= timeout: break
         wait = fault.retry_after if fault is not None and fault.retry_after else pause
         time.sleep(max(0.0, min(wait, timeout - elapsed)))
         pause = min(2 * pause, POLL_MAX_S)
-    print(file=sys.stderr)
+    if progress: print(file=sys.stderr)
     if fault is not None:
         raise UserError(f"{what}: Kaggle did not answer for {elapsed:.0f} s ({str(fault).split(';')[0]}); "
                         f"rerun `python build.py {rerun}` later: it carries on where this stopped")
@@ -412,12 +424,14 @@ def latest_version(api: Api, ref: str, rerun: str = "submit") -> int:
 
 def output_files(api: Api, ref: str, rerun: str) -> tuple[list[str], float | None]:
     """(the names of the files in kernel `ref`'s output, the seconds its log ran for) without downloading
-    anything; `ref` is "owner/slug/<version>". Empty while the run goes on (Kaggle lists nothing yet)."""
-    owner, slug, version = ref.split("/")
+    anything; `ref` is "owner/slug/<version>" (or "owner/slug": its latest run). Empty while the run goes on
+    (Kaggle lists nothing yet)."""
+    owner, slug, *version = ref.split("/")
     names, token, seconds = [], None, None
     while True:
         request = ApiListKernelSessionOutputRequest()
-        request.user_name, request.kernel_slug, request.version_label = owner, slug, f"v{version}"
+        request.user_name, request.kernel_slug = owner, slug
+        if version: request.version_label = f"v{version[0]}"
         request.page_size = 200
         if token: request.page_token = token
 
@@ -430,6 +444,50 @@ def output_files(api: Api, ref: str, rerun: str) -> tuple[list[str], float | Non
         except (ValueError, TypeError, AttributeError): pass
         token = r.next_page_token
         if not token: return names, seconds
+
+
+def session_log(api: Api, ref: str, rerun: str = "status") -> list[str]:
+    """The lines of kernel run `ref`'s log so far ("owner/slug/<version>", or "owner/slug": its latest run):
+    GetKernelSessionLogsStream. Once the run is over, Kaggle answers the log as saved (application/json: a
+    list of entries {"stream_name", "time", "data"}, as ListKernelSessionOutput's log); while it runs, a
+    stream (text/event-stream) of such entries, one an event (`data: {...}`), that stays open to a
+    `data: END_OF_LOG` (kagglesdk's docstring of get_kernel_session_logs_stream): read until that, or until
+    it is quiet for LOG_IDLE_S. Each answer holds the log from its start."""
+    owner, slug, *version = ref.split("/")
+    request = ApiGetKernelSessionLogsStreamRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    if version: request.version_label = f"v{version[0]}"
+    request.wait_for_logs_url_seconds = LOG_URL_WAIT_S
+
+    def get() -> list[str]:
+        with api.build_kaggle_client() as kaggle:
+            for prefix in ("http://", "https://"):  # its own read timeout: a quiet stream is its end for now
+                kaggle.http_client()._session.mount(prefix, _Timeout((HTTP_TIMEOUT_S[0], LOG_IDLE_S)))
+            with kaggle.kernels.kernels_api_client.get_kernel_session_logs_stream(request) as r:
+                if "json" in r.headers.get("Content-Type", ""): return _lines(r.json())
+                return _lines(_events(r))
+    return call(f"reading the log of kernel {ref}", get, rerun=rerun)
+
+
+def _events(r: requests.Response) -> list[dict]:
+    """The log entries of a log stream, as far as it goes now (see session_log)."""
+    entries, rest, end = [], b"", time.monotonic() + LOG_READ_MAX_S
+    try:
+        while time.monotonic() < end and (chunk := r.raw.read1(1 << 16)):  # what has come, not a full block
+            *whole, rest = (rest + chunk).split(b"\n")
+            for line in whole:
+                data = line.decode("utf-8", "replace").removeprefix("data:").strip()
+                if data == "END_OF_LOG": return entries
+                if data.startswith("{"):  # an entry, not an SSE comment, an event's other field, a keep-alive
+                    with contextlib.suppress(ValueError): entries.append(json.loads(data))
+    except (urllib3.exceptions.HTTPError, OSError):  # quiet for LOG_IDLE_S, or dropped: what came is the log
+        pass
+    return entries
+
+
+def _lines(entries: list) -> list[str]:
+    """The text lines of log entries: their "data" in order (an entry may hold part of a line, or several)."""
+    return "".join(e.get("data", "") for e in entries if isinstance(e, dict)).splitlines()
 
 
 def kernel_output(api: Api, ref: str, dest: Path, pattern: str, rerun: str) -> None:

@@ -41,6 +41,15 @@ A dataset that was just created hides for a while (kaggle-cli issue #890): its f
 (ListDatasetFiles, GetDatasetStatus, GetDatasetMetadata) answer as for what does not exist, and a new version
 of it is refused with 403 while it hides (kagglehub PR #182).
 
+A run's log: GetKernelSessionLogsStream answers as kagglesdk's docstring of get_kernel_session_logs_stream
+says Kaggle does. While the run goes on, Server-Sent Events (text/event-stream): each log entry an event,
+`data: {"stream_name", "time", "data"}` (the saved log's entries, as kagglesdk's users see them), from the
+log's start; the stream stays open (`log_hold` seconds here, then it closes) and ends with `data: END_OF_LOG`
+when the run does. Once the run is over, the saved log (application/json: the list of entries, the log that
+ListKernelSessionOutput carries). `log_lines[ref]`: the lines a run of `ref` prints; each call while it runs
+shows one line more, and the run goes on until the call that shows the last one, which ends the run (in its
+last state) and the stream.
+
 Teams: GetSubmissionLimits answers all zero for a user with no team yet (the kaggle client's docstring of
 competition_get_submission_limits: "All zero if the user is not on a team yet"); `teams` holds who has one
 (a first submission makes it), `entered` who accepted the rules (GetCompetition's userHasEntered; a
@@ -103,6 +112,13 @@ class Fault:
     skip: int = 0  # let this many calls through first
 
 
+@dataclass
+class Stream:
+    """A log stream's answer: these entries, each an event, then END_OF_LOG if `over`, else silence."""
+    entries: list[dict]
+    over: bool
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -145,6 +161,9 @@ class KaggleStandin:
             self.failure_messages: dict[str, str] = {}  # kernel -> failureMessage of a run that ends in ERROR
             self.outputs = {TRAIN: training_output(), INFER: inference_output(), "*": {}}
             self.log = '[{"stream_name":"stdout","time":1.5,"data":"training done\\n"}]'
+            # per kernel, the lines its runs print (their log), shown one more per log call while one runs
+            self.log_lines: dict[str, list[str]] = {}
+            self.log_hold = 0.3  # seconds a log stream stays open, silent, after what it sent, then closes
             # a new submission walks these states, one per ListSubmissions call, and ends with these scores or
             # this error
             self.scoring = ["PENDING", "COMPLETE"]
@@ -357,8 +376,10 @@ class KaggleStandin:
                               **{f: r.get(f, False) for f in ("isPrivate", "enableGpu", "enableInternet")},
                               "states": list(self.run_states.get(ref, self.run_states["*"])),
                               "failure": self.failure_messages.get(ref, ""),
-                              "outputs": self.outputs.get(ref, self.outputs["*"]), "log": self.log})
+                              "outputs": self.outputs.get(ref, self.outputs["*"]), "log": self.log,
+                              "lines": list(self.log_lines.get(ref, [])), "shown": 0})
         v = k["versions"][-1]
+        if v["lines"]: v["log"] = json.dumps(self._entries(v["lines"]))
         if callable(v["outputs"]):  # the run's output made from the push and what it was attached
             attached = {s: self.served(s)[1] for s in kernels if self.served(s)}
             try: v["outputs"] = dict(v["outputs"](r, attached))
@@ -404,6 +425,8 @@ class KaggleStandin:
 
     def GetKernelSessionStatus(self, user, r):
         _, _, v = self._kernel(r, user)
+        if v["states"][0] == "RUNNING" and v["shown"] < len(v["lines"]):  # it runs until its log ends
+            return {"status": "RUNNING"}
         state = v["states"].pop(0) if len(v["states"]) > 1 else v["states"][0]
         answer = {"status": state}
         if state == "ERROR": answer["failureMessage"] = v["failure"]
@@ -418,6 +441,23 @@ class KaggleStandin:
                             for n in names[start:start + size]], "log": v["log"]}
         if start + size < len(names): answer["nextPageToken"] = str(start + size)
         return answer
+
+    @staticmethod
+    def _entries(lines: list[str]) -> list[dict]:
+        """A log's entries, one a line, 10 s apart, as Kaggle saves a kernel's log."""
+        return [{"stream_name": "stdout", "time": 10.0 * (i + 1), "data": line + "\n"}
+                for i, line in enumerate(lines)]
+
+    def GetKernelSessionLogsStream(self, user, r):
+        """The run's log (see the module's docstring): the saved log once the run is over, else a Stream."""
+        _, _, v = self._kernel(r, user)
+        if v["states"][0] in ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"):
+            return json.loads(v["log"])
+        if v["states"][0] == "QUEUED": return Stream([], over=False)  # no log yet
+        v["shown"] = min(v["shown"] + 1, len(v["lines"]))
+        over = bool(v["lines"]) and v["shown"] == len(v["lines"])
+        if over: v["states"] = v["states"][-1:]  # the run ends with its last line
+        return Stream(self._entries(v["lines"])[:v["shown"]], over)
 
     # ---- competitions and submissions
 
@@ -583,9 +623,22 @@ def _handler(standin: KaggleStandin):
                     standin.requests.append((method, request))
                     answer = call(user, request)
                 if fault: self.close_connection = True  # done, and the answer lost on the way
+                elif isinstance(answer, Stream): self._stream(answer)
                 else: self._json(200, answer)
             except ApiError as e:
                 self._json(e.status, standin.error_body(e.status, str(e)))
+
+        def _stream(self, answer: Stream) -> None:
+            """Server-Sent Events, sent as they are ready; no length: the stream ends when it closes."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.close_connection = True
+            events = [f"data: {json.dumps(e)}" for e in answer.entries] + ["data: END_OF_LOG"] * answer.over
+            for event in events: self.wfile.write(f"{event}\n\n".encode())
+            self.wfile.flush()
+            if not answer.over: time.sleep(standin.log_hold)  # open, with nothing more to say yet
 
         def do_PUT(self):
             """A file upload to the url StartBlobUpload handed out (signed, so no auth header)."""

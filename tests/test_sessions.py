@@ -283,8 +283,11 @@ def test_a_failed_session_is_named_then_rerun_alone_and_partial_says_what_is_mis
     status(out)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"session 1 {TRAIN} v1: complete, members done 1/1: a, time used")
-    assert lines[1].startswith(f"session 2 {TRAIN2} v1: error (CUDA out of memory), members done 0/3: none")
-    assert lines[1].endswith("rerun it alone with `python build.py push --session 2`")
+    # its learning curves, which `output` fetches (the first session's output); the failed one left none
+    assert lines[1] == ("  learning curves: history.png, members/a/history.png; "
+                        "`python build.py output` fetches them")
+    assert lines[2].startswith(f"session 2 {TRAIN2} v1: error (CUDA out of memory), members done 0/3: none")
+    assert lines[2].endswith("rerun it alone with `python build.py push --session 2`")
 
     submit(out, timeout=60, partial=True)  # what finished: member a alone
     said = capsys.readouterr().out

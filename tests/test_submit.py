@@ -272,9 +272,9 @@ def test_status_shows_the_run_and_the_latest_submissions_with_their_scores(kaggl
     kaggle.submitted(PADDY, "still scoring", status="PENDING")
     for i in range(2): kaggle.submitted(PADDY, f"newer {i}", public="0.9")
     said = ok(here("status")).splitlines()
-    assert said[0] == f"kernel {TRAIN}: running"
-    assert said[1] == "GPU quota this week: 27.5 h left of 30.0 h (2.5 h used, refreshes 2026-12-05 00:00 UTC)"
-    rows = said[3:]
+    assert said[:2] == [f"kernel {TRAIN}: running", "  no epoch finished yet"]  # in its log so far
+    assert said[2] == "GPU quota this week: 27.5 h left of 30.0 h (2.5 h used, refreshes 2026-12-05 00:00 UTC)"
+    rows = said[4:]
     # the 5 latest, newest first
     assert len(rows) == 5 and "newer 1" in rows[0] and "oldest" not in "".join(said)
     row = lambda text: next(r for r in rows if text in r)
