@@ -29,7 +29,7 @@ import pandas as pd
 from . import data, manifest, plan, predict, report, train
 from .atomic import atomic_write
 from .config import Config, cpu_cores
-from .errors import UserError
+from .errors import INTERRUPTED, Interrupted, UserError
 from .lock import locked
 from .submission import average, write_csv, write_submission
 
@@ -86,8 +86,13 @@ def member_env(cfg: Config, slot: str) -> dict[str, str]:
     return env
 
 
+STOPPED = "interrupted"  # what train_member says of a member Ctrl-C stopped (its finished epochs saved)
+CHILDREN: set[subprocess.Popen] = set()  # the members' processes running now
+
+
 def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
-    """Train one member in a child process on `slot`, streaming its lines; None, or why it failed."""
+    """Train one member in a child process on `slot`, streaming its lines; None, or why it failed (STOPPED:
+    interrupted)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     env = member_env(cfg, slot)
@@ -97,6 +102,7 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
     with open(out / "log.txt", "a") as f, subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             preexec_fn=_die_with_parent if PRCTL else None) as child:
+        CHILDREN.add(child)
         for line in child.stdout:
             f.write(line)
             f.flush()
@@ -105,7 +111,9 @@ def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
             log(f"[{name}] {line}")
             last = line
             if line.startswith("error: "): error = line.removeprefix("error: ")
+    CHILDREN.discard(child)
     if child.returncode == 0: return None
+    if child.returncode in (INTERRUPTED, -signal.SIGINT): return STOPPED
     return error or last or f"exit status {child.returncode}"
 
 
@@ -158,7 +166,10 @@ def _run(cfg: Config, log) -> Path:
                         continue
                     mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": left})
                 why = train_member(name, mcfg, slot, log)
-                if why:
+                if why == STOPPED:
+                    failed[name] = why
+                    log(f"[{name}] interrupted, its finished epochs saved")
+                elif why:
                     failed[name] = why
                     log(f"member {name} failed: {why} (its log: {out / 'members' / name / 'log.txt'}); "
                         "the others go on")
@@ -170,7 +181,17 @@ def _run(cfg: Config, log) -> Path:
 
         threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in places]
         for t in threads: t.start()
-        for t in threads: t.join()
+        try:
+            for t in threads: t.join()
+        except KeyboardInterrupt:  # Ctrl-C: no new member starts, and those running stop (and save) too
+            while not todo.empty(): todo.get_nowait()
+            for child in list(CHILDREN): child.send_signal(signal.SIGINT)
+            for t in threads: t.join()
+            failed.update({n: STOPPED for n in members if n not in failed and not finished(members[n])})
+        stopped = sorted(n for n, why in failed.items() if why == STOPPED)
+        if stopped:
+            raise Interrupted(f"members {', '.join(stopped)} of {out} stopped during training, every finished "
+                              "epoch saved: rerun the same command to resume them (finished members are kept)")
 
         done = {n: pd.read_csv(Path(c.out) / "probs.csv", dtype={cfg.id_col: str}) for n, c in members.items()
                 if n not in failed and predicted(c)}

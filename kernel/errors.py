@@ -1,10 +1,19 @@
-"""One-line errors for the user: bad input is reported as `error: <problem>; <fix>`, never a traceback."""
+"""One-line errors for the user: bad input is reported as `error: <problem>; <fix>`, never a traceback; Ctrl-C
+as `interrupted: <where it stopped>; <what a rerun does>`, exit status 130 (a shell's for SIGINT)."""
 import sys
 from typing import Callable
 
 
+INTERRUPTED = 130  # 128 + SIGINT
+
+
 class UserError(Exception):
     """A problem with the user's input or setup. Its message names the problem and the fix."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, caught where it is known what was saved: its message says where it stopped and what a rerun
+    does."""
 
 
 def first_line(e: BaseException, limit: int | None = None) -> str:
@@ -16,9 +25,15 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
 
 
 def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
-    """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2."""
+    """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2, Ctrl-C one line and 130.
+    Every output is written whole or not at all (kernel/atomic.py): stopped anywhere, nothing is left
+    half-written."""
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e or 'stopped, nothing left half-written: rerun the same command'}",
+              file=sys.stderr)
+        sys.exit(INTERRUPTED)

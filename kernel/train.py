@@ -33,7 +33,7 @@ from . import checkpoint, data, model, predict, report
 from .callbacks import (Accumulate, EpochEnd, NoValidation, Run, RunMixedPrecision, Schedule, TimeLimit,
                         keep_history)
 from .config import Config, parse_args
-from .errors import UserError, cli
+from .errors import Interrupted, UserError, cli
 from .lock import locked
 from .plan import Budget, Epoch, plan, resolve, shaped
 from .submission import write_csv, write_submission
@@ -224,7 +224,11 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         budget = Budget(cfg, deadline, len(items), len(test) + len(undecodable), log)
         learn = None
         if not done:
-            learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log)
+            try:
+                learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log)
+            except KeyboardInterrupt:
+                raise Interrupted(f"{out} stopped during training, every finished epoch saved: rerun the "
+                                  "same command to resume from the next") from None
             release(learn)
             done = n >= len(epochs)
         if done: checkpoint.remove(out)  # nothing is left to resume: only the exported model is kept

@@ -12,9 +12,11 @@ the inference notebook predicts with the models it exported, as the submitted ke
 OUT/inference/, and its submission must be the training run's. By default it runs on a generated sample
 competition, whose answers give the accuracy.
 """
+import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from kernel.config import Config
 from kernel.data import test_items, train_items
-from kernel.errors import UserError
+from kernel.errors import Interrupted, UserError
 from kernel.sample import accuracy
 
 from . import bundle, metadata, notebook, sessions
@@ -63,10 +65,15 @@ class Client(NotebookClient):
 
 def execute(nb: nbformat.NotebookNode, cwd: Path) -> tuple[nbformat.NotebookNode, str | None]:
     """Run `nb` in `cwd` on CPU; returns it with outputs, and one line naming the failing cell, if any."""
-    t0, running = time.time(), [0]
+    t0, running, stopped = time.time(), [0], []
     first = lambda cell: (cell.source.strip().splitlines() or [""])[0]
 
+    def interrupt() -> None:  # Ctrl-C: the running cell's, as in Jupyter; nbclient's own would kill the kernel
+        stopped.append(True)
+        asyncio.ensure_future(km.interrupt_kernel())  # SIGINT to its process group: the cell and the members
+
     def started(cell, cell_index, **_):
+        asyncio.get_event_loop().add_signal_handler(signal.SIGINT, interrupt)  # over nbclient's, set up now
         running[0] = cell_index
         if cell.cell_type == "code":
             print(f"  [{time.time() - t0:4.0f}s] cell {cell_index + 1}/{len(nb.cells)}: {first(cell)}",
@@ -82,9 +89,15 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> tuple[nbformat.NotebookNode
             client.execute(cleanup_kc=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
                            stdout=f, stderr=f)
     except (CellExecutionError, DeadKernelError) as e:
+        where = f"notebook cell {running[0] + 1} ({first(nb.cells[running[0]])})"
+        if stopped:  # the cell says where it stopped and what is saved
+            said = e.evalue if isinstance(e, CellExecutionError) and e.evalue else ""
+            raise Interrupted(f"the dry run stopped in {where}: " + (
+                said or "rerun the same command to carry on")) from None
         why = f"{e.ename}: {e.evalue}" if isinstance(e, CellExecutionError) else \
             f"the kernel died ({e}; see {log}); out of memory?"
-        return nb, f"notebook cell {running[0] + 1} ({first(nb.cells[running[0]])}) failed: {why}"
+        return nb, f"{where} failed: {why}"
+    if stopped: raise Interrupted("the dry run stopped; rerun the same command to carry on")
     return nb, None
 
 

@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -249,3 +251,49 @@ def test_a_two_session_dry_run_fans_in_both_outputs_to_the_members_average(tmp_p
         got = pd.read_csv(path).set_index("image_id").loc[mean.index, mean.columns]
         assert np.allclose(got, mean, atol=1e-6)
     assert pd.read_csv(sub).equals(pd.read_csv(out / "inference" / "submission.csv"))
+
+
+def processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes that name `folder` in theirs or work in it (the notebook's kernel,
+    the members)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if proc.name.isdigit() and (str(folder) in cmd or cwd.startswith(str(folder))): found.append(cmd)
+    return found
+
+
+def test_ctrl_c_in_a_dry_run_is_one_line_leaves_no_process_and_the_rerun_resumes(tmp_path):
+    """Ctrl-C as a terminal sends it (SIGINT to the foreground process group) once the members have finished
+    an epoch: one line, status 130, no traceback, nothing left running; the same command then resumes."""
+    out, args = tmp_path / "build", ["--stages", "64x48:3:32:1", "--tta", "0"]
+    env = {**os.environ, "KAGGLE_CONFIG_DIR": str(tmp_path / "nokaggle")}
+    env.pop("KAGGLE_USERNAME", None)
+    log = tmp_path / "terminal.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "dry-run", "--out", str(out), *args],
+                                stdout=f, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                                start_new_session=True)
+    # both members' first epoch saved (kernel/checkpoint.py: beside OUT)
+    saved = [tmp_path / ".build-checkpoints" / m / "last.pth" for m in "ab"]
+    start = time.monotonic()
+    while not all(p.exists() for p in saved) and proc.poll() is None and time.monotonic() - start < 600:
+        time.sleep(0.2)
+    assert proc.poll() is None, log.read_text()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    said = log.read_text() + err
+    assert proc.returncode == 130 and "Traceback" not in said, said
+    assert err.strip().splitlines() == [
+        "interrupted: the dry run stopped in notebook cell 5 (import kernel.ensemble): members a, b of "
+        f"{out.resolve()} stopped during training, every finished epoch saved: rerun the same command to resume "
+        "them (finished members are kept)"], err
+    assert not processes_in(tmp_path), processes_in(tmp_path)
+    assert not (out / "submission.csv").exists()  # nothing half-made
+    done = dry_cli(tmp_path, "--out", str(out), *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\[a\] resuming from .*: epoch [23] of 3", done.stdout), done.stdout
