@@ -124,12 +124,14 @@ class Api(KaggleApi):
 
 
 class _Timeout(HTTPAdapter):
-    def __init__(self, timeout: tuple[float, float] = HTTP_TIMEOUT_S):
+    """Every request it sends has a timeout: its own, else HTTP_TIMEOUT_S (read when it sends)."""
+
+    def __init__(self, timeout: tuple[float, float] | None = None):
         super().__init__()
         self.timeout = timeout
 
     def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=timeout or self.timeout, **kwargs)
+        return super().send(request, timeout=timeout or self.timeout or HTTP_TIMEOUT_S, **kwargs)
 
 
 class Transient(UserError):
