@@ -43,9 +43,10 @@ def pytest_configure(config):
 
 
 def pytest_ignore_collect(collection_path, config):
-    """Under `-m kernel` a test module not marked kernel is not even imported: the laptop-side ones need
-    packages (nbformat, nbclient, the kaggle client) that the Kaggle-versions env does not have."""
-    if (config.option.markexpr == "kernel" and collection_path.name.startswith("test_")
+    """Under `-m kernel` (or `-m "kernel and ..."`) a test module not marked kernel is not even imported: the
+    laptop-side ones need packages (nbformat, nbclient, the kaggle client) that the Kaggle-versions env does
+    not have."""
+    if ((config.option.markexpr or "").split()[:1] == ["kernel"] and collection_path.name.startswith("test_")
             and collection_path.suffix == ".py"):
         return "pytestmark = pytest.mark.kernel" not in collection_path.read_text() or None
 
