@@ -603,14 +603,17 @@ def test_a_time_limit_too_short_for_the_schedule_still_submits_before_it(small, 
     sub = pd.read_csv(path)
     assert (list(sub.image_id) == list(pd.read_csv(small / "sample_submission.csv").image_id)
             and sub.label.notna().all())
-    history = pd.read_csv(tmp_path / "out" / "history.csv")
-    assert 1 <= len(history) < 80
-    cut = [l for l in logged if l.startswith("time budget:") and " cut stage" in l]
-    assert cut, logged[-5:]  # the projection shortened the schedule...
-    if not any("training stops here" in l for l in logged):  # ...and, unless stopped outright, it annealed
-        assert lrs[-1] < 0.05 * max(lrs), (lrs[-1], max(lrs))
-    # history.csv says what was cut: the stages' epochs as planned when each epoch ran
-    assert history.stage_epochs.iloc[-1] < 40 or (history.stage == 0).all()
+    stopped = any("training stops here" in l for l in logged)
+    # On a machine busy with other work the time may run out before the first epoch ends: no epoch to keep.
+    if not stopped or (tmp_path / "out" / "history.csv").exists():
+        history = pd.read_csv(tmp_path / "out" / "history.csv")
+        assert 1 <= len(history) < 80
+        # history.csv says what was cut: the stages' epochs as planned when each epoch ran
+        assert history.stage_epochs.iloc[-1] < 40 or (history.stage == 0).all()
+    if not stopped:
+        assert lrs[-1] < 0.05 * max(lrs), (lrs[-1], max(lrs))  # the shortened cycle annealed to its end
+    cut = [l for l in logged if l.startswith("time budget:") and (" cut stage" in l or "stops here" in l)]
+    assert cut, logged[-5:]  # the projection shortened the schedule, or the time ran out between batches
 
 
 def test_a_second_run_on_a_locked_out_is_refused_while_the_first_goes_on(small, tmp_path):
