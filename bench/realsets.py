@@ -34,6 +34,7 @@ decoding cost, while still looking and loading like a competition's photos.
 import argparse
 import importlib.util
 import io
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -287,6 +288,54 @@ def scenes(out: str | Path, n_train: int = 1000, n_test: int = 300, seed: int = 
 
 
 SETS = {"digits": digits, "textures": textures, "scenes": scenes}
+
+# Real code competitions' layouts (kernel/layout.py reads each with no flag): train.csv's columns, whether
+# labels are written as class numbers, the images' folder and format, and whether the ids carry the extension.
+LAYOUTS = {
+    # Cassava Leaf Disease Classification: flat, integer labels, label_num_to_disease_map.json
+    "cassava": dict(id="image_id", target="label", numbers=True, suffix=".jpg", ids_carry=True, test_csv=False),
+    # APTOS 2019 Blindness Detection: flat .png, ids without extension, test.csv beside sample_submission.csv
+    "aptos": dict(id="id_code", target="diagnosis", numbers=True, suffix=".png", ids_carry=False, test_csv=True),
+}
+
+
+def relay(src: str | Path, out: str | Path, layout: str, *, visible: int | None = None) -> Path:
+    """Competition `src` (Paddy's layout, from this module or kernel.sample) laid out at `out` as `layout`
+    lays its files, whole or not at all. `visible`: only that many test images (in sample_submission's order),
+    as a code competition shows while the notebook is written; the rest is what its rerun mounts instead.
+    `test_answers.csv` answers the test images there, in the competition's columns."""
+    src, out, how = Path(src), Path(out).resolve(), LAYOUTS[layout]
+    refuse_foreign(out)
+    tmp = claim(out)
+    try:
+        train = pd.read_csv(src / "train.csv", dtype=str)
+        classes = sorted(train.label.unique())
+        name = lambda i: f"{Path(i).stem}{how['suffix']}"  # the file
+        key = lambda i: name(i) if how["ids_carry"] else Path(i).stem  # the id, as train.csv writes it
+        label = lambda c: str(classes.index(c)) if how["numbers"] else c
+        (tmp / "train_images").mkdir()
+        for i, c in zip(train.image_id, train.label):
+            Image.open(src / "train_images" / c / i).convert("RGB").save(tmp / "train_images" / name(i))
+        pd.DataFrame({how["id"]: map(key, train.image_id), how["target"]: map(label, train.label)}).to_csv(
+            tmp / "train.csv", index=False)
+        answers = pd.read_csv(src / "test_answers.csv", dtype=str).iloc[:visible]
+        for i in answers.image_id:
+            Image.open(src / "test_images" / i).convert("RGB").save(tmp / "test_images" / name(i))
+        ids = list(map(key, answers.image_id))
+        pd.DataFrame({how["id"]: ids, how["target"]: label(classes[0])}).to_csv(
+            tmp / "sample_submission.csv", index=False)
+        if how["test_csv"]: pd.DataFrame({how["id"]: sorted(ids)}).to_csv(tmp / "test.csv", index=False)
+        if how["numbers"]:
+            (tmp / "label_num_to_disease_map.json").write_text(json.dumps(dict(enumerate(classes)), indent=1))
+        pd.DataFrame({how["id"]: ids, how["target"]: map(label, answers.label)}).to_csv(
+            tmp / "test_answers.csv", index=False)
+        (tmp / PROVENANCE).write_text(f"relaid as {layout} from {src}\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 def main(argv: list[str]) -> None:

@@ -197,7 +197,8 @@ class Config:
 
     Each field's `doc(...)` is its one documentation: the CLI's --help (with every preset's default),
     and the range `__post_init__` checks."""
-    data: str = doc("the competition folder: train.csv, train_images/<label>/, test_images/",
+    data: str = doc("the competition folder: train.csv, train_images/ (class folders or flat), test_images/, "
+                    "sample_submission.csv; read as kernel/layout.py says",
                     unit="path", resume=False, default="/kaggle/input/paddy-disease-classification")
     out: str = doc("where submission.csv, probs.csv, the model, history.csv and plots go (resume checkpoints "
                    "beside it, or in /kaggle/temp on Kaggle)",
@@ -295,9 +296,11 @@ class Config:
                               "num_workers", unit="threads", range="[1, inf)", resume=False, default=None)
     progress: str = doc("lines: one line per epoch; table: fastai's table; auto: the table in a notebook",
                         unit="choice", choices=("auto", "lines", "table"), resume=False, default="auto")
-    label_col: str = doc("train.csv's column of class names", unit="column", default="label")
-    id_col: str = doc("train.csv's and sample_submission.csv's column of image file names", unit="column",
-                      default="image_id")
+    label_col: str = doc("train.csv's column of class names; if train.csv has none of that name, "
+                         "sample_submission.csv's target column", unit="column", default="label")
+    id_col: str = doc("train.csv's and sample_submission.csv's column of image names (with or without the "
+                      "extension); if train.csv has none of that name, sample_submission.csv's first column",
+                      unit="column", default="image_id")
     restart: bool = doc("delete the checkpoint and history in out and start over", unit="on/off",
                         resume=False, default=False)
 

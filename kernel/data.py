@@ -1,11 +1,4 @@
-"""The competition on disk -> checked items -> fastai DataLoaders for one stage.
-
-Layout (Paddy Doctor's, and any folder-per-class competition's):
-    DATA/train.csv                      image_id,label[,...]
-    DATA/train_images/<label>/<image_id>
-    DATA/test_images/<image_id>
-    DATA/sample_submission.csv          image_id,label  (optional: gives the submission's row order)
-"""
+"""The competition on disk (its layout: kernel/layout.py) -> checked items -> fastai DataLoaders for a stage."""
 import random
 from pathlib import Path
 
@@ -15,18 +8,11 @@ from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders,
                                aug_transforms)
 from PIL import Image
 
-from . import weighted  # noqa: F401  (gives DataBlock its robust weighted_dataloaders)
+from . import layout, weighted  # noqa: F401  (weighted gives DataBlock its robust weighted_dataloaders)
 from .config import Config
 from .errors import UserError
+from .layout import IMAGE_SUFFIXES
 from .submission import check_ids
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def _need(path: Path, what: str, fix: str) -> Path:
-    if not path.exists():
-        raise UserError(f"{what} not found at {path}; {fix}")
-    return path
 
 
 def decodes(path: Path) -> str | None:
@@ -48,50 +34,39 @@ def _drop_undecodable(df: pd.DataFrame, what: str, log=print) -> pd.DataFrame:
 
 
 def train_items(cfg: Config, log=print) -> pd.DataFrame:
-    """train.csv with a `path` column, every row checked to have a decodable image."""
-    data = _need(Path(cfg.data), "data folder",
-                 "pass --data DIR, the folder holding train.csv, train_images/ and test_images/")
-    csv = _need(data / "train.csv", "train.csv",
-                f"the data folder must hold train.csv with columns {cfg.id_col},{cfg.label_col}")
-    images = _need(data / "train_images", "train_images/",
-                   "the data folder must hold train_images/<label>/<image_id>")
-    try:
-        df = pd.read_csv(csv, dtype={cfg.id_col: str, cfg.label_col: str})
-    except Exception as e:
-        raise UserError(f"cannot read {csv} ({e}); it must be a CSV with a header row") from None
-    missing_cols = [c for c in (cfg.id_col, cfg.label_col) if c not in df.columns]
-    if missing_cols:
-        raise UserError(f"{csv} lacks column(s) {missing_cols}; its columns are {list(df.columns)} "
-                        "(set --id_col / --label_col)")
-    df["path"] = [str(images / label / i) for i, label in zip(df[cfg.id_col], df[cfg.label_col])]
+    """train.csv with a `path` column, every row checked to have a decodable image; the layout read
+    (kernel/layout.py) is said in one line."""
+    where, df = layout.read(cfg)
+    df["path"] = [str(where.train_path(i, label)) for i, label in zip(df[where.id_col], df[where.label_col])]
     missing = [p for p in df["path"] if not Path(p).is_file()]
     if missing:
         raise UserError(f"{len(missing)} of {len(df)} train.csv rows have no image, e.g. {missing[0]}; "
-                        "each row's image must be at train_images/<label>/<image_id>")
-    if df[cfg.label_col].nunique() < 2:
-        raise UserError(f"train.csv has fewer than 2 classes in {cfg.label_col!r}; nothing to classify")
+                        f"the others are at {where.train_path('<id>', '<label>')}")
+    if df[where.label_col].nunique() < 2:
+        raise UserError(f"train.csv has fewer than 2 classes in {where.label_col!r}; nothing to classify")
+    log(where.describe(len(df), df[where.label_col].nunique()))
     return _drop_undecodable(df, "train", log)
 
 
 def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
-    """(decodable test images with `path` and id columns, ids of the images that do not decode)."""
-    folder = _need(Path(cfg.data) / "test_images", "test_images/",
-                   "the data folder must hold test_images/<image_id>")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """(decodable test images with `path` and id columns, ids of the images that do not decode), read from
+    the test folder when called: in a code competition's rerun, the hidden set."""
+    where = layout.read(cfg)[0]
+    paths = sorted(p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise UserError(f"no images in {folder}; put the test images there")
-    df = pd.DataFrame({cfg.id_col: [p.name for p in paths], "path": [str(p) for p in paths]})
+        raise UserError(f"no images in {where.test_dir}; put the test images there")
+    df = pd.DataFrame({where.id_col: [where.test_id(p) for p in paths], "path": [str(p) for p in paths]})
     good = _drop_undecodable(df, "test", log)
-    return good, sorted(set(df[cfg.id_col]) - set(good[cfg.id_col]))
+    return good, sorted(set(df[where.id_col]) - set(good[where.id_col]))
 
 
-def checked_test(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str], Path]:
-    """`test_items` and the path of sample_submission.csv, whose ids are checked against the test images
-    now, not after hours of training."""
+def checked_test(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str], Path | None]:
+    """`test_items` and the file of test ids (sample_submission.csv or test.csv: the submission's row
+    order), checked against the test images now, not after hours of training."""
     test, undecodable = test_items(cfg, log)
-    sample = Path(cfg.data) / "sample_submission.csv"
-    check_ids([*test[cfg.id_col], *undecodable], sample, cfg.id_col)
-    return test, undecodable, sample
+    where = layout.read(cfg)[0]
+    check_ids([*test[where.id_col], *undecodable], where.ids, where.id_col)
+    return test, undecodable, where.ids
 
 
 def load_image(path: str | Path, size: tuple[int, int], resize: str = "squish",

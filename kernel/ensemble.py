@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, manifest, plan, predict, report, train
+from . import data, layout, manifest, plan, predict, report, train
 from .atomic import atomic_write
 from .config import Config, cpu_cores
 from .errors import INTERRUPTED, Interrupted, UserError
@@ -128,6 +128,7 @@ def run(cfg: Config, log=print, token: str | None = None) -> Path:
 
 def _run(cfg: Config, log) -> Path:
     if not cfg.members: return train.run(cfg, log=log)
+    cfg = layout.resolved(cfg)  # the columns found, passed on to every member
     t0, out = time.time(), Path(cfg.out)
     lock, say = threading.Lock(), log
 

@@ -115,10 +115,12 @@ def make_sample(out: str | Path, n_train: int = 300, n_test: int = 100, seed: in
 
 
 def accuracy(submission: str | Path, answers: str | Path) -> float:
-    """Accuracy of a submission.csv against answers, matched on image_id (as Kaggle grades)."""
-    sub, ans = pd.read_csv(submission), pd.read_csv(answers)
-    merged = ans.merge(sub, on="image_id", how="left", suffixes=("", "_pred"))
-    return float((merged["label"] == merged["label_pred"]).mean())
+    """Accuracy of a submission.csv against answers, matched on the id, the answers' first column (as Kaggle
+    grades); the label is their second."""
+    sub, ans = pd.read_csv(submission, dtype=str), pd.read_csv(answers, dtype=str)
+    id_col, label_col = ans.columns[:2]
+    merged = ans.merge(sub, on=id_col, how="left", suffixes=("", "_pred"))
+    return float((merged[label_col] == merged[f"{label_col}_pred"]).mean())
 
 
 def main(argv: list[str]) -> None:

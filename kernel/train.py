@@ -29,7 +29,7 @@ from fastai.metrics import error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.learner import default_split
 
-from . import checkpoint, data, model, predict, report
+from . import checkpoint, data, layout, model, predict, report
 from .callbacks import (Accumulate, EpochEnd, NoValidation, Run, RunMixedPrecision, Schedule, TimeLimit,
                         keep_history)
 from .config import Config, parse_args
@@ -207,6 +207,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         deadline = t0 + cfg.time_limit if cfg.time_limit else math.inf
         model.check_arch(cfg.arch)  # before reading every image
         cfg = shaped(cfg, log=log)  # a fixed-size model (Swin) at its own size
+        cfg = layout.resolved(cfg)  # the id and target columns as found
         cfg = cfg.shared()  # loader workers and torch threads, unless set: the cores (a member: its share)
         torch.set_num_threads(cfg.threads)
         items = data.train_items(cfg, log)

@@ -250,13 +250,13 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
     if missing: raise UserError(f"members {', '.join(missing)} did not finish; see the executed notebooks")
     # the members' own probabilities, weighted and averaged here: what both fan-ins must equal
     frames = {n: pd.read_csv(outputs[s["folder"]] / "members" / n / "probs.csv",
-                             dtype=str).set_index(cfg.id_col)
+                             dtype=str, index_col=0)
               for s in local for n in s["names"]}
     weights = {m.name: m.weight for m in cfg.members}
     mean = sum(f.astype(float) * weights[n] for n, f in frames.items()) / sum(weights.values())
     diffs = {}
     for what, path in (("laptop", out / "probs.csv"), ("inference", out / "inference" / "probs.csv")):
-        got = pd.read_csv(path, dtype=str).set_index(cfg.id_col).astype(float).loc[mean.index, mean.columns]
+        got = pd.read_csv(path, dtype=str, index_col=0).astype(float).loc[mean.index, mean.columns]
         diffs[what] = float((got - mean).abs().to_numpy().max())
     same = pd.read_csv(submission).equals(pd.read_csv(out / "inference" / "submission.csv"))
     where = "; ".join(f"{p} ({', '.join(s['names'])})" for s, p in zip(local, outputs.values()))
