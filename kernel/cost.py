@@ -1,5 +1,5 @@
-"""How long one model's run takes on a Kaggle T4, estimated before anything runs: what balances an
-ensemble's members over sessions and what the time plan at build prints.
+"""How long one model's run takes on a Kaggle T4, and how much it writes, estimated before anything runs:
+what balances an ensemble's members over sessions, and the time plan and the output plan build prints.
 
     seconds = (forward FLOPs of everything the run computes) / T4_FLOPS
 
@@ -18,8 +18,14 @@ timestamps 02:53:20 -> 03:26:22, 33 min) fine-tuned convnext_small_in22k for 12 
 GPU-bound large models may run faster; and FLOPs per second differ by architecture (ViTs' matmuls use
 tensor cores better than ConvNeXt's depthwise convolutions). Take it as within a factor of 2; the
 balance of members over sessions depends only on the ratios, which hold better than the scale.
+
+What a run writes (`output_bytes`) is mostly its exported models: a Kaggle session keeps at most 20 GB of
+/kaggle/working, and a ViT-L exports 1.2 GB. Each model.safetensors is sized exactly from the network's state
+dict on the meta device; the rest (probabilities, plots, logs), about 1 MB a model on Paddy's test set, is
+reckoned from what a small run wrote (tests/test_ensemble.py compares the two).
 """
 import functools
+import json
 import math
 from dataclasses import dataclass
 
@@ -64,6 +70,50 @@ def seconds(cfg: Config, n_train: int = PADDY_TRAIN, n_test: int = PADDY_TEST) -
     work += last * cfg.weighted_epochs * (TRAIN_FACTOR * (n_train - n_valid) + n_valid)
     work += last * (cfg.tta + 1 if cfg.tta else 1) * n_test
     return work / T4_FLOPS
+
+
+OUTPUT_LIMIT = 20 * 10**9  # bytes of /kaggle/working a Kaggle session keeps
+# The small files, as a small run wrote them (10 classes): a probability as pandas writes a float32
+# ("0.06740933656692505,"), an image id ("200001.jpg,") and a label, a history.csv row and its log line,
+# a plot (history.png, confusion.png: 33-52 KB), model.json and the ensemble's json files.
+PROB_CHARS, ID_CHARS, LABEL_CHARS = 20, 11, 14
+EPOCH_TEXT = 300
+PLOT = 64 * 1024
+SMALL = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def weights_bytes(arch: str, n_out: int = 10) -> int:
+    """Bytes of the model.safetensors an export writes (`model.export`: the network's whole state dict, fp32
+    weights and BatchNorm's buffers, behind a JSON header naming each tensor), from the network built on the
+    meta device: its parameter count, no weights, no download."""
+    from .model import meta_net
+    state = meta_net(arch, n_out).state_dict()
+    header, offset = {}, 0
+    for name in sorted(state, key=lambda k: (-state[k].element_size(), k)):  # safetensors' order: the offsets
+        t = state[name]
+        n = t.numel() * t.element_size()
+        # every dtype's name is three letters (F32, I64): only the header's length counts here
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    return 8 + math.ceil(len(json.dumps(header, separators=(",", ":"))) / 8) * 8 + offset
+
+
+def output_bytes(cfg: Config, n_test: int = PADDY_TEST, n_classes: int = 10) -> tuple[int, int]:
+    """(total, peak): the bytes a run of `cfg` leaves in its output folder, each model's model.safetensors
+    (`weights_bytes`), probs.csv, submission.csv, history, plots and log, and an ensemble's own probs.csv,
+    submission.csv and plot beside its members' (checkpoints are kept outside it, kernel.checkpoint); and the
+    most it holds at once. An export goes through a temp file (kernel.atomic), and a re-export holds the new
+    file beside the old until the rename: the peak is the total and the largest model once more."""
+    from .plan import models
+    probs = (ID_CHARS + n_classes * PROB_CHARS) * (n_test + 1)
+    predictions = probs + (ID_CHARS + LABEL_CHARS) * (n_test + 1) + SMALL  # probs, submission, json files
+    configs = models(cfg)
+    weights = [weights_bytes(c.arch, n_classes) for c in configs]
+    epochs = [sum(s.epochs for s in c.stages) + c.weighted_epochs for c in configs]  # history and log lines
+    total = sum(w + predictions + 2 * PLOT + EPOCH_TEXT * e for w, e in zip(weights, epochs))
+    if cfg.members: total += predictions + PLOT  # the ensemble's average and its plot of every member
+    return total, total + max(weights)
 
 
 @dataclass(frozen=True)

@@ -118,10 +118,11 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
           templates: Path = metadata.ROOT, dry_run: bool = False) -> Path:
     """Build OUT/dataset, OUT/kernel (training) and OUT/infer (inference) from the templates; returns OUT.
 
-    `overrides` are kernel.Config fields for the Kaggle run (over the kaggle preset); the memory preflight
-    checks them against the accelerator. Pretrained weights: `weights` (a file), else those of each
-    architecture the config trains, fetched through timm; `pretrained=False`: none. When they cannot be
-    had, a build stops; a dry run (`dry_run`) says so and builds without them.
+    `overrides` are kernel.Config fields for the Kaggle run (over the kaggle preset); the preflight checks
+    them against the accelerator, and each session's output against Kaggle's 20 GB. Pretrained weights:
+    `weights` (a file), else those of each architecture the config trains, fetched through timm;
+    `pretrained=False`: none. When they cannot be had, a build stops; a dry run (`dry_run`) says so and builds
+    without them.
     """
     out, overrides = Path(out), dict(overrides or {})
     machine = overrides.get("accelerator")
@@ -137,7 +138,7 @@ def build(out: Path, overrides: dict | None = None, weights: str | Path | None =
                                                or (out / "dataset" / metadata.DATASET_FILE).is_file())):
         raise UserError(f"--out {out} exists and is not a build folder (the build replaces it whole); "
                         "pick another --out")
-    preflight(cfg)  # before anything is downloaded or written
+    preflight(cfg, names=[s["names"] for s in plan])  # before anything is downloaded or written
     out.parent.mkdir(parents=True, exist_ok=True)
     # beside OUT: the rename stays on one disk
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -377,6 +377,34 @@ def test_the_memory_preflight_refuses_a_stage_too_big_and_auto_takes_one_that_fi
             .endswith("896x672:1:64:auto"))
 
 
+VIT_L = "vit_large_patch16_224.augreg_in21k_ft_in1k"  # 304M parameters: a 1.2 GB export
+
+
+def test_the_rttt_preset_in_one_session_fits_kaggles_output():
+    """Eight large models in one session: their exports, sized by their parameter counts, are ~7.2 GB, and
+    ~8.4 GB while the largest (a ViT-L's, 1.2 GB) is written beside them: under the 20 GB."""
+    from kernel.config import PRESETS, Config
+    from kit.preflight import output
+    cfg = Config.make("kaggle", **{**PRESETS["rttt"], "sessions": 1})
+    lines = []
+    output(cfg, [[m.name for m in cfg.members]], lines.append)
+    assert re.fullmatch(r"  session 1 +8 models +7\.\d GB, +8\.\d GB at its peak \(an export's temp file\)"
+                        r"  fits", lines[1]), lines
+
+
+def test_a_session_whose_output_passes_20_gb_is_refused_in_one_line_naming_the_sessions_that_fit(tmp_path):
+    members = "; ".join(f"v{i} arch={VIT_L} seed={i}" for i in range(16))  # 16 x 1.2 GB
+    done = build_cli(tmp_path, "build", "--user", "alice", "--no-pretrained", "--out", str(tmp_path / "out"),
+                     "--stages", "224x224:1:64:auto", "--members", members)
+    assert re.search(r"^  session 1 +16 models +19\.\d GB, +20\.\d GB at its peak .*  DOES NOT FIT$",
+                     done.stdout, re.M), done.stdout
+    line = one_line(done)
+    assert re.fullmatch(r"error: session 1 \(v0, v1, .*, v15\) would write ~19\.\d GB into /kaggle/working "
+                        r"\(~20\.\d GB while an export is written\), more than the 20 GB Kaggle keeps of a "
+                        r"session's output; put fewer members in each session: --sessions 2", line), line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(params=["refused", "silent"])
 def dead_endpoint(request):
     """A loopback address with nothing behind it: a port that refuses connections, or one that takes them

@@ -16,7 +16,7 @@ import pytest
 from fastai.callback.core import Callback
 
 from conftest import kernel_subprocess
-from kernel import Config, checkpoint, data, ensemble, predict, train
+from kernel import Config, checkpoint, cost, data, ensemble, predict, train
 from kernel.config import cpu_cores
 from kernel.lock import locked
 from kernel.sample import make_sample
@@ -24,6 +24,7 @@ from kernel.sample import make_sample
 pytestmark = pytest.mark.kernel  # runs inside the notebook: also tested on Kaggle's versions (tests/run)
 
 ONE = dict(stages="32x24:1:8:1", tta=0)
+TWO = dict(**ONE, devices="cpu,cpu", members="a seed=1; b seed=2 arch=test_resnet weight=3")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,7 @@ def small(tmp_path_factory) -> Path:
 def two(small, tmp_path_factory) -> tuple[Path, list[str]]:
     """Two members, different seeds and architectures, run concurrently on two CPU slots."""
     out = tmp_path_factory.mktemp("ens") / "out"
-    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), **ONE, devices="cpu,cpu",
-                      members="a seed=1; b seed=2 arch=test_resnet weight=3")
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), **TWO)
     logged = []
     ensemble.run(cfg, log=logged.append)
     return out, logged
@@ -75,6 +75,20 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     assert len(started) == 2 and len(finished) == 2 and max(started) < min(finished), logged
     for name in ("a", "b"):
         assert any(l.startswith(f"[{name}] stage 1/1 32x24 epoch 1/1: train_loss") for l in logged)
+
+
+def test_the_output_build_estimates_is_what_the_run_wrote(two, small):
+    """kernel.cost.output_bytes, what build holds against Kaggle's 20 GB: each exported model to a byte or so
+    (from the network's parameter count on the meta device), the whole output folder within 10%."""
+    out, _ = two
+    wrote = {p: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    for name, arch in (("a", "resnet10t"), ("b", "test_resnet")):
+        assert cost.weights_bytes(arch) == pytest.approx(wrote[out / "members" / name / "model.safetensors"],
+                                                         rel=1e-3)
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), **TWO)
+    total, peak = cost.output_bytes(cfg, n_test=12)  # the sample's test images
+    assert total == pytest.approx(sum(wrote.values()), rel=0.1), sorted(wrote.items())
+    assert peak == total + cost.weights_bytes("resnet10t")  # its export's temp file beside the rest
 
 
 def test_an_exported_model_predicts_alone_in_a_fresh_process(two, small, tmp_path):

@@ -1,5 +1,5 @@
-"""`--preset rttt`: Road to the Top part 3's eight runs as members, through the memory preflight and the
-time plan at build, offline (no weights are needed for either)."""
+"""`--preset rttt`: Road to the Top part 3's eight runs as members, through the memory preflight, the time
+plan and the output plan at build, offline (no weights are needed for any)."""
 import os
 import re
 import subprocess
@@ -47,6 +47,11 @@ def test_build_with_the_preset_passes_the_preflight_and_prints_the_time_plan_bef
     hours = {n: float(h) for n, _, h in plan_lines}
     assert hours["vit-squish"] == hours["vit-crop"] > hours["convnext-320"] > hours["convnext-224"] > 0
     assert hours["total"] < 2 * 4 * 11.5  # under two sessions of two T4s for 11.5 hours
+    # each session's output (four large models' exports, ~3.6 GB) against the 20 GB Kaggle keeps of it
+    sessions = re.findall(r"^  session (\d) +(\d) models +([\d.]+) GB, +([\d.]+) GB at its peak .*  fits$",
+                          out, re.M)
+    assert [(k, n) for k, n, *_ in sessions] == [("1", "4"), ("2", "4")], out
+    assert all(3 < float(total) < float(peak) < 20 for *_, total, peak in sessions), out
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot get the pretrained weights of convnext_large.fb_in22k"), last
