@@ -43,6 +43,8 @@ def main(argv: list[str]) -> None:
                        "for a package Kaggle lacks")
         options(s, skip=NOT_AT_BUILD)
     d.add_argument("--data", help="competition folder (default: a generated sample)")
+    d.add_argument("--full", action="store_true",
+                   help="train on all of --data's images (default: a class-stratified subset: minutes)")
     u.add_argument("--timeout", type=float, default=600,
                    help="seconds to wait for Kaggle to process the dataset (default: 600)")
     u.add_argument("--session", type=int, metavar="K",
@@ -101,7 +103,7 @@ def main(argv: list[str]) -> None:
         build(Path(args.out), **kw)
     elif args.cmd == "dry-run":
         from kit.dryrun import dry_run
-        dry_run(Path(args.out), data=args.data, preset=args.preset or "cpu", **kw)
+        dry_run(Path(args.out), data=args.data, preset=args.preset or "cpu", full=args.full, **kw)
     elif args.cmd == "push" and args.wait:
         from kit.push import push_waiting
         push_waiting(Path(args.out), timeout=args.timeout_wait)

@@ -31,7 +31,9 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from kernel.config import Config
+from kernel import layout
 from kernel.data import test_items, train_items
+from kernel.layout import IMAGE_SUFFIXES
 from kernel.errors import Interrupted, UserError
 from kernel.sample import accuracy
 
@@ -113,6 +115,47 @@ def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
         raise UserError(f"{failed}; see {build / executed}")
 
 
+DRY_DATA, HIDDEN = "dry-run-data", "dry-run-hidden"  # in OUT: the folders a dry run on --data makes
+SUBSET = 400  # train images of a dry run on a real folder unless --full: a few minutes on 2 cores, as the sample
+TINY_TEST, HIDDEN_SIZE = 50, 200  # a visible test set under TINY_TEST: its rerun rehearsed on HIDDEN_SIZE
+
+
+def _subset(data: Path, out: Path, cfg: Config) -> tuple[Path, Path | None]:
+    """A dry run on a real folder stays a dry run: OUT/dry-run-data/ is `data` with a class-stratified SUBSET
+    of train.csv's rows (every other file linked, whatever the layout). When the visible test set is tiny, as
+    in a code competition, OUT/dry-run-hidden/ stands in for the hidden set of the rerun: held-apart training
+    images (not in the subset) as test images, their labels only in test_answers.csv. Returns both folders
+    (the second, or None)."""
+    where, train = layout.read(Config.make(None, **{**cfg.to_dict(), "data": str(data)}))
+    share = min(1.0, SUBSET / len(train))
+    kept = train.loc[sorted(i for _, g in train.groupby(where.label_col)
+                            for i in g.sample(max(1, round(len(g) * share)), random_state=0).index)]
+    dry = out / DRY_DATA
+    dry.mkdir()
+    for f in data.iterdir():
+        if f.name != "train.csv": (dry / f.name).symlink_to(f)
+    kept.to_csv(dry / "train.csv", index=False)
+    print(f"dry run on {len(kept)} of {len(train)} training images (a class-stratified subset, in {dry}; "
+          "--full trains on all)")
+    test = [p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    rest = train.drop(kept.index)
+    if len(test) >= TINY_TEST or rest.empty: return dry, None
+    held = rest.sample(min(HIDDEN_SIZE, len(rest)), random_state=0)
+    hidden = out / HIDDEN
+    (hidden / where.test_dir.name).mkdir(parents=True)
+    for i, label in zip(held[where.id_col], held[where.label_col]):
+        path = where.train_path(i, label)
+        (hidden / where.test_dir.name / path.name).symlink_to(path)
+    for f in dry.iterdir():
+        if f.name not in (where.test_dir.name, "sample_submission.csv", "test.csv"):
+            (hidden / f.name).symlink_to(f.resolve() if f.is_symlink() else f)
+    ids = held[[where.id_col, where.label_col]]
+    ids.assign(**{where.label_col: train[where.label_col].iloc[0]}).to_csv(
+        hidden / "sample_submission.csv", index=False)
+    ids.to_csv(hidden / "test_answers.csv", index=False)
+    return dry, hidden
+
+
 DRY_WEIGHTS = "dry-run-weights"  # in OUT: the local run's pretrained weights, not part of what push uploads
 
 
@@ -143,8 +186,9 @@ def local_weights(out: Path, cfg: Config, preset: str, shipped: str | None,
 
 def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: dict | None = None,
             weights: str | None = None, pretrained: bool = True, user: str | None = None,
-            wheels: list[str] = ()) -> Path:
-    """Build into OUT, run the built notebooks on CPU, and return OUT/submission.csv."""
+            wheels: list[str] = (), full: bool = False) -> Path:
+    """Build into OUT, run the built notebooks on CPU, and return OUT/submission.csv. On `data`, a subset of
+    its training images unless `full` (`_subset`)."""
     t0, out, overrides = time.time(), Path(out), dict(overrides or {})
     run = dict(overrides)
     # the weights are for the architecture Kaggle trains, not the CPU preset's
@@ -184,25 +228,41 @@ def dry_run(out: Path, data: str | None = None, preset: str = "cpu", overrides: 
                 drawing.wait()
     preset, shipped = local_weights(out, cfg, preset, notebook.parameters(out / "kernel")["weights"],
                                     pretrained)
+    hidden = None
+    if not full and data != out.resolve() / "sample": data, hidden = _subset(data, out, cfg)
 
     plan = sessions.read_plan(out)
     if plan is not None:
-        return _sessions(out, data, preset, run, shipped, t0)
+        return _sessions(out, data, preset, run, shipped, t0, hidden)
     # each notebook installs the wheel into a fresh folder of its own, as each Kaggle session starts bare
     with tempfile.TemporaryDirectory(prefix="pkk-dry-run-site-") as site:
         _run(out, "kernel", EXECUTED, f"{site}/kernel", data=str(data), out=str(out.resolve()), preset=preset,
              overrides={**run, "progress": "lines"}, weights=shipped, weights_datasets=_weights_datasets(out))
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(out.resolve())],
              out=str((out / "inference").resolve()))
+        rerun = _rehearse(out, hidden, [out.resolve()], site)
     submission, inferred = out / "submission.csv", out / "inference" / "submission.csv"
     same = pd.read_csv(submission).equals(pd.read_csv(inferred))
     return _finish(t0, "dry run", [f"submission: {submission}",
                                    f"notebooks:  {out / EXECUTED}, {out / INFERRED} (executed, with outputs)",
                                    f"inference:  {inferred}, "
-                                   + ("the same as training's" if same else "DIFFERENT from training's")],
+                                   + ("the same as training's" if same else "DIFFERENT from training's"),
+                                   *rerun],
                    submission, data,
                    None if same else f"the inference notebook's {inferred} differs from the training run's "
                    f"{submission}: the exported models do not predict what training did; please report this")
+
+
+def _rehearse(out: Path, hidden: Path | None, models: list[Path], site: str) -> list[str]:
+    """The code competition's rerun, rehearsed: the inference notebook on the stand-in hidden folder mounted in
+    the visible one's place (`_subset`); its accuracy there, as a line for `_finish`."""
+    if hidden is None: return []
+    _run(out, "infer", "dry-run-hidden.ipynb", f"{site}/hidden", data=str(hidden),
+         models=[str(m) for m in models], out=str((out / "hidden-rerun").resolve()))
+    n = len(pd.read_csv(hidden / "test_answers.csv"))
+    acc = accuracy(out / "hidden-rerun" / "submission.csv", hidden / "test_answers.csv")
+    return [f"hidden rerun: the inference notebook on {n} held-apart training images in {hidden} (the visible "
+            f"test set is tiny, as in a code competition): accuracy {acc:.3f}"]
 
 
 def _weights_datasets(out: Path) -> list[str]:
@@ -226,7 +286,8 @@ def _finish(t0: float, what: str, lines: list[str], submission: Path, data: Path
 SESSIONS = "sessions"  # in OUT: each session's output, OUT/sessions/<kernel folder>/
 
 
-def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None, t0: float) -> Path:
+def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None, t0: float,
+              hidden: Path | None) -> Path:
     """The dry run of a build with --sessions N: each training notebook in turn with its share of the local
     run's members (split as build splits the Kaggle run's) and a run token, as push starts them; then the
     fan-in both ways, over both outputs: the inference notebook (a code competition) and the laptop's average
@@ -246,6 +307,7 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
                  weights_datasets=_weights_datasets(out), run_token=tokens[s["folder"]])
         _run(out, "infer", INFERRED, f"{site}/infer", data=str(data), models=[str(p) for p in outputs.values()],
              tokens=list(tokens.values()), out=str((out / "inference").resolve()))
+        rerun = _rehearse(out, hidden, list(outputs.values()), site)
     submission, missing = average_outputs(local, outputs, tokens, out)
     if missing: raise UserError(f"members {', '.join(missing)} did not finish; see the executed notebooks")
     # the members' own probabilities, weighted and averaged here: what both fan-ins must equal
@@ -265,6 +327,7 @@ def _sessions(out: Path, data: Path, preset: str, run: dict, shipped: str | None
         f"inference:  {out / 'inference' / 'submission.csv'}, the inference notebook over every session's "
         "output (a code competition): " + ("the same" if same else "DIFFERENT"),
         f"both are the weighted mean of the {len(frames)} members' own probabilities: largest difference "
-        f"{diffs['laptop']:.1e} (laptop), {diffs['inference']:.1e} (inference notebook)"], submission, data,
+        f"{diffs['laptop']:.1e} (laptop), {diffs['inference']:.1e} (inference notebook)", *rerun], submission,
+        data,
         None if same and max(diffs.values()) <= 1e-5 else "the fan-in of the sessions is not the average of "
         "the members' probabilities; please report this")

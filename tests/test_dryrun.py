@@ -22,7 +22,12 @@ import pytest
 from conftest import lay_out_hub
 from kernel.errors import UserError
 from kernel.sample import accuracy
+from kernel.sample import make_sample
+from kit import dryrun
 from kit.dryrun import EXECUTED, INFERRED, dry_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import realsets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # One short stage keeps the test quick; passing them also proves that --field value reaches the kernel. Its
@@ -188,8 +193,8 @@ def test_failing_cell_is_one_line_naming_it(dry, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("layout,message", [
-    ({}, "train.csv not found"),
-    ({"train.csv": "image_id,label\n1.jpg,a\n"}, "train_images/ not found"),
+    ({}, "no train.csv in"),
+    ({"train.csv": "image_id,label\n1.jpg,a\n"}, "no train image folder"),
 ])
 def test_data_in_the_wrong_layout_is_refused_before_building(tmp_path, layout, message):
     data = tmp_path / "data"
@@ -198,6 +203,30 @@ def test_data_in_the_wrong_layout_is_refused_before_building(tmp_path, layout, m
     with pytest.raises(UserError, match=f"--data {re.escape(str(data))}: {message}"):
         dry_run(tmp_path / "out", data=str(data), user="alice")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_code_competition_folder_dry_runs_on_a_subset_and_rehearses_the_hidden_rerun(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Cassava's layout with its one visible test image: the dry run trains on a class-stratified subset (a
+    dry run on a real folder stays minutes long), then the inference notebook predicts held-apart training
+    images mounted in the test folder's place, and says how accurate it was there."""
+    monkeypatch.setattr(dryrun, "SUBSET", 40)  # of the 62 images, as 400 of a real competition's thousands
+    sample = make_sample(tmp_path / "sample", n_train=60, n_test=12, seed=1)
+    data = realsets.relay(sample, tmp_path / "cassava", "cassava", visible=1)
+    sub = dry_run(tmp_path / "out", data=str(data), user="alice", pretrained=False,
+                  overrides={"stages": "64x48:1:8:1", "tta": "0"})
+    said = capsys.readouterr().out
+    assert "dry run on 40 of 62 training images (a class-stratified subset" in said
+    kept = pd.read_csv(tmp_path / "out" / dryrun.DRY_DATA / "train.csv", dtype=str)
+    train = pd.read_csv(data / "train.csv", dtype=str)
+    assert len(kept) == 40 and set(kept.label) == set(train.label)  # every class kept
+    assert list(pd.read_csv(sub, dtype=str).columns) == ["image_id", "label"] and len(pd.read_csv(sub)) == 1
+    answers = pd.read_csv(tmp_path / "out" / dryrun.HIDDEN / "test_answers.csv", dtype=str)
+    assert len(answers) == 22 and not set(answers.image_id) & set(kept.image_id)  # held apart from training
+    rerun = pd.read_csv(tmp_path / "out" / "hidden-rerun" / "submission.csv", dtype=str)
+    assert list(rerun.image_id) == list(answers.image_id) and set(rerun.label) <= set(train.label)
+    assert re.search(r"hidden rerun: the inference notebook on 22 held-apart training images .* accuracy "
+                     r"\d\.\d{3}", said), said[-1500:]
 
 
 def test_a_build_that_stops_leaves_no_half_drawn_sample_behind(tmp_path, monkeypatch):
