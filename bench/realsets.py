@@ -295,7 +295,8 @@ LAYOUTS = {
     # Cassava Leaf Disease Classification: flat, integer labels, label_num_to_disease_map.json
     "cassava": dict(id="image_id", target="label", numbers=True, suffix=".jpg", ids_carry=True, test_csv=False),
     # APTOS 2019 Blindness Detection: flat .png, ids without extension, test.csv beside sample_submission.csv
-    "aptos": dict(id="id_code", target="diagnosis", numbers=True, suffix=".png", ids_carry=False, test_csv=True),
+    "aptos": dict(id="id_code", target="diagnosis", numbers=True, suffix=".png", ids_carry=False,
+                  test_csv=True),
 }
 
 

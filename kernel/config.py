@@ -287,6 +287,14 @@ class Config:
     sessions: int = doc("Kaggle training kernels the members are split over (balanced by estimated cost), "
                         "at most two running at once; 1: every member in one kernel", unit="sessions",
                         range="[1, inf)", resume=False, default=1)
+    test_count: int = doc("test images the competition scores: in a code competition the hidden set's (its "
+                          "Data page says, e.g. Cassava ~15000), for build's inference estimate; "
+                          "0: Paddy's 3469",
+                          unit="images", range="[0, inf)", resume=False, default=0)
+    infer_limit: float = doc("the competition's run-time limit of a submitted notebook (its Code Requirements, "
+                             "e.g. 9h for Cassava): build refuses an inference kernel estimated past it; "
+                             "0: none",
+                             unit="seconds, or with h/m", range="[0, inf)", resume=False, default=0)
     devices: str = doc("where members run at once: auto (every visible GPU, else the CPU), or a list "
                        "such as 0,1 or cpu,cpu", unit="devices", resume=False, default="auto")
     num_workers: int | None = doc("data loader worker processes of each model; none: its share of the cores "
@@ -421,6 +429,8 @@ def _convert(name: str, value):
             if value.lower() in ("1", "true", "yes"): return True
             if value.lower() in ("0", "false", "no"): return False
             raise ValueError(value)
+        if hint is float and value[-1:] in ("h", "m"):  # a duration: 9h, 30m
+            return float(value[:-1]) * (3600 if value[-1] == "h" else 60)
         if hint in (int, float): return hint(value)
         return value
     except ValueError:

@@ -116,6 +116,14 @@ def output_bytes(cfg: Config, n_test: int = PADDY_TEST, n_classes: int = 10) -> 
     return total, total + max(weights)
 
 
+def infer_seconds(cfg: Config, n_test: int = PADDY_TEST) -> float:
+    """Estimated T4 seconds of the inference kernel: every model (its members) in turn over `n_test` images,
+    each at its last stage's size with its TTA passes (+1), as `seconds` counts prediction."""
+    from .plan import models
+    return math.fsum(flops(c.arch, c.stages[-1].size) * (c.tta + 1 if c.tta else 1) * n_test / T4_FLOPS
+                     for c in models(cfg))
+
+
 @dataclass(frozen=True)
 class Row:
     """One model of the time plan."""

@@ -49,7 +49,8 @@ class Layout:
     def describe(self, n_train: int, n_classes: int) -> str:
         where = f"{self.train_dir.name}/<{self.label_col}>/" if self.folders else f"{self.train_dir.name}/"
         return (f"data: {n_train} images in {where}<{self.id_col}>{self.suffix or ''} from train.csv "
-                f"({self.id_col} -> {self.label_col}, {n_classes} classes); test images in {self.test_dir.name}/, "
+                f"({self.id_col} -> {self.label_col}, {n_classes} classes); "
+                f"test images in {self.test_dir.name}/, "
                 f"ids and order from {self.ids.name if self.ids else 'the file names'}")
 
 
@@ -83,7 +84,8 @@ def _images(train_dir: Path, rows: list[tuple[str, str]]) -> tuple[bool, str] | 
     """(class folders?, suffix) under which most of `rows` (id, label) have a file, or None if none do."""
     tried = [(folders, suffix) for folders in (True, False) for suffix in ("", *IMAGE_SUFFIXES)]
     def hits(folders: bool, suffix: str) -> int:
-        return sum(((train_dir / label if folders else train_dir) / f"{i}{suffix}").is_file() for i, label in rows)
+        folder = lambda label: train_dir / label if folders else train_dir
+        return sum((folder(label) / f"{i}{suffix}").is_file() for i, label in rows)
     best = max(tried, key=lambda t: hits(*t))
     return best if hits(*best) else None
 

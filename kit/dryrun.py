@@ -116,7 +116,7 @@ def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
 
 
 DRY_DATA, HIDDEN = "dry-run-data", "dry-run-hidden"  # in OUT: the folders a dry run on --data makes
-SUBSET = 400  # train images of a dry run on a real folder unless --full: a few minutes on 2 cores, as the sample
+SUBSET = 400  # train images of a dry run on a real folder unless --full: minutes on 2 cores, as the sample
 TINY_TEST, HIDDEN_SIZE = 50, 200  # a visible test set under TINY_TEST: its rerun rehearsed on HIDDEN_SIZE
 
 

@@ -65,8 +65,27 @@ def preflight(cfg: Config, *, names: list[list[str]] | None = None, log=print) -
                        if fit else "use a smaller size or --arch")
                 raise UserError(f"stage {s} of {c.arch} needs ~{need / GIB:.1f} GiB of GPU memory, more than "
                                 f"{acc.name}'s {room / GIB:.1f} GiB; {fix}")
-    cost.show(cost.table(cfg), log)
+    n_test = cfg.test_count or cost.PADDY_TEST
+    cost.show(cost.table(cfg, n_test=n_test), log)
+    inference(cfg, n_test, log)
     output(cfg, names or [[m.name for m in cfg.members]], log)
+
+
+def inference(cfg: Config, n_test: int, log=print) -> None:
+    """Print the inference kernel's estimated T4 time over the test set the competition scores (in a code
+    competition, its hidden one: --test_count), against the competition's run-time limit (--infer_limit);
+    refuse one past it: the rerun would fail after the hours are spent."""
+    from kernel import cost
+    took, limit = cost.infer_seconds(cfg, n_test), cfg.infer_limit
+    n = len(cfg.members) or 1
+    given = f"{limit / 3600:g} h" if limit >= 3600 else f"{limit / 60:g} min"
+    against = f" of the {given} limit: " + ("fits" if took <= limit else "DOES NOT FIT") if limit else \
+        " (no --infer_limit given: a code competition's Code Requirements name one)"
+    log(f"inference: ~{took / 3600:.2f} h on a T4 for {n_test} test images, {n} model(s){against}")
+    if limit and took > limit:
+        raise UserError(f"the inference kernel would take ~{took / 3600:.1f} h for {n_test} test images, past "
+                        f"the competition's {given} limit; lower --tta, train fewer members, or make "
+                        "the last stage smaller")
 
 
 def session(cfg: Config, names: list[str]) -> Config:

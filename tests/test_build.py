@@ -454,3 +454,26 @@ def test_a_long_library_message_is_cut_at_a_word_end():
     cut = first_line(e, 60)
     assert len(cut) <= 60 and cut.endswith(" ...") and (cut[:-4] + " ") in str(e)
     assert cut[:-4].split()[-1] in ("connection", "and", "try", "again", "check", "your")
+
+
+def test_the_inference_kernels_time_on_the_hidden_test_set_is_set_against_the_competitions_limit(tmp_path):
+    """A code competition's rerun predicts its hidden test set (Cassava: ~15,000) under a run-time limit (9 h):
+    build prints the estimate against it, and refuses, in one line and building nothing, a plan past it."""
+    from kernel import cost
+    from kernel.config import Config
+    from kit.preflight import inference
+    cfg = Config.make("kaggle", test_count=15000, infer_limit="9h")
+    lines = []
+    inference(cfg, 15000, lines.append)
+    took = cost.infer_seconds(cfg, 15000)  # twice the images, twice the time; members and TTA passes add up
+    assert took == pytest.approx(2 * cost.infer_seconds(cfg, 7500))
+    assert cost.infer_seconds(Config.make("kaggle", tta=1), 100) == pytest.approx(
+        cost.infer_seconds(Config.make("kaggle", tta=4), 100) * 2 / 5)
+    assert lines == [f"inference: ~{took / 3600:.2f} h on a T4 for 15000 test images, 2 model(s) of the 9 h "
+                     "limit: fits"]
+    done = build_cli(tmp_path, "build", "--user", "alice", "--no-pretrained", "--out", str(tmp_path / "out"),
+                     "--test_count", "15000", "--infer_limit", "10m")
+    assert one_line(done) == (f"error: the inference kernel would take ~{took / 3600:.1f} h for 15000 test "
+                              "images, past the competition's 10 min limit; lower --tta, train fewer "
+                              "members, or make the last stage smaller")
+    assert not (tmp_path / "out").exists()

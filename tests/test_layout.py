@@ -56,5 +56,6 @@ def test_a_folder_the_kit_cannot_read_is_one_line_naming_what_was_found(small, t
     with pytest.raises(UserError) as e:
         run(Config.make("cpu-scratch", data=str(d), out=str(tmp_path / "out")))
     first = train.diagnosis[0]
-    assert str(e.value) == (f"train.csv's first images are not in {d}/train_images/ (looked for {first}/x100000 "
-                            "and x100000, with and without an extension); set --id_col to the column of image names")
+    assert str(e.value) == (f"train.csv's first images are not in {d}/train_images/ (looked for "
+                            f"{first}/x100000 and x100000, with and without an extension); "
+                            "set --id_col to the column of image names")
