@@ -33,7 +33,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from kernel.config import Config
 from kernel import layout
 from kernel.data import test_items, train_items
-from kernel.layout import IMAGE_SUFFIXES
+from kernel.layout import ID_FILES, IMAGE_SUFFIXES
 from kernel.errors import Interrupted, UserError
 from kernel.sample import accuracy
 
@@ -117,27 +117,39 @@ def _run(build: Path, folder: str, executed: str, site: str, **values) -> None:
 
 DRY_DATA, HIDDEN = "dry-run-data", "dry-run-hidden"  # in OUT: the folders a dry run on --data makes
 SUBSET = 400  # train images of a dry run on a real folder unless --full: minutes on 2 cores, as the sample
+TEST_SUBSET = 300  # test images predicted in a dry run on a real folder unless --full
 TINY_TEST, HIDDEN_SIZE = 50, 200  # a visible test set under TINY_TEST: its rerun rehearsed on HIDDEN_SIZE
 
 
 def _subset(data: Path, out: Path, cfg: Config) -> tuple[Path, Path | None]:
     """A dry run on a real folder stays a dry run: OUT/dry-run-data/ is `data` with a class-stratified SUBSET
-    of train.csv's rows (every other file linked, whatever the layout). When the visible test set is tiny, as
-    in a code competition, OUT/dry-run-hidden/ stands in for the hidden set of the rerun: held-apart training
-    images (not in the subset) as test images, their labels only in test_answers.csv. Returns both folders
-    (the second, or None)."""
+    of train.csv's rows and at most TEST_SUBSET of its test images (the ids files cut to them; every other
+    file linked, whatever the layout). When the visible test set is tiny, as in a code competition,
+    OUT/dry-run-hidden/ stands in for the hidden set of the rerun: held-apart training images (not in the
+    subset) as test images, their labels only in test_answers.csv. Returns both folders (the second, or
+    None)."""
     where, train = layout.read(Config.make(None, **{**cfg.to_dict(), "data": str(data)}))
     share = min(1.0, SUBSET / len(train))
     kept = train.loc[sorted(i for _, g in train.groupby(where.label_col)
                             for i in g.sample(max(1, round(len(g) * share)), random_state=0).index)]
+    test = sorted(p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    order = list(pd.read_csv(where.ids, dtype=str)[where.id_col]) if where.ids else []
+    ids = set(order[:TEST_SUBSET] if order else map(where.test_id, test[:TEST_SUBSET]))
+    cut = {where.test_dir.name, *ID_FILES, "test_answers.csv"} if len(test) > TEST_SUBSET else set()
     dry = out / DRY_DATA
     dry.mkdir()
     for f in data.iterdir():
-        if f.name != "train.csv": (dry / f.name).symlink_to(f)
-    kept.to_csv(dry / "train.csv", index=False)
-    print(f"dry run on {len(kept)} of {len(train)} training images (a class-stratified subset, in {dry}; "
-          "--full trains on all)")
-    test = [p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if f.name == "train.csv": kept.to_csv(dry / f.name, index=False)
+        elif f.name not in cut: (dry / f.name).symlink_to(f)
+        elif f.is_dir():
+            (dry / f.name).mkdir()
+            for image in (t for t in test if where.test_id(t) in ids):
+                (dry / f.name / image.name).symlink_to(image)
+        else:
+            rows = pd.read_csv(f, dtype=str)
+            rows[rows[rows.columns[0]].isin(ids)].to_csv(dry / f.name, index=False)
+    print(f"dry run on {len(kept)} of {len(train)} training images (a class-stratified subset) and "
+          f"{min(len(test), TEST_SUBSET)} of {len(test)} test images, in {dry}; --full takes all")
     rest = train.drop(kept.index)
     if len(test) >= TINY_TEST or rest.empty: return dry, None
     held = rest.sample(min(HIDDEN_SIZE, len(rest)), random_state=0)
@@ -147,12 +159,12 @@ def _subset(data: Path, out: Path, cfg: Config) -> tuple[Path, Path | None]:
         path = where.train_path(i, label)
         (hidden / where.test_dir.name / path.name).symlink_to(path)
     for f in dry.iterdir():
-        if f.name not in (where.test_dir.name, "sample_submission.csv", "test.csv"):
+        if f.name not in (where.test_dir.name, *ID_FILES):
             (hidden / f.name).symlink_to(f.resolve() if f.is_symlink() else f)
-    ids = held[[where.id_col, where.label_col]]
-    ids.assign(**{where.label_col: train[where.label_col].iloc[0]}).to_csv(
+    answers = held[[where.id_col, where.label_col]]
+    answers.assign(**{where.label_col: train[where.label_col].iloc[0]}).to_csv(
         hidden / "sample_submission.csv", index=False)
-    ids.to_csv(hidden / "test_answers.csv", index=False)
+    answers.to_csv(hidden / "test_answers.csv", index=False)
     return dry, hidden
 
 

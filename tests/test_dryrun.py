@@ -22,6 +22,8 @@ import pytest
 from conftest import lay_out_hub
 from kernel.errors import UserError
 from kernel.sample import accuracy
+from kernel.config import Config
+from kernel.data import checked_test
 from kernel.sample import make_sample
 from kit import dryrun
 from kit.dryrun import EXECUTED, INFERRED, dry_run
@@ -227,6 +229,31 @@ def test_a_code_competition_folder_dry_runs_on_a_subset_and_rehearses_the_hidden
     assert list(rerun.image_id) == list(answers.image_id) and set(rerun.label) <= set(train.label)
     assert re.search(r"hidden rerun: the inference notebook on 22 held-apart training images .* accuracy "
                      r"\d\.\d{3}", said), said[-1500:]
+
+
+def test_a_dry_runs_subset_of_a_real_folder_is_a_competition_the_kernel_reads_as_the_whole(tmp_path,
+                                                                                           monkeypatch):
+    """APTOS's layout (ids without extension, test.csv beside sample_submission.csv): the subset keeps every
+    class, and its test images, sample_submission.csv, test.csv and answers are cut to the same ids, in
+    their order, so that the kernel's own checks pass on it."""
+    monkeypatch.setattr(dryrun, "SUBSET", 30)
+    monkeypatch.setattr(dryrun, "TEST_SUBSET", 5)
+    monkeypatch.setattr(dryrun, "TINY_TEST", 10)
+    sample = make_sample(tmp_path / "sample", n_train=60, n_test=12, seed=1)
+    data = realsets.relay(sample, tmp_path / "aptos", "aptos")
+    (tmp_path / "out").mkdir()
+    dry, hidden = dryrun._subset(data, tmp_path / "out", Config.make("cpu"))
+    assert hidden is None  # 12 visible test images, not a tiny set: no rerun to rehearse
+    counts = pd.read_csv(data / "train.csv", dtype=str).diagnosis.value_counts()
+    kept = pd.read_csv(dry / "train.csv", dtype=str).diagnosis.value_counts()
+    assert kept.to_dict() == {c: max(1, round(n * 30 / 62)) for c, n in counts.items()}  # each class its share
+    order = list(pd.read_csv(data / "sample_submission.csv", dtype=str).id_code[:5])
+    for name in ("sample_submission.csv", "test_answers.csv"):
+        assert list(pd.read_csv(dry / name, dtype=str).id_code) == order, name
+    assert sorted(pd.read_csv(dry / "test.csv", dtype=str).id_code) == sorted(order)
+    assert sorted(p.name for p in (dry / "test_images").iterdir()) == sorted(f"{i}.png" for i in order)
+    test, undecodable, ids = checked_test(Config.make("cpu", data=str(dry)), log=lambda *_: None)
+    assert sorted(test.id_code) == sorted(order) and not undecodable and ids == dry / "sample_submission.csv"
 
 
 def test_a_build_that_stops_leaves_no_half_drawn_sample_behind(tmp_path, monkeypatch):
