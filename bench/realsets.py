@@ -1,6 +1,7 @@
 """Real image sets that installed packages ship, laid out as Kaggle's Paddy Doctor competition.
 
     python bench/realsets.py OUT [--seed 0] [--n_train N --n_test N]   # OUT/digits, textures, scenes
+    python bench/realsets.py OUT --layout cassava --visible 1          # and OUT/digits-cassava, ...
 
 The generated sample (kernel.sample) tells whether the kit runs; it cannot tell whether the kit learns
 real images. These three sets are real pictures that come inside packages already installed (nothing is
@@ -345,15 +346,20 @@ def main(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_train", type=int, help="train images of each set (default: the set's own)")
     p.add_argument("--n_test", type=int, help="test images of each set (default: the set's own)")
+    p.add_argument("--layout", choices=["paddy", *LAYOUTS], default="paddy",
+                   help="lay each set out as this competition does (default: Paddy Doctor's)")
+    p.add_argument("--visible", type=int, help="test images kept visible, as a code competition shows them")
     args = p.parse_args(argv)
     sizes = {k: v for k, v in vars(args).items() if k.startswith("n_") and v is not None}
     for name in SETS: refuse_foreign(Path(args.out).resolve() / name)  # all or none of the sets written
     for name, make in SETS.items():
         path = make(Path(args.out) / name, seed=args.seed, **sizes)
-        train = pd.read_csv(path / "train.csv")
+        if args.layout != "paddy":
+            path = relay(path, path.with_name(f"{name}-{args.layout}"), args.layout, visible=args.visible)
+        train = pd.read_csv(path / "train.csv", dtype=str)
         n_test = len(pd.read_csv(path / "test_answers.csv"))
         print(f"{name}: {len(train)} train, {n_test} test images at {path}")
-        print("  " + ", ".join(f"{k} {v}" for k, v in train.label.value_counts().items()))
+        print("  " + ", ".join(f"{k} {v}" for k, v in train.iloc[:, 1].value_counts().items()))
 
 
 if __name__ == "__main__":
