@@ -1,21 +1,24 @@
-"""Images per second of the training loader: ours (kernel/data.py) against fastai's stock pipeline.
+"""Images per second of the training loader: fastai's stock pipeline, ours (kernel/data.py), and ours with the
+stage's images decoded once and kept in RAM (`data.ImageCache`).
 
     python bench/pipeline.py [--n 300] [--workers 0,2] [--images 1024] [--aug-images 256] [--rounds 3]
 
-Both read the same 480x640 JPEGs (a sample competition made in a temp folder), at each default Kaggle
+All read the same 480x640 JPEGs (a sample competition made in a temp folder), at each default Kaggle
 stage size, with the same batch size, number of workers and batch augmentation (`data.augmentations`,
 fastai's `aug_transforms`, and normalisation), in the same run. Stock is fastai's `ImageBlock` (full decode)
 + `Resize` (squish); ours differs only in how an image is opened (`data.load_image`: decoded at a JPEG DCT
-scale, squished by PIL).
+scale, squished by PIL), and is what trains when a stage's images do not fit the free RAM; cached reads
+ours's very pictures out of RAM, decoded once for the stage (the seconds that took, per image listed once,
+are the `fill` column), what trains when they fit.
 
 Two figures per row:
   loader  batches as they leave the CPU: decode, resize, collate. On a Kaggle GPU kernel this is all
           the CPU does; the batch augmentation that follows runs on the GPU.
   +aug    the same batches after the batch augmentation on this machine's device: the GPU if there
-          is one, else the CPU, where augmentation costs the same for both and hides the gain.
+          is one, else the CPU, where augmentation costs the same for all and hides the gain.
 The items are listed several times so that an epoch is long, as Paddy's 130 batches are, and each
 figure is timed inside one epoch after its first batch (worker start-up), best of `--rounds`,
-stock and ours measured in turn so that other work on the machine slows both alike.
+the loaders measured in turn so that other work on the machine slows them alike.
 """
 import argparse
 import math
@@ -60,6 +63,11 @@ def our_datablock(cfg: Config, stage: Stage, items: pd.DataFrame) -> DataBlock:
     return data.datablock(cfg, stage.size, sorted(items[cfg.label_col].unique()), STATS)
 
 
+def cached_datablock(cfg: Config, stage: Stage, items: pd.DataFrame, cache: data.ImageCache) -> DataBlock:
+    """Ours, reading the images `cache` holds (filled for the stage) instead of decoding them."""
+    return data.datablock(cfg, stage.size, sorted(items[cfg.label_col].unique()), STATS, cache)
+
+
 def images_per_second(dl, aug: bool, n_images: int) -> float:
     """Time `n_images` of the training loader, after the epoch's first batch."""
     if not aug: dl.after_batch = Pipeline([])  # stop where the GPU would take over
@@ -91,24 +99,31 @@ def main() -> None:
         print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
               f"batch augmentation on {device}, load average {os.getloadavg()[0]:.1f}; "
               f"{len(items) // repeat} sample JPEGs 480x640 listed {repeat} times")
-        print(f"{'stage hxw':>9} {'workers':>7} {'bs':>3} | {'loader: stock':>13} {'ours':>6} {'ratio':>6} | "
-              f"{'+aug: stock':>11} {'ours':>6} {'ratio':>6}   (img/s)")
+        names = ("stock", "ours", "cached")
+        cols = " ".join(f"{n:>6}" for n in names) + f" {'cached/ours':>11}"
+        print(f"{'':>9} {'':>7} {'':>3} {'fill':>6} | {'loader':^33} | {'+aug':^33}\n"
+              f"{'stage hxw':>9} {'workers':>7} {'bs':>3} {'img/s':>6} | {cols} | {cols}   (img/s)")
         for stage in STAGES:
+            cache, t0 = data.ImageCache(), time.perf_counter()
+            if not cache.fill(cfg, data.decoded(cfg, stage.size), items.path, log=print):
+                raise SystemExit(f"the sample's images at {stage.size} do not fit this machine's free memory")
+            fill = len(cache.rows) / (time.perf_counter() - t0)  # decoded once each, on `threads` threads
             for workers in (int(w) for w in args.workers.split(",")):
                 row = []
                 for aug, n_images in ((False, args.images), (True, args.aug_images)):
-                    best = {"stock": 0.0, "ours": 0.0}
+                    best = dict.fromkeys(names, 0.0)
                     for _ in range(args.rounds):
                         for name, block in (("stock", stock_datablock(cfg, stage)),
-                                            ("ours", our_datablock(cfg, stage, items))):
+                                            ("ours", our_datablock(cfg, stage, items)),
+                                            ("cached", cached_datablock(cfg, stage, items, cache))):
                             dls = block.dataloaders(items, bs=stage.micro_bs, num_workers=workers,
                                                     device=device)
                             best[name] = max(best[name], images_per_second(dls.train, aug, n_images))
-                    row += [best["stock"], best["ours"], best["ours"] / best["stock"]]
+                    row.append(" ".join(f"{best[n]:>6.0f}" for n in names)
+                               + f" {best['cached'] / best['ours']:>10.2f}x")
                 h, w = stage.size
-                print(f"{f'{h}x{w}':>9} {workers:>7} {stage.micro_bs:>3} | "
-                      f"{row[0]:>13.0f} {row[1]:>6.0f} {row[2]:>5.2f}x | "
-                      f"{row[3]:>11.0f} {row[4]:>6.0f} {row[5]:>5.2f}x", flush=True)
+                print(f"{f'{h}x{w}':>9} {workers:>7} {stage.micro_bs:>3} {fill:>6.0f} | " + " | ".join(row),
+                      flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} at the end "
               f"(above {os.cpu_count()}, other work shared the cores)")
 

@@ -302,6 +302,11 @@ class Config:
                                   unit="processes", range="[0, inf)", resume=False, default=None)
     threads: int | None = doc("torch threads of each model's process; none: its share of the cores, as "
                               "num_workers", unit="threads", range="[1, inf)", resume=False, default=None)
+    cache_share: float | None = doc("share of the RAM free when a stage starts that its decoded images may "
+                                    "take, kept to be decoded once a stage instead of once an epoch (a line "
+                                    "says which); 0: decode every epoch; none: 3/4 of it, split among the "
+                                    "members training at once, as the cores", unit="fraction of the free RAM",
+                                    range="[0, 1]", resume=False, default=None)
     progress: str = doc("lines: one line per epoch; table: fastai's table; auto: the table in a notebook",
                         unit="choice", choices=("auto", "lines", "table"), resume=False, default="auto")
     label_col: str = doc("train.csv's column of class names; if train.csv has none of that name, "
@@ -347,11 +352,13 @@ class Config:
         return [a for k, v in self.to_dict().items() for a in flag(k, v)]
 
     def shared(self, at_once: int = 1, *, cores: int | None = None) -> "Config":
-        """This config with `num_workers` and `threads` where they are not set: its share of the `cores` (this
-        process's, `cpu_cores()`), with `at_once` models training side by side on them."""
+        """This config with `num_workers`, `threads` and `cache_share` where they are not set: its share of
+        the `cores` (this process's, `cpu_cores()`) and of 3/4 of the free RAM, with `at_once` models training
+        side by side on them (the last quarter: for what grows after a stage's images are kept)."""
         share = max(1, (cpu_cores() if cores is None else cores) // at_once)
         return replace(self, num_workers=share if self.num_workers is None else self.num_workers,
-                       threads=share if self.threads is None else self.threads)
+                       threads=share if self.threads is None else self.threads,
+                       cache_share=0.75 / at_once if self.cache_share is None else self.cache_share)
 
     def member(self, m: Member, out: str) -> "Config":
         """This config as member `m` trains it: its overrides applied, one model, into `out`."""

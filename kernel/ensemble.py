@@ -150,15 +150,17 @@ def _run(cfg: Config, log) -> Path:
         deadline = t0 + cfg.time_limit if cfg.time_limit else None
         places = slots(cfg.devices)
         at_once = max(1, min(len(places), todo.qsize()))
-        share = cfg.shared(at_once)  # the cores: each member's loader workers and torch threads, unless set
-        log(f"each member: {share.num_workers} loader workers, {share.threads} torch threads "
+        share = cfg.shared(at_once)  # each member's loader workers, torch threads and RAM share, unless set
+        log(f"each member: {share.num_workers} loader workers, {share.threads} torch threads, "
+            f"{share.cache_share:.2g} of the free RAM for a stage's decoded images "
             f"({cpu_cores()} CPU cores, {at_once} member{'s' * (at_once > 1)} at a time)")
 
         def worker(slot: str) -> None:
             while True:
                 try: name = todo.get_nowait()
                 except queue.Empty: return
-                mcfg = replace(members[name], num_workers=share.num_workers, threads=share.threads)
+                mcfg = replace(members[name], num_workers=share.num_workers, threads=share.threads,
+                               cache_share=share.cache_share)
                 if deadline is not None:
                     left = deadline - time.time() - MARGIN
                     if left <= 0:

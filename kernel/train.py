@@ -84,11 +84,13 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     if not has_valid: log("valid_pct 0: training on every image; no validation loss or error rate")
     lines = cfg.progress == "lines" or (cfg.progress == "auto" and not in_notebook())
     keep_history(out, epochs, start)
+    cache = data.ImageCache()  # each stage's images, decoded once for the stage where they fit the RAM
 
     def loaders(e: Epoch):
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if e.weighted else None
         val_bs = predict.inference_bs(cfg.val_bs, cfg.arch, len(vocab), e.size, e.bs)
-        return data.dataloaders(cfg, e.size, e.micro_bs, val_bs, items, vocab, stats, wgts)
+        return data.dataloaders(cfg, e.size, e.micro_bs, val_bs, items, vocab, stats, wgts, cache=cache,
+                                log=log)
 
     # the loaders of the epoch the fit starts at (RandomSplitter reseeds torch: before restoring the states)
     learn = make_learner(cfg, loaders(epochs[min(start, len(epochs) - 1)]), net, has_valid, lines)
@@ -119,6 +121,7 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
         except torch.cuda.OutOfMemoryError:
             pass  # handled out here: the exception's traceback holds the failed step's tensors
         run.start = smaller_steps(learn, run, scaler, back[0] or checkpoint.read(out))
+    cache.clear()  # the RAM back for prediction (the learner's loaders decode what they still load)
     n = trained[0]
     if n < len(epochs):
         log(f"stopped after epoch {n} of {len(epochs)} by the time budget; run again to resume from there")

@@ -48,6 +48,16 @@ def test_loader_workers_and_torch_threads_are_each_members_share_of_the_cores_un
     assert Config.make("cpu").shared(2, cores=4).num_workers == 0  # the laptop presets load in-process
 
 
+def test_the_ram_for_a_stages_decoded_images_is_each_members_share_unless_set():
+    """3/4 of the free RAM (the rest for what grows after), split among the models training at once."""
+    kaggle = Config.make("kaggle")
+    assert kaggle.cache_share is None
+    assert (kaggle.shared(1).cache_share, kaggle.shared(2).cache_share) == (0.75, 0.375)
+    assert parse_args(["--cache_share", "0"]).shared(2).cache_share == 0  # off
+    assert Config.make("cpu", cache_share=0.9).shared(2).cache_share == 0.9
+    with pytest.raises(UserError, match="--cache_share 1.5 is out of range"): Config.make(cache_share=1.5)
+
+
 @pytest.mark.parametrize("name, value", BAD)
 def test_every_out_of_range_value_is_refused_in_one_line(name, value):
     with pytest.raises(UserError) as e:

@@ -67,9 +67,12 @@ def test_two_members_train_side_by_side_and_their_weighted_mean_is_the_submissio
     # concurrent: both started before either finished; each member's epoch lines stream with its name
     # two CPU slots share this process's cores: torch threads their share, loader workers as the preset says
     n = cpu_cores()
-    line = (f"each member: 0 loader workers, {max(1, n // 2)} torch threads "
-            f"({n} CPU cores, 2 members at a time)")
+    line = (f"each member: 0 loader workers, {max(1, n // 2)} torch threads, 0.38 of the free RAM for a "
+            f"stage's decoded images ({n} CPU cores, 2 members at a time)")
     assert line in logged, logged
+    for name in ("a", "b"):  # each with its share of the free RAM, which the sample's images fit
+        assert any(l.startswith(f"[{name}] images decoded once for the stage at 32x24, kept in RAM") and
+                   "(cache_share 0.38 of " in l for l in logged), logged
     started = [i for i, l in enumerate(logged) if l.endswith("started on the CPU")]
     finished = [i for i, l in enumerate(logged) if l.endswith("] finished")]
     assert len(started) == 2 and len(finished) == 2 and max(started) < min(finished), logged

@@ -1,15 +1,19 @@
-"""The fast input pipeline (kernel/data.py) against fastai's stock one: same pictures, labels and accuracy."""
+"""The fast input pipeline (kernel/data.py) against fastai's stock one: same pictures, labels and accuracy; a
+stage's images decoded once and kept in RAM: the same batches, no decode during an epoch, the fallback."""
 import pickle
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.vision.all import PILImage, Resize, ResizeMethod, set_seed, vision_learner
 from PIL import Image
 
 from bench.pipeline import STATS, our_datablock, stock_datablock
-from kernel import Config, Stage, data
+from kernel import Config, Stage, data, train
 from kernel.data import load_image
 from kernel.sample import make_sample
 
@@ -178,3 +182,105 @@ def test_presize_decodes_larger_and_every_batch_comes_out_whole_at_the_stage_siz
         assert x.shape == want.shape
         diff = (x - want).abs().mean().item()
         assert 0 < diff < 0.03, f"mean difference {diff:.4f} from the picture decoded at the stage size"
+
+
+@pytest.fixture
+def opens(monkeypatch) -> list[str]:
+    """The path of every image file PIL opens in this process, in order (PIL's own `Image.open`, counted)."""
+    opened, real = [], Image.open
+
+    def counted(fp, *args, **kw):
+        opened.append(str(fp))
+        return real(fp, *args, **kw)
+    monkeypatch.setattr(Image, "open", counted)
+    return opened
+
+
+def epochs(dls, n: int = 2, **kw) -> list[list[torch.Tensor]]:
+    """`n` epochs of the training loader, then of the validation loader, in order (`kw`: to `new`); each
+    epoch's batches of images."""
+    seen = []
+    for dl in (dls.train, dls.valid):
+        dl = dl.new(**kw)
+        for _ in range(n):
+            set_seed(5)  # a crop's random corner, the same in both loaders
+            seen.append([x.cpu() for x, _ in dl])
+    return seen
+
+
+@pytest.mark.parametrize("resize", ["squish", "crop", "pad"])
+def test_a_stages_images_are_decoded_once_into_ram_and_give_todays_batches(cfg, items, opens, resize):
+    """With the cache the loaders give the same batches as without (augmentation off: the pictures
+    themselves, crops cut at the same random corners), every image decoded (opened) once before the first
+    batch and never during an epoch; crop reads each image's header first (its size). A pickled copy
+    (an exported learner) holds nothing."""
+    size, some = (48, 48), items.iloc[:40]  # a crop cuts 48x48 out of 48x64: somewhere in the height
+    vocab, identity = sorted(items.label.unique()), ([0.0] * 3, [1.0] * 3)
+    c = Config.make("cpu", data=cfg.data, **OFF, resize=resize)
+    logged, cache = [], data.ImageCache()
+    cached = data.dataloaders(c, size, 8, 8, some, vocab, identity, cache=cache, log=logged.append)
+    assert len(logged) == 1 and logged[0].startswith(
+        "images decoded once for the stage at 48x48, kept in RAM: 40 images, 0.00 GiB of the"), logged
+    assert sorted(opens) == sorted(list(some.path) * (2 if resize == "crop" else 1))
+    opens.clear()
+    kept = epochs(cached, shuffle=False, drop_last=False)
+    assert opens == []  # two epochs of each loader, no image opened
+    today = data.dataloaders(c, size, 8, 8, some, vocab, identity)
+    opens.clear()
+    today = epochs(today, shuffle=False, drop_last=False)
+    assert sorted(opens) == sorted(list(some.path) * 2)  # today's: every image, every epoch
+    for a, b in zip(kept, today, strict=True):
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert pickle.loads(pickle.dumps(cache)).get(some.path[0]) is None and cache.get(some.path[0]) is not None
+    # loaders for the same stage (another micro-batch, the weighted epochs) use the images kept, in silence
+    opens.clear()
+    data.dataloaders(c, size, 4, 8, some, vocab, identity, cache=cache, log=logged.append)
+    assert len(logged) == 1 and opens == []
+
+
+def test_weighted_epochs_draw_by_weight_from_the_images_kept_in_forked_workers(tmp_path):
+    """The weighted loader over the cache, in two worker processes: once the images are kept, the files can
+    go; only the items weighted above 0 are drawn."""
+    c = Config.make("cpu", data=str(make_sample(tmp_path / "small", n_train=60, n_test=1, seed=1)),
+                    num_workers=2, presize=1.0)
+    items = data.train_items(c, log=quiet)
+    vocab, wgts = sorted(items.label.unique()), (items.label == "blast").to_numpy(dtype=float)
+    dls = data.dataloaders(c, (64, 48), 4, 4, items, vocab, STATS, wgts, cache=data.ImageCache(), log=quiet)
+    shutil.rmtree(tmp_path / "small" / "train_images")
+    labels = torch.cat([y.cpu() for _, y in dls.train])
+    assert len(labels) >= 4 and {vocab[int(y)] for y in labels} == {"blast"}
+    assert sum(len(y) for _, y in dls.valid) == len(dls.valid.items)
+
+
+def test_a_stage_whose_images_do_not_fit_the_ram_share_is_decoded_every_epoch_and_says_why(cfg, items, opens):
+    """cache_share too small for the stage's images, or 0: today's loader, one line saying why."""
+    some, vocab = items.iloc[:16], sorted(items.label.unique())
+    for share, why in ((1e-9, r"kept in RAM they would take 0\.00 GiB, more than the 0\.00 GiB allowed "
+                              r"\(cache_share 1e-09 of [\d.]+ GiB free\)"), (0, "cache_share 0")):
+        c = Config.make("cpu", data=cfg.data, presize=1.0, cache_share=share)
+        logged, cache = [], data.ImageCache()
+        dls = data.dataloaders(c, (64, 48), 8, 8, some, vocab, STATS, cache=cache, log=logged.append)
+        assert len(logged) == 1, logged
+        assert re.fullmatch(f"images decoded every epoch at 64x48: {why}", logged[0]), logged
+        assert cache.get(some.path[0]) is None
+        opens.clear()
+        epochs(dls, drop_last=False)
+        assert sorted(opens) == sorted(list(dls.train.items.path) * 2 + list(dls.valid.items.path) * 2)
+
+
+def test_a_run_decodes_each_training_image_once_a_stage(tmp_path, opens):
+    """Through kernel.train: two stages of two epochs, then a weighted epoch at the last size (its own loaders,
+    and BatchNorm re-estimated at the new size): each training image is opened three times, by the check
+    that it decodes and once for each stage's size, however many epochs and loaders the stage has."""
+    sample = make_sample(tmp_path / "small", n_train=60, n_test=8, seed=1)
+    cfg = Config.make("cpu-scratch", data=str(sample), out=str(tmp_path / "out"),
+                      stages="32x24:2:8:1,48x36:2:8:1", weighted_epochs=1, tta=0)
+    trained, logged = [], []
+
+    class Look(Callback):
+        def before_fit(self):
+            if not trained: trained.extend(self.dls.train.items.path)
+    train.run(cfg, cbs=[Look()], log=logged.append)
+    assert trained and all(opens.count(p) == 3 for p in trained), {p: opens.count(p) for p in trained}
+    assert [line.split(",")[0] for line in logged if line.startswith("images decoded")] == [
+        "images decoded once for the stage at 32x24", "images decoded once for the stage at 48x36"]
