@@ -1,4 +1,4 @@
-"""Every check that needs a CUDA GPU, in one run of under 8 minutes (untimed), on a card made to look like a T4.
+"""Every check that needs a CUDA GPU, in one run (under 8 minutes, untimed), on a card made to look like a T4.
 
     python bench/gpu_check.py [--only peak,resolve,pytest,scaler,oom,devices,checkpoint,channels_last]
 
