@@ -13,6 +13,7 @@ optimizer step to warm up (Adam's state, cuDNN's choices), then the peak statist
 more run. Measured = peak reserved by torch's allocator + the CUDA context (device memory in use less what
 torch reserved). The goal: measured / estimate within 15%. Not a CI test.
 """
+import gc
 import sys
 import tempfile
 import time
@@ -54,6 +55,7 @@ def context_bytes() -> int:
 
 def measure(cfg: Config, stage, items, steps: int) -> dict:
     """Peak memory of `steps` optimizer steps of `stage`, as kernel.train runs them, after one to warm up."""
+    gc.collect()  # the last stage's Learner and its callbacks refer to one another: its model is freed here
     torch.cuda.empty_cache()
     vocab = sorted(items[cfg.label_col].unique())
     net = model.create(cfg.arch, len(vocab), log=lambda *_: None)
