@@ -38,6 +38,7 @@ import io
 import json
 import shutil
 import sys
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -298,14 +299,25 @@ LAYOUTS = {
     # APTOS 2019 Blindness Detection: flat .png, ids without extension, test.csv beside sample_submission.csv
     "aptos": dict(id="id_code", target="diagnosis", numbers=True, suffix=".png", ids_carry=False,
                   test_csv=True),
+    # Plant Pathology 2021 - FGVC8: flat .jpg, labels separated by spaces (multi-label). `second`: half the
+    # images (by their id) carry that label too, and show it: a rust-brown cast over the whole image
+    "plant": dict(id="image", target="labels", numbers=False, suffix=".jpg", ids_carry=True, test_csv=False,
+                  second="rust"),
 }
+RUST = np.array([180, 90, 30], dtype=np.float32)
+
+
+def rusted(img: Image.Image) -> Image.Image:
+    """`img` blended half and half with rust brown: a label a CNN sees at any size (green turns brown)."""
+    return Image.fromarray((0.5 * np.asarray(img, dtype=np.float32) + 0.5 * RUST).astype(np.uint8))
 
 
 def relay(src: str | Path, out: str | Path, layout: str, *, visible: int | None = None) -> Path:
     """Competition `src` (Paddy's layout, from this module or kernel.sample) laid out at `out` as `layout`
     lays its files, whole or not at all. `visible`: only that many test images (in sample_submission's order),
     as a code competition shows while the notebook is written; the rest is what its rerun mounts instead.
-    `test_answers.csv` answers the test images there, in the competition's columns."""
+    `test_answers.csv` answers the test images there, in the competition's columns. A layout with a `second`
+    label (multi-label) gives it to the images whose id hashes even, and rusts them (`rusted`)."""
     src, out, how = Path(src), Path(out).resolve(), LAYOUTS[layout]
     refuse_foreign(out)
     tmp = claim(out)
@@ -314,22 +326,28 @@ def relay(src: str | Path, out: str | Path, layout: str, *, visible: int | None 
         classes = sorted(train.label.unique())
         name = lambda i: f"{Path(i).stem}{how['suffix']}"  # the file
         key = lambda i: name(i) if how["ids_carry"] else Path(i).stem  # the id, as train.csv writes it
+        second = how.get("second")
+        rust = lambda i: second is not None and zlib.crc32(Path(i).stem.encode()) % 2 == 0
         label = lambda c: str(classes.index(c)) if how["numbers"] else c
+        labels = lambda i, c: " ".join(sorted([label(c), second])) if rust(i) else label(c)
+
+        def copy(path: Path, i: str, folder: str) -> None:
+            img = Image.open(path).convert("RGB")
+            (rusted(img) if rust(i) else img).save(tmp / folder / name(i))
         (tmp / "train_images").mkdir()
-        for i, c in zip(train.image_id, train.label):
-            Image.open(src / "train_images" / c / i).convert("RGB").save(tmp / "train_images" / name(i))
-        pd.DataFrame({how["id"]: map(key, train.image_id), how["target"]: map(label, train.label)}).to_csv(
+        for i, c in zip(train.image_id, train.label): copy(src / "train_images" / c / i, i, "train_images")
+        targets = map(labels, train.image_id, train.label)
+        pd.DataFrame({how["id"]: map(key, train.image_id), how["target"]: targets}).to_csv(
             tmp / "train.csv", index=False)
         answers = pd.read_csv(src / "test_answers.csv", dtype=str).iloc[:visible]
-        for i in answers.image_id:
-            Image.open(src / "test_images" / i).convert("RGB").save(tmp / "test_images" / name(i))
+        for i in answers.image_id: copy(src / "test_images" / i, i, "test_images")
         ids = list(map(key, answers.image_id))
         pd.DataFrame({how["id"]: ids, how["target"]: label(classes[0])}).to_csv(
             tmp / "sample_submission.csv", index=False)
         if how["test_csv"]: pd.DataFrame({how["id"]: sorted(ids)}).to_csv(tmp / "test.csv", index=False)
         if how["numbers"]:
             (tmp / "label_num_to_disease_map.json").write_text(json.dumps(dict(enumerate(classes)), indent=1))
-        pd.DataFrame({how["id"]: ids, how["target"]: map(label, answers.label)}).to_csv(
+        pd.DataFrame({how["id"]: ids, how["target"]: map(labels, answers.image_id, answers.label)}).to_csv(
             tmp / "test_answers.csv", index=False)
         (tmp / PROVENANCE).write_text(f"relaid as {layout} from {src}\n")
     except BaseException:

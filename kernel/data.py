@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor, Normalize,
-                               PILImage, RandomResizedCropGPU, RandomSplitter, RandTransform, TensorImage,
-                               TransformBlock, aug_transforms)
+from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, DataLoaders, IntToFloatTensor,
+                               MultiCategoryBlock, Normalize, PILImage, RandomResizedCropGPU, RandomSplitter,
+                               RandTransform, TensorImage, TransformBlock, aug_transforms)
 from PIL import Image
 
 from . import layout, weighted  # noqa: F401  (weighted gives DataBlock its robust weighted_dataloaders)
@@ -47,10 +47,16 @@ def train_items(cfg: Config, log=print) -> pd.DataFrame:
     if missing:
         raise UserError(f"{len(missing)} of {len(df)} train.csv rows have no image, e.g. {missing[0]}; "
                         f"the others are at {where.train_path('<id>', '<label>')}")
-    if df[where.label_col].nunique() < 2:
+    classes = len(vocab(df[where.label_col], where.multilabel))
+    if classes < 2:
         raise UserError(f"train.csv has fewer than 2 classes in {where.label_col!r}; nothing to classify")
-    log(where.describe(len(df), df[where.label_col].nunique()))
+    log(where.describe(len(df), classes))
     return _drop_undecodable(df, "train", log)
+
+
+def vocab(labels: pd.Series, multilabel: bool) -> list[str]:
+    """The classes, sorted: the labels, or (multi-label) the single labels the label sets are made of."""
+    return sorted({x for s in labels for x in s.split(" ")} if multilabel else set(labels))
 
 
 def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
@@ -259,25 +265,29 @@ def augmentations(cfg: Config, size: tuple[int, int]) -> list:
 
 
 def datablock(cfg: Config, size: tuple[int, int], vocab: list[str], stats: tuple,
-              cache: ImageCache | None = None) -> DataBlock:
+              cache: ImageCache | None = None, *, multilabel: bool = False) -> DataBlock:
     """Images decoded straight to `size` (or `presize` times it) on the CPU (`load_image`, fitted as
     `cfg.resize` says), augmented, brought to `size` and normalised in batches on the GPU. Normalisation is
     here, in every stage's pipeline, not left to `vision_learner`: it adds `Normalize` only to the loaders it
-    is first given, so later stages and prediction would go without. Images `cache` holds are not decoded."""
+    is first given, so later stages and prediction would go without. Images `cache` holds are not decoded.
+    Multi-label: targets are the labels separated by spaces, one-hot over `vocab`."""
     image = TransformBlock(type_tfms=LoadImage(decoded(cfg, size), cfg.resize, cache),
                            batch_tfms=IntToFloatTensor)
-    return DataBlock(blocks=(image, CategoryBlock(vocab=vocab)), get_x=ColReader("path"),
-                     get_y=ColReader(cfg.label_col), splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
+    target = MultiCategoryBlock(vocab=vocab) if multilabel else CategoryBlock(vocab=vocab)
+    return DataBlock(blocks=(image, target), get_x=ColReader("path"),
+                     get_y=ColReader(cfg.label_col, label_delim=" " if multilabel else None),
+                     splitter=RandomSplitter(cfg.valid_pct, seed=cfg.seed),
                      batch_tfms=[*augmentations(cfg, size), Normalize.from_stats(*stats)])
 
 
 def dataloaders(cfg: Config, size: tuple[int, int], bs: int, val_bs: int, items: pd.DataFrame,
                 vocab: list[str], stats: tuple, wgts=None, *, cache: ImageCache | None = None,
-                log=print) -> DataLoaders:
+                multilabel: bool = False, log=print) -> DataLoaders:
     """Loaders of micro-batches `bs` (validation and test: `val_bs`); with `wgts` (one per item) the training
-    set is drawn by weight. With a `cache`, the items' images are decoded into it once, if they fit (its
-    `fill` says in a line), and read from it by every loader built with it until it fills at another size."""
+    set is drawn by weight (multi-label: by label set). With a `cache`, the items' images are decoded into it
+    once, if they fit (its `fill` says in a line), and read from it by every loader built with it until it
+    fills at another size."""
     kept = cache is not None and cache.fill(cfg, decoded(cfg, size), items["path"], log)
-    block = datablock(cfg, size, vocab, stats, cache if kept else None)
+    block = datablock(cfg, size, vocab, stats, cache if kept else None, multilabel=multilabel)
     kw = dict(bs=bs, val_bs=val_bs, num_workers=cfg.shared().num_workers)  # unless set: the cores
     return block.dataloaders(items, **kw) if wgts is None else block.weighted_dataloaders(items, wgts, **kw)

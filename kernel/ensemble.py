@@ -7,7 +7,8 @@ kernel.checkpoint): a member that runs
 out of memory at hour 5 takes nothing of the others' with it. A queue hands the next member to whichever
 device frees up; without a GPU the members run one after another. Each member's lines stream here with
 its name in front; a failed member is one line, and the ensemble is made from the members that finished.
-OUT/probs.csv is the weighted mean of their probabilities and OUT/submission.csv its argmax.
+OUT/probs.csv is the weighted mean of their probabilities and OUT/submission.csv its argmax (multi-label:
+the labels at or above the members' thresholds' weighted mean, kernel.predict.threshold).
 
 Run again after a crash (or after the time budget stopped a member): finished members are not trained
 again, unfinished ones resume.
@@ -202,10 +203,13 @@ def _run(cfg: Config, log) -> Path:
         if not done:
             raise UserError(f"no member finished ({'; '.join(f'{n}: {w}' for n, w in failed.items())}); "
                             "fix the cause and rerun: finished members are kept")
-        probs = average(done, {m.name: m.weight for m in cfg.members}, cfg.id_col)
+        weights = {m.name: m.weight for m in cfg.members}
+        probs = average(done, weights, cfg.id_col)
         write_csv(probs, out / "probs.csv")
-        path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
+        threshold = predict.threshold({Path(members[n].out): weights[n] for n in done})
+        path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv", threshold)
         log(f"wrote {path}: the mean of {', '.join(done)}"
-            + (f"; missing: {', '.join(missing)}" if missing else ""))
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; labels at or above {threshold:.3f}, the members' thresholds' mean" if threshold else ""))
         report.plot_history(out, log)  # one line per member
     return path

@@ -11,6 +11,11 @@ spent (in a code competition, on the hidden rerun). What is looked for, in order
     ids                                with or without the file extension (Cassava's 1000015157.jpg, APTOS's
                                        000c1434d8d7 for 000c1434d8d7.png): the extension found on disk
 
+    labels                             multi-label when some are several separated by spaces, one of which
+                                       is a row's whole label elsewhere (Plant Pathology 2021's `scab
+                                       frog_eye_leaf_spot` beside `scab`): a class named `Early blight` stays
+                                       one class
+
 Paddy Doctor: class folders, ids with extension. Cassava: flat, integer labels, ids with extension. APTOS 2019:
 flat, ids without extension, test.csv. Plant Pathology 2021: flat, labels separated by spaces (multi-label).
 Labels are read as text and written back the same way, so integer labels stay integers.
@@ -38,6 +43,7 @@ class Layout:
     suffix: str              # appended to an id to name its file: "" when the ids carry their extension
     test_dir: Path
     ids: Path | None         # sample_submission.csv or test.csv: the test ids in the submission's order
+    multilabel: bool         # an image's target is a set of labels, written separated by spaces
 
     def train_path(self, image_id: str, label: str) -> Path:
         return (self.train_dir / label if self.folders else self.train_dir) / f"{image_id}{self.suffix}"
@@ -48,8 +54,9 @@ class Layout:
 
     def describe(self, n_train: int, n_classes: int) -> str:
         where = f"{self.train_dir.name}/<{self.label_col}>/" if self.folders else f"{self.train_dir.name}/"
+        classes = f"{n_classes} labels, multi-label" if self.multilabel else f"{n_classes} classes"
         return (f"data: {n_train} images in {where}<{self.id_col}>{self.suffix or ''} from train.csv "
-                f"({self.id_col} -> {self.label_col}, {n_classes} classes); "
+                f"({self.id_col} -> {self.label_col}, {classes}); "
                 f"test images in {self.test_dir.name}/, "
                 f"ids and order from {self.ids.name if self.ids else 'the file names'}")
 
@@ -78,6 +85,13 @@ def _columns(cfg: Config, train: pd.DataFrame, ids: Path | None) -> tuple[str, s
         raise UserError(f"train.csv lacks column(s) {missing}; its columns are {list(train.columns)} "
                         "(set --id_col / --label_col)")
     return id_col, label_col
+
+
+def multilabel(labels: pd.Series) -> bool:
+    """Targets that are sets of labels separated by spaces: some row has several, one of them a whole label
+    of its own elsewhere (labels that merely contain spaces, as `Early blight`, are single classes)."""
+    single = set(labels[~labels.str.contains(" ")])
+    return any(part in single for label in labels[labels.str.contains(" ")].unique() for part in label.split())
 
 
 def _images(train_dir: Path, rows: list[tuple[str, str]]) -> tuple[bool, str] | None:
@@ -118,4 +132,4 @@ def read(cfg: Config) -> tuple[Layout, pd.DataFrame]:
         i, label = rows[0]
         raise UserError(f"train.csv's first images are not in {train_dir}/ (looked for {label}/{i} and {i}, "
                         f"with and without an extension); set --id_col to the column of image names")
-    return Layout(data, id_col, label_col, train_dir, *how, test_dir, ids), train
+    return Layout(data, id_col, label_col, train_dir, *how, test_dir, ids, multilabel(train[label_col])), train

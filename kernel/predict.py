@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.torch_core import set_seed
 
 from . import data, model
@@ -52,10 +52,10 @@ def inference_bs(requested: int, arch: str, n_out: int, size: tuple[int, int], f
 
 def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int | None = None, val_bs: int = 0,
             num_workers: int = 0, correct: bool | None = None, cbs=(), log=print) -> pd.DataFrame:
-    """Class probabilities of the exported model in `folder` for every test image; images that do not decode
-    get the training class frequencies. `tta` augmented passes, the batch (`val_bs`) and the weighted-epochs
-    correction (`correct`) as the exported model says, unless given; `cbs` are fastai callbacks for the
-    prediction."""
+    """Class probabilities of the exported model in `folder` for every test image (multi-label: each label's
+    own, a sigmoid's); images that do not decode get the training class frequencies. `tta` augmented passes,
+    the batch (`val_bs`) and the weighted-epochs correction (`correct`) as the exported model says, unless
+    given; `cbs` are fastai callbacks for the prediction."""
     net, meta = model.load(Path(folder))
     cfg = Config.make(None, **{**meta["config"], "num_workers": num_workers})
     vocab, size, stats = meta["vocab"], tuple(meta["size"]), (meta["mean"], meta["std"])
@@ -68,8 +68,12 @@ def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int |
     # The loaders are the training pipeline at the final size (TTA augments as training did), built on the
     # test images themselves: prediction needs no training data.
     items = test.assign(**{cfg.label_col: vocab[0]})
-    dls = data.dataloaders(replace(cfg, valid_pct=0.0), size, bs, bs, items, vocab, stats)
-    learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), cbs=list(cbs))
+    multilabel = bool(meta.get("multilabel"))
+    dls = data.dataloaders(replace(cfg, valid_pct=0.0), size, bs, bs, items, vocab, stats,
+                           multilabel=multilabel)
+    # the loss only names the activation get_preds applies: softmax over the classes, or a sigmoid per label
+    loss = BCEWithLogitsLossFlat() if multilabel else CrossEntropyLossFlat()
+    learn = Learner(dls, net, loss_func=loss, cbs=list(cbs))
     if torch.cuda.is_available(): learn.to_fp16()
     set_seed(cfg.seed)  # TTA's random augmentations, the same on every run
     dl = dls.test_dl(test, bs=bs)
@@ -91,6 +95,20 @@ def predict(folder: Path, test: pd.DataFrame, undecodable: list[str], tta: int |
     log(f"predicted {len(df)} test images with {folder} ({meta['arch']}, {size[0]}x{size[1]}, "
         f"{f'TTA x{tta}' if tta else 'no TTA'})")
     return df
+
+
+def threshold(models: dict[Path, float]) -> float | None:
+    """The threshold that makes multi-label submissions from the mean probabilities of `models` ({exported
+    model folder: weight}): None if they are single-label, else their thresholds' mean with the same weights.
+    Not chosen again: the members' validation splits differ, so no one split can score their average."""
+    metas = {f: read_meta(f) for f in models}
+    multi = {f for f, m in metas.items() if m.get("multilabel")}
+    if not multi: return None
+    if len(multi) < len(metas):
+        single = next(f for f in metas if f not in multi)
+        raise UserError(f"{single} is single-label and {next(iter(multi))} multi-label; average models "
+                        "trained on the same train.csv")
+    return sum(w * metas[f]["threshold"] for f, w in models.items()) / sum(models.values())
 
 
 def find(roots: list[str | Path]) -> dict[Path, float]:
@@ -119,8 +137,10 @@ def run(models: list[str | Path], data_dir: str | Path, out: str | Path, tta: in
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(probs, out / "probs.csv")
-    path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
-    log(f"wrote {path}: {len(probs)} rows, the mean of {len(frames)} model(s)")
+    t = threshold(found)
+    path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv", t)
+    log(f"wrote {path}: {len(probs)} rows, the mean of {len(frames)} model(s)"
+        + (f"; labels at or above {t:.3f}, their thresholds' mean" if t is not None else ""))
     return path
 
 

@@ -36,6 +36,8 @@ def draw_history(histories: dict[str, pd.DataFrame]):
         if "train_loss" in h: loss.plot(x, h.train_loss, "--", color=c, label=f"{who}train loss")
         if "valid_loss" in h: loss.plot(x, h.valid_loss, "-", color=c, marker=".", label=f"{who}valid loss")
         if "error_rate" in h: err.plot(x, h.error_rate, "-", color=c, marker=".", label=f"{who}error rate")
+        if "accuracy_multi" in h:  # multi-label: the share of (image, label) pairs wrong at 0.5
+            err.plot(x, 1 - h.accuracy_multi, "-", color=c, marker=".", label=f"{who}error rate per label")
         if "lr" in h: lr.plot(x, h.lr, ":", color=c, label=f"{who}learning rate")
     h = next(iter(histories.values()))
     for e, row in enumerate(h.itertuples(), start=1):

@@ -3,7 +3,8 @@
 A submission whose rows are in the wrong order scores zero without a word, so rows are placed by
 id (never by sort order), in sample_submission's row order, and checked against it before writing.
 `average_outputs` is the fan-in of an ensemble split over sessions: the laptop's (kit/submit.py) and the dry
-run's.
+run's. Multi-label (kernel/layout.py): each label has its own probability, and an image gets those at or above
+a threshold chosen on the validation split (`choose_threshold`), written separated by spaces.
 """
 from pathlib import Path
 
@@ -40,10 +41,10 @@ def check_ids(ids: list[str], sample: Path | None, id_col: str = "image_id") -> 
 
 def make_submission(pred: dict[str, str], vocab: list[str], sample: Path | None,
                     id_col: str = "image_id", label_col: str = "label") -> pd.DataFrame:
-    """Rows of sample_submission (or ids sorted when there is none) with the predicted label of each id."""
+    """Rows of sample_submission (or ids sorted when there is none) with the predicted label(s) of each id."""
     ids = check_ids(list(pred), sample, id_col)
     sub = pd.DataFrame({id_col: ids, label_col: [pred[i] for i in ids]})
-    unknown = set(sub[label_col]) - set(vocab)
+    unknown = {x for labels in sub[label_col] for x in labels.split(" ")} - set(vocab)
     if unknown:  # a bug, not user input
         raise UserError(f"labels {sorted(unknown)} are not in the training vocabulary")
     return sub
@@ -75,13 +76,41 @@ def average(frames: dict[str, pd.DataFrame], weights: dict[str, float],
     return pd.concat([first[[id_col]].reset_index(drop=True), pd.DataFrame(mean, columns=classes)], axis=1)
 
 
+def chosen(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Multi-label: which labels each row gets, those of probability >= `threshold`, else (none passes) its
+    most probable one: every image gets at least one label, as every image of the training set has."""
+    pick = probs >= threshold
+    pick[np.arange(len(probs)), probs.argmax(1)] |= ~pick.any(1)
+    return pick
+
+
+def f1_samples(pick: np.ndarray, truth: np.ndarray) -> float:
+    """The mean over rows of the F1-score of each row's labels against the true ones (sklearn's
+    f1_score(average="samples"), Plant Pathology 2021's metric), from boolean (rows, labels) arrays."""
+    both, sizes = (pick & truth).sum(1), pick.sum(1) + truth.sum(1)
+    return float(np.mean(2 * both / np.maximum(sizes, 1)))
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def choose_threshold(probs: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(the threshold of THRESHOLDS whose `chosen` labels score the best `f1_samples` against `truth`, that
+    score); ties go to the one nearest 0.5 (a small validation split scores many alike)."""
+    scores = {float(t): f1_samples(chosen(probs, t), truth) for t in THRESHOLDS}
+    best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
+    return best, scores[best]
+
+
 def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, label_col: str,
-                     path: Path) -> Path:
-    """submission.csv from class probabilities: each id's most probable class, in sample_submission's
-    order."""
+                     path: Path, threshold: float | None = None) -> Path:
+    """submission.csv from class probabilities, in sample_submission's order: each id's most probable
+    class, or with a `threshold` (multi-label) its `chosen` labels, sorted and separated by spaces."""
     vocab = [c for c in probs.columns if c != id_col]
-    best = np.array(vocab)[probs[vocab].to_numpy().argmax(1)]
-    return write_csv(make_submission(dict(zip(probs[id_col], best)), vocab, sample, id_col, label_col), path)
+    p = probs[vocab].to_numpy(dtype=float)
+    if threshold is None: labels = np.array(vocab)[p.argmax(1)]
+    else: labels = [" ".join(sorted(np.array(vocab)[row])) for row in chosen(p, threshold)]
+    return write_csv(make_submission(dict(zip(probs[id_col], labels)), vocab, sample, id_col, label_col), path)
 
 
 def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,

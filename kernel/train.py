@@ -24,8 +24,8 @@ import torch
 from fastai.callback.mixup import CutMix, MixUp
 from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
-from fastai.metrics import error_rate
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+from fastai.metrics import accuracy_multi, error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.learner import default_split
 
@@ -36,15 +36,18 @@ from .config import Config, parse_args
 from .errors import Interrupted, UserError, cli
 from .lock import locked
 from .plan import Budget, Epoch, plan, resolve, shaped
-from .submission import write_csv, write_submission
+from .submission import choose_threshold, chosen, f1_samples, write_csv, write_submission
 from .weighted import class_weights
 
 
-def make_learner(cfg: Config, dls, net, has_valid: bool, lines: bool) -> Learner:
-    """fastai's Learner over our network, with the config's loss, and fp16 mixed precision on CUDA."""
-    loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing \
-        else CrossEntropyLossFlat()
-    learn = Learner(dls, net, loss_func=loss, metrics=error_rate if has_valid else None,
+def make_learner(cfg: Config, dls, net, has_valid: bool, lines: bool, *, multilabel: bool = False) -> Learner:
+    """fastai's Learner over our network, with the config's loss, and fp16 mixed precision on CUDA.
+    Multi-label: a sigmoid per label (binary cross-entropy), and the share of labels right at 0.5."""
+    if multilabel: loss, metric = BCEWithLogitsLossFlat(), accuracy_multi
+    elif cfg.label_smoothing:
+        loss, metric = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing), error_rate
+    else: loss, metric = CrossEntropyLossFlat(), error_rate
+    learn = Learner(dls, net, loss_func=loss, metrics=metric if has_valid else None,
                     splitter=default_split, wd=cfg.wd)
     if not has_valid: learn.recorder.valid_metrics = False
     if lines:  # one line per epoch from EpochEnd instead of fastprogress's bars (redraws in a log)
@@ -63,7 +66,7 @@ def in_notebook() -> bool:
 
 
 def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: dict | None, budget: Budget,
-        cbs=(), log=print) -> tuple[Learner, list[Epoch], int]:
+        cbs=(), log=print, *, multilabel: bool = False) -> tuple[Learner, list[Epoch], int]:
     """Train (or resume) what remains of the plan in one fit and export the model; returns the learner, the
     plan (as the budget left it) and how many of its epochs are trained."""
     if state:  # the checkpoint holds the weights, pretrained or not: its own log line says which
@@ -90,10 +93,11 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if e.weighted else None
         val_bs = predict.inference_bs(cfg.val_bs, cfg.arch, len(vocab), e.size, e.bs)
         return data.dataloaders(cfg, e.size, e.micro_bs, val_bs, items, vocab, stats, wgts, cache=cache,
-                                log=log)
+                                multilabel=multilabel, log=log)
 
     # the loaders of the epoch the fit starts at (RandomSplitter reseeds torch: before restoring the states)
-    learn = make_learner(cfg, loaders(epochs[min(start, len(epochs) - 1)]), net, has_valid, lines)
+    learn = make_learner(cfg, loaders(epochs[min(start, len(epochs) - 1)]), net, has_valid, lines,
+                         multilabel=multilabel)
     mp = next((c for c in learn.cbs if isinstance(c, RunMixedPrecision)), None)
     scaler = mp.scaler if mp else None
     what = dict(epochs=epochs, cfg=cfg, vocab=vocab, pretrained=pretrained)
@@ -125,8 +129,25 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
     n = trained[0]
     if n < len(epochs):
         log(f"stopped after epoch {n} of {len(epochs)} by the time budget; run again to resume from there")
-    export(learn, cfg, out, items, vocab, stats, epochs[:n] or epochs[:1], complete=n >= len(epochs))
+    threshold = choose(learn, has_valid, log) if multilabel else None
+    export(learn, cfg, out, items, vocab, stats, epochs[:n] or epochs[:1], complete=n >= len(epochs),
+           threshold=threshold)
     return learn, epochs, n
+
+
+def choose(learn: Learner, has_valid: bool, log=print) -> float:
+    """Multi-label: the threshold on each label's probability whose labels score best on the validation split
+    (`choose_threshold`: the mean F1 over images, Plant Pathology 2021's metric); 0.5 without one."""
+    if not has_valid or not len(learn.dls.valid.dataset):
+        log("multi-label threshold 0.50: no validation split to choose it on")
+        return 0.5
+    with learn.no_bar(), learn.no_logging():
+        probs, truth = learn.get_preds(dl=learn.dls.valid)
+    probs, truth = probs.float().numpy(), truth.numpy() > 0.5
+    t, score = choose_threshold(probs, truth)
+    log(f"multi-label threshold {t:.2f}: the best mean F1 over the validation split's images, {score:.3f} "
+        f"(at 0.50: {f1_samples(chosen(probs, 0.5), truth):.3f})")
+    return t
 
 
 def smaller_steps(learn: Learner, run: Run, scaler, state: dict) -> int:
@@ -165,29 +186,35 @@ def halving(e: Epoch) -> int:
 
 
 def export(learn: Learner, cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], stats,
-           trained: list[Epoch], complete: bool) -> Path:
+           trained: list[Epoch], complete: bool, threshold: float | None = None) -> Path:
     """The model and what prediction needs, into OUT (model.safetensors, model.json).
 
-    `prior` is the training split's class frequencies (the guess for an image that does not decode).
-    After weighted epochs the model has seen rare classes more often than they occur, and believes them
-    more probable than they are: `scale` (prior / frequency drawn) corrects its probabilities back.
+    `prior` is the training split's class frequencies (the guess for an image that does not decode;
+    multi-label: the share of images each label is on). After weighted epochs the model has seen rare
+    classes more often than they occur, and believes them more probable than they are: `scale` (prior /
+    frequency drawn) corrects its probabilities back (single-label only: a multi-label model's `threshold`,
+    chosen on the validation split as it occurs, plays that part, kernel/submission.py `chosen`).
     The model predicts at the size it trained at last, in batches of `predict_bs` (TTA's random draws
     depend on the batches: the inference kernel takes the same), and `complete` says whether the plan
     ran to its end (a run the time budget stopped is resumed by a rerun).
     """
     train = learn.dls.train.items
     labels = train[cfg.label_col].to_numpy()
-    prior = np.array([(labels == v).sum() for v in vocab], dtype=float) / len(labels)
+    multilabel = threshold is not None
+    if multilabel:
+        sets = [set(s.split(" ")) for s in labels]
+        prior = np.array([sum(v in s for s in sets) for v in vocab], dtype=float) / len(sets)
+    else: prior = np.array([(labels == v).sum() for v in vocab], dtype=float) / len(labels)
     scale = None
-    if any(e.weighted for e in trained):
+    if any(e.weighted for e in trained) and not multilabel:
         w = class_weights(items[cfg.label_col], cfg.weight_power)[train.index.to_numpy()]
         drawn = np.array([w[labels == v].sum() for v in vocab]) / w.sum()
         scale = (prior / np.maximum(drawn, 1e-12)).tolist()
     size = trained[-1].size
     bs = predict.inference_bs(cfg.val_bs, cfg.arch, len(vocab), size, 64, resident=False)
     meta = dict(arch=cfg.arch, vocab=vocab, size=list(size), mean=stats[0], std=stats[1], predict_bs=bs,
-                prior=prior.tolist(), scale=scale, complete=complete, fingerprint=cfg.fingerprint(),
-                config=cfg.to_dict())
+                prior=prior.tolist(), scale=scale, multilabel=multilabel, threshold=threshold,
+                complete=complete, fingerprint=cfg.fingerprint(), config=cfg.to_dict())
     return model.export(learn.model, out, meta)
 
 
@@ -215,7 +242,11 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         torch.set_num_threads(cfg.threads)
         items = data.train_items(cfg, log)
         test, undecodable, sample = data.checked_test(cfg, log)
-        vocab = sorted(items[cfg.label_col].unique())
+        multilabel = layout.read(cfg)[0].multilabel
+        if multilabel and cfg.label_smoothing:
+            raise UserError("--label_smoothing smooths one class per image; these targets are several labels "
+                            "(multi-label): set --label_smoothing 0")
+        vocab = data.vocab(items[cfg.label_col], multilabel)
         state = checkpoint.load(out, cfg, log)
         meta = predict.read_meta(out)
         if state is None and meta: checkpoint.refuse_changed(out / model.META, meta, cfg)
@@ -229,7 +260,7 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         learn = None
         if not done:
             try:
-                learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log)
+                learn, epochs, n = fit(cfg, out, items, vocab, state, budget, cbs, log, multilabel=multilabel)
             except KeyboardInterrupt:
                 raise Interrupted(f"{out} stopped during training, every finished epoch saved: rerun the "
                                   "same command to resume from the next") from None
@@ -239,9 +270,10 @@ def run(cfg: Config, cbs=(), log=print) -> Path:
         probs = predict.predict(out, test, undecodable, cfg.tta, 0, cfg.num_workers,
                                 cfg.weighted_correction, cbs, log)
         write_csv(probs, out / "probs.csv")
-        path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv")
+        path = write_submission(probs, sample, cfg.id_col, cfg.label_col, out / "submission.csv",
+                                predict.threshold({out: 1.0}))
         log(f"wrote {path} ({len(probs)} rows) {time.time() - t0:.0f} s after the start")
-        if learn is not None and cfg.valid_pct > 0:
+        if learn is not None and cfg.valid_pct > 0 and not multilabel:  # a confusion matrix is of one class
             try:
                 learn.model.to(learn.dls.device)
                 report.plot_confusion(learn, out / "confusion.png")
