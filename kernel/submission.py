@@ -131,7 +131,11 @@ def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str
     if first is None:
         raise UserError("no session wrote its submission.csv; read the logs (`python build.py status`), fix, "
                         "and push again")
-    id_col, label_col = pd.read_csv(first, dtype=str).columns[:2]
+    written = pd.read_csv(first, dtype=str, keep_default_na=False)
+    id_col, label_col = written.columns[:2]
+    if written[label_col].str.contains(" ").any():  # the threshold is in the models, not in probs.csv
+        raise UserError("a multi-label run's sessions cannot be averaged from their probabilities here; submit "
+                        "through the inference kernel, which applies the models' thresholds: submit --infer")
     frames, weights = {}, {}
     for s in plan:
         where = folders[s["folder"]]
