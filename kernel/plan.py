@@ -2,8 +2,8 @@
 
 fastai's `fit_one_cycle` is one fit whose ParamScheduler reads the learning rate off one cycle at
 `pct_train`. The schedule here is the same shape with more in it: the plan says, for every epoch, the image
-size, the batch and its accumulation, whether the body is frozen or the classes weighted, and where on the
-one-cycle the epoch starts and how far it goes. One `learn.fit` runs the plan (see callbacks.Schedule);
+size, the batch and its accumulation, the validation and prediction batches, whether the body is frozen or
+the classes weighted, and where on the one-cycle the epoch starts and how far it goes. One `learn.fit` runs the plan (see callbacks.Schedule);
 a checkpoint is an epoch index into it plus the states, so a resume needs no other bookkeeping.
 
 Frozen epochs (the head alone, a pretrained run's first epochs) have a cycle of their own, as in fastai's
