@@ -121,9 +121,10 @@ def load(out: Path, cfg: Config, log=print) -> dict | None:
         raise UserError(f"checkpoint {where} cannot be read ({type(e).__name__}); "
                         "add --restart to start over") from None
     refuse_changed(where, state, cfg)
-    if "plan" not in state:
-        raise UserError(f"{where} was written by an older version of the kit; add --restart to start over")
-    state["plan"] = epochs = [Epoch(**e) for e in state["plan"]]
+    try: state["plan"] = epochs = [Epoch(**e) for e in state["plan"]]
+    except (KeyError, TypeError):  # no plan, or epochs without their batches: an older kit's
+        raise UserError(f"{where} was written by an older version of the kit; add --restart to start over") \
+            from None
     i = state["epoch"]
     if i < len(epochs):
         e = epochs[i]

@@ -4,8 +4,10 @@ A member is a name and the Config fields it changes (`--members "a seed=42; b se
 trains in its own process, `python -m kernel.train` with CUDA_VISIBLE_DEVICES set to its device, into
 OUT/members/<name>/ (history, plots, exported model, probs.csv; its checkpoint outside OUT, see
 kernel.checkpoint): a member that runs
-out of memory at hour 5 takes nothing of the others' with it. A queue hands the next member to whichever
-device frees up; without a GPU the members run one after another. Each member's lines stream here with
+out of memory at hour 5 takes nothing of the others' with it. Members start longest first (kernel/cost.py's
+estimate), the next on whichever device frees up; without a GPU they run one after another. Under a time
+limit each starts with its share of the time left, by estimated cost, leaving the members still waiting
+theirs (see `time_share`). Each member's lines stream here with
 its name in front; a failed member is one line, and the ensemble is made from the members that finished.
 OUT/probs.csv is the weighted mean of their probabilities and OUT/submission.csv its argmax (multi-label:
 the labels at or above the members' thresholds' weighted mean, kernel.predict.threshold).
@@ -16,7 +18,6 @@ again, unfinished ones resume.
 import ctypes
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -27,10 +28,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, layout, manifest, plan, predict, report, train
+from . import cost, data, layout, manifest, plan, predict, report, train
 from .atomic import atomic_write
 from .config import Config, cpu_cores
-from .errors import INTERRUPTED, Interrupted, UserError
+from .errors import INTERRUPTED, Interrupted, UserError, first_line
 from .lock import locked
 from .submission import average, write_csv, write_submission
 
@@ -91,14 +92,25 @@ STOPPED = "interrupted"  # what train_member says of a member Ctrl-C stopped (it
 CHILDREN: set[subprocess.Popen] = set()  # the members' processes running now
 
 
-def train_member(name: str, cfg: Config, slot: str, log) -> str | None:
+def costs(members: dict[str, Config], n_train: int, n_test: int, log) -> dict[str, float]:
+    """Each member's estimated seconds (kernel/cost.py). The estimate traces each model on the meta device;
+    should that fail, one warning, and equal costs: the members in their listed order, with equal shares."""
+    try: return {name: cost.seconds(c, n_train, n_test) for name, c in members.items()}
+    except Exception as e:
+        log(f"warning: cost estimate failed ({type(e).__name__}: {first_line(e, 200)}); members run in "
+            "their listed order, with equal shares of the time")
+        return dict.fromkeys(members, 1.0)
+
+
+def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None = None) -> str | None:
     """Train one member in a child process on `slot`, streaming its lines; None, or why it failed (STOPPED:
-    interrupted)."""
+    interrupted). `left`: the seconds left to the ensemble, of which its `time_limit` is its share."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     env = member_env(cfg, slot)
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
-    log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}")
+    share = f", {cfg.time_limit:.0f} s of the {left:.0f} s left (its share by estimated cost)" if left else ""
+    log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}{share}")
     last, error = "", None
     with open(out / "log.txt", "a") as f, subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -138,57 +150,73 @@ def _run(cfg: Config, log) -> Path:
 
     with locked(out):
         # The competition is checked once here, in one line, rather than once per member.
-        data.train_items(cfg, log)
-        *_, sample = data.checked_test(cfg, log)
+        items = data.train_items(cfg, log)
+        test, _, sample = data.checked_test(cfg, log)
         members = {m.name: plan.member(cfg, m, str(out / "members" / m.name), log) for m in cfg.members}
         with atomic_write(out / predict.ENSEMBLE) as tmp:
             tmp.write_text(json.dumps({"members": {m.name: m.weight for m in cfg.members}}, indent=1) + "\n")
-        todo: queue.Queue = queue.Queue()
+        todo = []
         for name, mcfg in members.items():
             if finished(mcfg) and not cfg.restart: log(f"[{name}] finished earlier: not trained again")
-            else: todo.put(name)
+            else: todo.append(name)
+        # Longest first, by kernel/cost.py's estimate: the member started last has the least time left.
+        seconds = costs({n: members[n] for n in todo}, len(items), len(test), log)
+        todo.sort(key=lambda n: -seconds[n])  # stable: equal costs keep their listed order
         failed: dict[str, str] = {}
         deadline = t0 + cfg.time_limit if cfg.time_limit else None
         places = slots(cfg.devices)
-        at_once = max(1, min(len(places), todo.qsize()))
+        at_once = max(1, min(len(places), len(todo)))
+        waiting = todo[at_once:]  # the first start at once, one a slot; the others as slots free up
+        take = threading.Lock()
         share = cfg.shared(at_once)  # each member's loader workers, torch threads and RAM share, unless set
         log(f"each member: {share.num_workers} loader workers, {share.threads} torch threads, "
             f"{share.cache_share:.2g} of the free RAM for a stage's decoded images "
             f"({cpu_cores()} CPU cores, {at_once} member{'s' * (at_once > 1)} at a time)")
 
-        def worker(slot: str) -> None:
-            while True:
-                try: name = todo.get_nowait()
-                except queue.Empty: return
-                mcfg = replace(members[name], num_workers=share.num_workers, threads=share.threads,
-                               cache_share=share.cache_share)
-                if deadline is not None:
-                    left = deadline - time.time() - MARGIN
-                    if left <= 0:
-                        failed[name] = "no time left before the time limit"
-                        log(f"[{name}] not started: no time left before the time limit")
-                        continue
-                    mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": left})
-                why = train_member(name, mcfg, slot, log)
-                if why == STOPPED:
-                    failed[name] = why
-                    log(f"[{name}] interrupted, its finished epochs saved")
-                elif why:
-                    failed[name] = why
-                    log(f"member {name} failed: {why} (its log: {out / 'members' / name / 'log.txt'}); "
-                        "the others go on")
-                elif finished(mcfg):
-                    log(f"[{name}] finished")
-                else:
-                    log(f"[{name}] stopped by the time budget before the end of its schedule; "
-                        "its predictions count, and a rerun resumes it")
+        def time_share(name: str, left: float) -> float:
+            """The seconds of the `left` that member `name`, starting now, may take: its part by estimated
+            cost beside the members still waiting, whose cost is spread over the slots,
+                left * own cost / (own cost + cost of the members waiting / slots).
+            On one slot each member leaves those after it their part, and the last takes all that is left;
+            time a member does not use (it finished early, or failed) goes to those after it."""
+            with take: rest = sum(seconds[n] for n in waiting)
+            return left * seconds[name] / (seconds[name] + rest / len(places))
 
-        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in places]
+        def start(slot: str, name: str) -> None:
+            mcfg = replace(members[name], num_workers=share.num_workers, threads=share.threads,
+                           cache_share=share.cache_share)
+            left = None if deadline is None else deadline - time.time() - MARGIN
+            if left is not None:
+                if left <= 0:
+                    failed[name] = "no time left before the time limit"
+                    log(f"[{name}] not started: no time left before the time limit")
+                    return
+                mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": time_share(name, left)})
+            why = train_member(name, mcfg, slot, log, left=left)
+            if why == STOPPED:
+                failed[name] = why
+                log(f"[{name}] interrupted, its finished epochs saved")
+            elif why:
+                failed[name] = why
+                log(f"member {name} failed: {why} (its log: {out / 'members' / name / 'log.txt'}); "
+                    "the others go on")
+            elif finished(mcfg):
+                log(f"[{name}] finished")
+            else:
+                log(f"[{name}] stopped by the time budget before the end of its schedule; "
+                    "its predictions count, and a rerun resumes it")
+
+        def worker(slot: str, name: str | None) -> None:
+            while name is not None:
+                start(slot, name)
+                with take: name = waiting.pop(0) if waiting else None
+
+        threads = [threading.Thread(target=worker, args=(s, n), daemon=True) for s, n in zip(places, todo)]
         for t in threads: t.start()
         try:
             for t in threads: t.join()
         except KeyboardInterrupt:  # Ctrl-C: no new member starts, and those running stop (and save) too
-            while not todo.empty(): todo.get_nowait()
+            with take: waiting.clear()
             for child in list(CHILDREN): child.send_signal(signal.SIGINT)
             for t in threads: t.join()
             failed.update({n: STOPPED for n in members if n not in failed and not finished(members[n])})

@@ -2,8 +2,8 @@
 
 fastai's `fit_one_cycle` is one fit whose ParamScheduler reads the learning rate off one cycle at
 `pct_train`. The schedule here is the same shape with more in it: the plan says, for every epoch, the image
-size, the batch and its accumulation, whether the body is frozen or the classes weighted, and where on the
-one-cycle the epoch starts and how far it goes. One `learn.fit` runs the plan (see callbacks.Schedule);
+size, the batch and its accumulation, the validation and prediction batches, whether the body is frozen or
+the classes weighted, and where on the one-cycle the epoch starts and how far it goes. One `learn.fit` runs the plan (see callbacks.Schedule);
 a checkpoint is an epoch index into it plus the states, so a resume needs no other bookkeeping.
 
 Frozen epochs (the head alone, a pretrained run's first epochs) have a cycle of their own, as in fastai's
@@ -14,10 +14,10 @@ and the cycle is laid again over what is left, so that it still anneals to its e
 import math
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .config import Config, Member, Stage, accelerator
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Epoch:
     size: tuple[int, int]
     bs: int
     accum: int
+    val_bs: int  # the validation batch (training's state beside the model)
+    predict_bs: int  # the prediction batch, should the run end in this epoch (the model alone)
     frozen: bool = False
     weighted: bool = False
     start: float = 0.0  # position on its cycle (0 to 1) when the epoch begins
@@ -41,7 +43,7 @@ class Epoch:
     @property
     def loaders(self) -> tuple:
         """What the epoch's loaders depend on: epochs that agree share them."""
-        return self.size, self.micro_bs, self.weighted
+        return self.size, self.micro_bs, self.val_bs, self.weighted
 
     @property
     def kind(self) -> tuple:
@@ -49,15 +51,24 @@ class Epoch:
         return self.stage, self.frozen, self.weighted
 
 
-def plan(cfg: Config, stages: tuple[Stage, ...], pretrained: bool) -> list[Epoch]:
+@dataclass(frozen=True)
+class Batches:
+    """What the memory estimate decides for a stage (`resolve`)."""
+    accum: int  # the stage's accumulation, `auto` resolved
+    val_bs: int
+    predict_bs: int
+
+
+def plan(cfg: Config, batches: list[Batches], pretrained: bool) -> list[Epoch]:
     """The epochs of a fresh run: each stage's (the first `freeze_epochs` frozen if pretrained), then the
-    weighted ones at the last stage's size, laid on the cycle."""
+    weighted ones at the last stage's size, laid on the cycle. `batches`: each stage's, from `resolve`."""
     epochs = []
-    for i, s in enumerate(stages):
+    for i, (s, b) in enumerate(zip(cfg.stages, batches)):
         frozen = cfg.freeze_epochs if i == 0 and pretrained else 0
-        epochs += [Epoch(i, e, s.size, s.bs, s.accum, frozen=e < frozen) for e in range(s.epochs)]
-    last = stages[-1]
-    epochs += [Epoch(len(stages), e, last.size, last.bs, last.accum, weighted=True)
+        epochs += [Epoch(i, e, s.size, s.bs, b.accum, b.val_bs, b.predict_bs, frozen=e < frozen)
+                   for e in range(s.epochs)]
+    last, b = cfg.stages[-1], batches[-1]
+    epochs += [Epoch(len(cfg.stages), e, last.size, last.bs, b.accum, b.val_bs, b.predict_bs, weighted=True)
                for e in range(cfg.weighted_epochs)]
     spread(epochs)
     return epochs
@@ -88,23 +99,36 @@ def capacity(cfg: Config) -> int:
     return accelerator(cfg.accelerator).memory
 
 
-def resolve(cfg: Config, n_out: int, log=print) -> tuple[Stage, ...]:
-    """The stages with `auto` accumulation replaced by the smallest that fits (`capacity`), by the memory
-    estimate: the code the preflight runs at build time, here on the GPU the run got."""
-    if all(s.accum for s in cfg.stages): return cfg.stages
-    from . import memory
+def resolve(cfg: Config, n_out: int, log=print) -> list[Batches]:
+    """Each stage's batches, decided once per run before training (the plan keeps them, and a resume reads
+    them from the checkpoint): an `auto` accumulation the smallest whose micro-batch fits `capacity` (the code
+    the preflight runs at build time, here on the GPU the run got), validation and prediction batches on a
+    GPU the largest that fit (`predict.inference_bs`).
+
+    The estimate simulates torch's internals on fake tensors, and fails where a torch changed them or a model
+    does what it cannot trace. Rather than lose the run, it goes on after one warning line with what needs no
+    estimate: a stage's given accumulation (as the preflight takes it), 1 where it is `auto` (a step out of
+    GPU memory then halves the micro-batch, see train.smaller_steps), and the batches used off the GPU."""
+    from . import predict
     room = capacity(cfg)
-    stages = []
-    for s in cfg.stages:
-        if not s.accum:
-            accum = memory.fit_accum(cfg.arch, n_out, s.size, s.bs, room)
-            if accum is None:
-                raise UserError(f"stage {s}: {cfg.arch} at {s.size[0]}x{s.size[1]} does not fit "
-                                f"{room / 2**30:.1f} GiB even two images at a time; use a smaller size")
-            log(f"stage {s}: accumulation {accum} (micro-batch {s.bs // accum}) fits {room / 2**30:.1f} GiB")
-            s = replace(s, accum=accum)
-        stages.append(s)
-    return tuple(stages)
+    try:
+        from . import memory
+        batches = [Batches(s.accum or memory.fit_accum(cfg.arch, n_out, s.size, s.bs, room),
+                           predict.inference_bs(cfg.val_bs, cfg.arch, n_out, s.size, s.bs),
+                           predict.inference_bs(cfg.val_bs, cfg.arch, n_out, s.size, 64, resident=False))
+                   for s in cfg.stages]
+    except Exception as e:
+        then = f"batches of {cfg.val_bs}" if cfg.val_bs else "the training batch to validate, 64 to predict"
+        log(f"warning: memory estimate failed ({type(e).__name__}: {first_line(e, 200)}); using "
+            f"accumulation 1 for auto stages (a step out of GPU memory halves the micro-batch) and {then}")
+        return [Batches(s.accum or 1, cfg.val_bs or s.bs, cfg.val_bs or 64) for s in cfg.stages]
+    for s, b in zip(cfg.stages, batches):
+        if s.accum: continue
+        if b.accum is None:
+            raise UserError(f"stage {s}: {cfg.arch} at {s.size[0]}x{s.size[1]} does not fit "
+                            f"{room / 2**30:.1f} GiB even two images at a time; use a smaller size")
+        log(f"stage {s}: accumulation {b.accum} (micro-batch {s.bs // b.accum}) fits {room / 2**30:.1f} GiB")
+    return batches
 
 
 def shaped(cfg: Config, *, own_stages: bool = False, name: str = "", log=None) -> Config:

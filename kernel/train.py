@@ -91,8 +91,7 @@ def fit(cfg: Config, out: Path, items: pd.DataFrame, vocab: list[str], state: di
 
     def loaders(e: Epoch):
         wgts = class_weights(items[cfg.label_col], cfg.weight_power) if e.weighted else None
-        val_bs = predict.inference_bs(cfg.val_bs, cfg.arch, len(vocab), e.size, e.bs)
-        return data.dataloaders(cfg, e.size, e.micro_bs, val_bs, items, vocab, stats, wgts, cache=cache,
+        return data.dataloaders(cfg, e.size, e.micro_bs, e.val_bs, items, vocab, stats, wgts, cache=cache,
                                 multilabel=multilabel, log=log)
 
     # the loaders of the epoch the fit starts at (RandomSplitter reseeds torch: before restoring the states)
@@ -210,8 +209,7 @@ def export(learn: Learner, cfg: Config, out: Path, items: pd.DataFrame, vocab: l
         w = class_weights(items[cfg.label_col], cfg.weight_power)[train.index.to_numpy()]
         drawn = np.array([w[labels == v].sum() for v in vocab]) / w.sum()
         scale = (prior / np.maximum(drawn, 1e-12)).tolist()
-    size = trained[-1].size
-    bs = predict.inference_bs(cfg.val_bs, cfg.arch, len(vocab), size, 64, resident=False)
+    size, bs = trained[-1].size, trained[-1].predict_bs
     meta = dict(arch=cfg.arch, vocab=vocab, size=list(size), mean=stats[0], std=stats[1], predict_bs=bs,
                 prior=prior.tolist(), scale=scale, multilabel=multilabel, threshold=threshold,
                 complete=complete, fingerprint=cfg.fingerprint(), config=cfg.to_dict())

@@ -2,6 +2,7 @@
 killed parent, and exported models that predict alone in a fresh process (kernel.predict)."""
 import gc
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from fastai.callback.core import Callback
 
 from conftest import kernel_subprocess
-from kernel import Config, checkpoint, cost, data, ensemble, predict, train
+from kernel import Config, checkpoint, cost, data, ensemble, plan, predict, train
 from kernel.config import cpu_cores
 from kernel.lock import locked
 from kernel.sample import make_sample
@@ -198,6 +199,31 @@ def test_a_member_the_time_budget_stopped_is_resumed_by_a_rerun(small, tmp_path)
     assert not [l for l in logged if "finished earlier" in l], logged
     assert any(l.startswith("[a] resuming from") and "epoch 2 of 3" in l for l in logged), logged
     assert "[a] finished" in logged and len(pd.read_csv(out / "members" / "a" / "history.csv")) == 3
+
+
+def test_members_start_longest_first_each_with_a_time_share_that_leaves_the_waiting_theirs(small, tmp_path):
+    """One slot, members listed shortest first: they start longest first by kernel/cost.py's estimate, each
+    with a time limit of its part, by cost, of the time left beside the members still waiting (the last
+    takes all that is left); the one before it took no more than its part of the time."""
+    out = tmp_path / "out"
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(out), arch="test_resnet", tta=0, devices="cpu",
+                      time_limit=3600, members="short stages=32x24:1:8:1; middle stages=32x24:2:8:1; "
+                                               "long stages=48x36:2:8:1")
+    logged = []
+    ensemble.run(cfg, log=logged.append)
+    quiet = lambda *_: None
+    n_train, n_test = len(data.train_items(cfg, quiet)), len(data.checked_test(cfg, quiet)[0])
+    seconds = {m.name: cost.seconds(plan.member(cfg, m, str(out)), n_train, n_test) for m in cfg.members}
+    line = r"\[(\w+)\] started on the CPU, (\d+) s of the (\d+) s left \(its share by estimated cost\)"
+    started = [(m[1], int(m[2]), int(m[3])) for m in map(lambda l: re.fullmatch(line, l), logged) if m]
+    assert [name for name, *_ in started] == ["long", "middle", "short"], logged
+    for i, (name, limit, left) in enumerate(started):
+        part = seconds[name] / sum(seconds[n] for n, *_ in started[i:])  # beside those still waiting
+        assert abs(limit - left * part) <= 1, (name, limit, left, part)
+        assert abs(json.loads((out / "members" / name / "model.json").read_text())["config"]["time_limit"]
+                   - limit) <= 0.5
+        if i: assert left >= started[i - 1][2] - started[i - 1][1] - 1  # the one before took at most its part
+    assert started[-1][1] == started[-1][2] and (out / "submission.csv").is_file()
 
 
 def test_inference_in_a_fresh_process_reproduces_trainings_tta_submission(small, tmp_path):

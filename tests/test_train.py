@@ -514,6 +514,62 @@ def test_an_auto_stage_resolves_to_accumulation_above_1_on_a_small_gpu(small, tm
     assert set(batches) == {8} and sum(e == "after_step" for e, _ in seen) == len(batches) // 2
 
 
+def estimates() -> int:
+    """How many estimates kernel.memory was asked for so far in this process (its cache's count of calls)."""
+    info = memory._estimate.cache_info()
+    return info.hits + info.misses
+
+
+def test_a_failing_memory_estimate_is_one_warning_and_the_run_goes_on_without_it(small, tmp_path):
+    """The estimate simulates torch's internals on fake tensors: a torch that changed them breaks it on
+    Kaggle, however well the preflight went on the laptop. Here torch's own switch that forbids saved-tensor
+    hooks (the simulation needs them, training does not) breaks it: one warning line, the run finishes with
+    the given accumulation and 1 for the auto stage, and the failed estimate is the only one asked for."""
+    cfg = Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"), arch="test_resnet",
+                      stages="40x32:1:8:auto,40x32:1:8:4", tta=0)
+    logged = []
+    before = estimates()
+    with torch.autograd.graph.disable_saved_tensors_hooks("no saved-tensor hooks here"):
+        path = run(cfg, log=logged.append)
+    assert [l for l in logged if l.startswith("warning:")] == [
+        "warning: memory estimate failed (RuntimeError: no saved-tensor hooks here); using accumulation 1 "
+        "for auto stages (a step out of GPU memory halves the micro-batch) and the training batch to "
+        "validate, 64 to predict"]
+    assert estimates() - before == 1
+    assert "stage 1/2: 40x32, 1 epoch, batch 8 = 1 x 8" in logged, logged
+    assert "stage 2/2: 40x32, 1 epoch, batch 8 = 4 x 2" in logged, logged
+    assert len(pd.read_csv(path)) == 12
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["complete"] is True
+
+
+def test_the_batches_are_decided_once_before_training_and_a_resume_reads_them_back(small, tmp_path):
+    """The plan holds each epoch's accumulation, validation and prediction batch, decided before its first
+    epoch; a resume takes them from the checkpoint and asks no estimate: not on a GPU where the estimate would
+    refuse the stage (--gpu_memory 1), not where no estimate can run (as in the test above)."""
+    n = len(pd.read_csv(small / "train.csv").label.unique())
+    need = {m: memory.estimate("test_resnet", n, (48, 40), m).total for m in (16, 8)}
+    room = need[8] // 2**20 + 1  # MiB: micro-batches of 8 fit, of 16 do not
+    assert need[16] > room * 2**20
+    make = lambda mib: Config.make("cpu-scratch", data=str(small), out=str(tmp_path / "out"),
+                                   arch="test_resnet", stages="48x40:3:16:auto", tta=0, time_limit=600,
+                                   gpu_memory=mib)
+    run(make(room), cbs=[Probe(limit_reached, "after_batch")], log=quiet)
+    plan = torch.load(checkpoint.path(tmp_path / "out"), weights_only=False)["plan"]
+    assert [(e["accum"], e["val_bs"], e["predict_bs"]) for e in plan] == [(2, 16, 64)] * 3  # off the GPU
+    logged, seen = [], []
+
+    def look(learn, _):
+        if learn.training: seen.append(len(learn.y))
+    before = estimates()
+    with torch.autograd.graph.disable_saved_tensors_hooks("no saved-tensor hooks here"):
+        run(make(1), cbs=[Probe(look, "before_batch")], log=logged.append)
+    assert estimates() == before and not [l for l in logged if "warning" in l or "accumulation" in l], logged
+    assert any(l.startswith("resuming from") and "epoch 2 of 3" in l for l in logged), logged
+    assert set(seen) == {8}
+    meta = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert meta["predict_bs"] == 64 and meta["complete"] is True
+
+
 def test_a_time_stopped_model_is_exported_unfinished_and_resumes(small, tmp_path):
     """The time limit reached mid-epoch: training stops, the model trained so far predicts, and it is
     marked unfinished; the same command again resumes it from its last epoch (members alike: see
