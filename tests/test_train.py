@@ -839,7 +839,6 @@ def test_out_of_memory_at_a_micro_batch_of_one_is_one_line(small, tmp_path):
          "micro-batch 2 -> 1 (batch 8 = 8 x 1), from here on; the epoch starts again"]
 
 
-@pytest.mark.alone  # its epochs must take what they take on a quiet machine: tests/run runs it last, alone
 def test_a_schedule_longer_than_its_time_limit_ends_in_the_last_quarter_of_it(sample, tmp_path):
     """The time budget spends the time it is given: the epochs it plans with are timed end to end (loaders,
     history plot and checkpoint too), from the latest rather than the first, cold one, and a cut is undone
