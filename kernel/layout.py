@@ -124,7 +124,16 @@ def read(cfg: Config) -> tuple[Layout, pd.DataFrame]:
     except Exception as e:
         raise UserError(f"cannot read {csv} ({e}); it must be a CSV with a header row") from None
     ids = _first(data, ID_FILES)
+    if ids is not None and ids.name == "sample_submission.csv":
+        header = list(pd.read_csv(ids, nrows=0).columns)
+        if len(header) > 2:
+            raise UserError(f"{ids} has {len(header)} columns ({', '.join(header[:4])}, ...): a submission of "
+                            "one column per class, which the kit does not write; it writes an id and a label")
     id_col, label_col = _columns(cfg, train, ids)
+    empty = train.index[train[label_col].str.strip() == ""]
+    if len(empty):
+        raise UserError(f"{len(empty)} train.csv rows have no {label_col} (e.g. line {empty[0] + 2} of the "
+                        "file); give each a label or remove it")
     rows = list(zip(train[id_col], train[label_col]))
     if not rows: raise UserError(f"{csv} has no rows; nothing to train on")
     how = _images(train_dir, rows[:50])
@@ -132,4 +141,6 @@ def read(cfg: Config) -> tuple[Layout, pd.DataFrame]:
         i, label = rows[0]
         raise UserError(f"train.csv's first images are not in {train_dir}/ (looked for {label}/{i} and {i}, "
                         f"with and without an extension); set --id_col to the column of image names")
-    return Layout(data, id_col, label_col, train_dir, *how, test_dir, ids, multilabel(train[label_col])), train
+    several = not how[0] and multilabel(train[label_col])  # in class folders an image has one label
+    if several: train[label_col] = train[label_col].str.split().str.join(" ")  # "a  b " is a and b
+    return Layout(data, id_col, label_col, train_dir, *how, test_dir, ids, several), train

@@ -6,6 +6,7 @@ id (never by sort order), in sample_submission's row order, and checked against 
 run's. Multi-label (kernel/layout.py): each label has its own probability, and an image gets those at or above
 a threshold chosen on the validation split (`choose_threshold`), written separated by spaces.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,14 @@ def check_ids(ids: list[str], sample: Path | None, id_col: str = "image_id") -> 
 
 
 def make_submission(pred: dict[str, str], vocab: list[str], sample: Path | None,
-                    id_col: str = "image_id", label_col: str = "label") -> pd.DataFrame:
-    """Rows of sample_submission (or ids sorted when there is none) with the predicted label(s) of each id."""
+                    id_col: str = "image_id", label_col: str = "label", *,
+                    multilabel: bool = False) -> pd.DataFrame:
+    """Rows of sample_submission (or ids sorted when there is none) with the predicted label of each id
+    (`multilabel`: labels separated by spaces; else one class, whose name may hold spaces)."""
     ids = check_ids(list(pred), sample, id_col)
     sub = pd.DataFrame({id_col: ids, label_col: [pred[i] for i in ids]})
-    unknown = {x for labels in sub[label_col] for x in labels.split(" ")} - set(vocab)
+    given = {x for labels in sub[label_col] for x in (labels.split(" ") if multilabel else [labels])}
+    unknown = given - set(vocab)
     if unknown:  # a bug, not user input
         raise UserError(f"labels {sorted(unknown)} are not in the training vocabulary")
     return sub
@@ -110,7 +114,9 @@ def write_submission(probs: pd.DataFrame, sample: Path | None, id_col: str, labe
     p = probs[vocab].to_numpy(dtype=float)
     if threshold is None: labels = np.array(vocab)[p.argmax(1)]
     else: labels = [" ".join(sorted(np.array(vocab)[row])) for row in chosen(p, threshold)]
-    return write_csv(make_submission(dict(zip(probs[id_col], labels)), vocab, sample, id_col, label_col), path)
+    sub = make_submission(dict(zip(probs[id_col], labels)), vocab, sample, id_col, label_col,
+                          multilabel=threshold is not None)
+    return write_csv(sub, path)
 
 
 def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str, str | None], dest: Path,
@@ -133,9 +139,10 @@ def average_outputs(plan: list[dict], folders: dict[str, Path], tokens: dict[str
                         "and push again")
     written = pd.read_csv(first, dtype=str, keep_default_na=False)
     id_col, label_col = written.columns[:2]
-    if written[label_col].str.contains(" ").any():  # the threshold is in the models, not in probs.csv
-        raise UserError("a multi-label run's sessions cannot be averaged from their probabilities here; submit "
-                        "through the inference kernel, which applies the models' thresholds: submit --infer")
+    metas = [folders[s["folder"]] / "members" / n / "model.json" for s in plan for n in s["names"]]
+    if any(json.loads(m.read_text()).get("multilabel") for m in metas if m.is_file()):
+        raise UserError("a multi-label run's sessions cannot be averaged from their probabilities here (the "
+                        "threshold lives in the models); submit through the inference kernel: submit --infer")
     frames, weights = {}, {}
     for s in plan:
         where = folders[s["folder"]]

@@ -128,17 +128,19 @@ def _subset(data: Path, out: Path, cfg: Config) -> tuple[Path, Path | None]:
     OUT/dry-run-hidden/ stands in for the hidden set of the rerun: held-apart training images (not in the
     subset) as test images, their labels only in test_answers.csv. Returns both folders (the second, or
     None)."""
+    out = out.resolve()  # the notebooks run with OUT as their working folder: every path they get is whole
     where, train = layout.read(Config.make(None, **{**cfg.to_dict(), "data": str(data)}))
     share = min(1.0, SUBSET / len(train))
     kept = train.loc[sorted(i for _, g in train.groupby(where.label_col)
                             for i in g.sample(max(1, round(len(g) * share)), random_state=0).index)]
     test = sorted(p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    order = list(pd.read_csv(where.ids, dtype=str)[where.id_col]) if where.ids else []
+    order = list(pd.read_csv(where.ids, dtype=str).iloc[:, 0]) if where.ids else []  # its first column: ids
     ids = set(order[:TEST_SUBSET] if order else map(where.test_id, test[:TEST_SUBSET]))
     cut = {where.test_dir.name, *ID_FILES, "test_answers.csv"} if len(test) > TEST_SUBSET else set()
     dry = out / DRY_DATA
     dry.mkdir()
     for f in data.iterdir():
+        if f.resolve() == out: continue  # --out inside --data: no link back into itself
         if f.name == "train.csv": kept.to_csv(dry / f.name, index=False)
         elif f.name not in cut: (dry / f.name).symlink_to(f)
         elif f.is_dir():

@@ -215,7 +215,8 @@ def test_a_code_competition_folder_dry_runs_on_a_subset_and_rehearses_the_hidden
     monkeypatch.setattr(dryrun, "SUBSET", 40)  # of the 62 images, as 400 of a real competition's thousands
     sample = make_sample(tmp_path / "sample", n_train=60, n_test=12, seed=1)
     data = realsets.relay(sample, tmp_path / "cassava", "cassava", visible=1)
-    sub = dry_run(tmp_path / "out", data=str(data), user="alice", pretrained=False,
+    monkeypatch.chdir(tmp_path)  # --out as a user gives it, relative (the notebooks run inside it)
+    sub = dry_run(Path("out"), data=str(data), user="alice", pretrained=False,
                   overrides={"stages": "64x48:1:8:1", "tta": "0"})
     said = capsys.readouterr().out
     assert "dry run on 40 of 62 training images (a class-stratified subset" in said

@@ -2,6 +2,7 @@
 folder, then the exported model predicts the folder a rerun mounts instead (`kernel.predict`, as the inference
 kernel does), in the competition's own columns and label form."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import realsets  # noqa: E402
-from kernel import predict  # noqa: E402
+from kernel import layout, predict  # noqa: E402
 from kernel.config import Config  # noqa: E402
 from kernel.errors import UserError  # noqa: E402
 from kernel.sample import make_sample, mean_f1  # noqa: E402
@@ -108,3 +109,29 @@ def test_multi_label_probabilities_become_the_labels_at_or_above_the_threshold_e
     p = probs[["scab", "rust", "healthy"]].to_numpy()
     assert choose_threshold(p, truth) == (0.5, 1.0)
     assert f1_samples(chosen(p, 0.15), truth) == pytest.approx((1 + 2 / 3 + 1) / 3)
+
+
+def test_class_names_with_spaces_stay_single_labels_and_an_unreadable_target_is_one_line(small, tmp_path):
+    """`Early blight` is one class, not two labels: multi-label is a row of several labels each seen alone
+    elsewhere, never in class folders (an image sits in one); a label missing, or a sample_submission of one
+    column per class, is one line."""
+    assert not layout.multilabel(pd.Series(["Early blight", "Late blight", "healthy"]))
+    assert layout.multilabel(pd.Series(["scab", "rust", "rust scab"]))
+    probs = pd.DataFrame({"image_id": ["a.jpg", "b.jpg"], "Early blight": [0.9, 0.2], "healthy": [0.1, 0.8]})
+    sub = pd.read_csv(write_submission(probs, None, "image_id", "label", tmp_path / "s.csv"))
+    assert sub.label.tolist() == ["Early blight", "healthy"]
+    d = tmp_path / "d"
+    shutil.copytree(small, d)
+    train = pd.read_csv(d / "train.csv", dtype=str)
+    names = {"normal": "normal blast", "blast": "blast"}  # folders: "normal blast" is a class of its own
+    for old, new in names.items():
+        if old != new: (d / "train_images" / old).rename(d / "train_images" / new)
+    train.assign(label=train.label.replace(names)).to_csv(d / "train.csv", index=False)
+    assert not layout.read(Config.make("cpu", data=str(d)))[0].multilabel
+    train.assign(label=[""] + list(train.label[1:])).to_csv(d / "train.csv", index=False)
+    with pytest.raises(UserError, match=r"^1 train.csv rows have no label \(e.g. line 2 of the file\); give"):
+        layout.read(Config.make("cpu", data=str(d)))
+    pd.DataFrame({"image_id": ["x.jpg"], "healthy": [0.5], "rust": [0.5]}).to_csv(
+        d / "sample_submission.csv", index=False)
+    with pytest.raises(UserError, match="has 3 columns .*: a submission of one column per class"):
+        layout.read(Config.make("cpu", data=str(d)))
