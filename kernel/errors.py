@@ -1,6 +1,8 @@
 """One-line errors for the user: bad input is reported as `error: <problem>; <fix>`, never a traceback; Ctrl-C
 as `interrupted: <where it stopped>; <what a rerun does>`, exit status 130 (a shell's for SIGINT)."""
+import signal
 import sys
+import threading
 from typing import Callable
 
 
@@ -34,6 +36,9 @@ def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> Non
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
+        # Heard once: a second Ctrl-C (a terminal's reaches a member beside Jupyter's interrupt) must not break
+        # into the shutdown that follows with a traceback of its own.
+        if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"interrupted: {e or 'stopped, nothing left half-written: rerun the same command'}",
               file=sys.stderr)
         sys.exit(INTERRUPTED)
