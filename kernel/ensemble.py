@@ -15,6 +15,7 @@ the labels at or above the members' thresholds' weighted mean, kernel.predict.th
 Run again after a crash (or after the time budget stopped a member): finished members are not trained
 again, unfinished ones resume.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -100,6 +101,18 @@ def costs(members: dict[str, Config], n_train: int, n_test: int, log) -> dict[st
         log(f"warning: cost estimate failed ({type(e).__name__}: {first_line(e, 200)}); members run in "
             "their listed order, with equal shares of the time")
         return dict.fromkeys(members, 1.0)
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ctrl-C ignored for a while, in the main thread: a terminal's reaches a process beside Jupyter's interrupt,
+    and the second would cut the stopping of the members short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try: yield
+    finally: signal.signal(signal.SIGINT, old)
 
 
 def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None = None) -> str | None:
@@ -218,7 +231,8 @@ def _run(cfg: Config, log) -> Path:
         except KeyboardInterrupt:  # Ctrl-C: no new member starts, and those running stop (and save) too
             with take: waiting.clear()
             for child in list(CHILDREN): child.send_signal(signal.SIGINT)
-            for t in threads: t.join()
+            with sigint_ignored():  # a second one must not leave the threads to outlive the notebook's output
+                for t in threads: t.join()
             failed.update({n: STOPPED for n in members if n not in failed and not finished(members[n])})
         stopped = sorted(n for n, why in failed.items() if why == STOPPED)
         if stopped:
