@@ -59,10 +59,10 @@ def vocab(labels: pd.Series, multilabel: bool) -> list[str]:
     return sorted({x for s in labels for x in s.split(" ")} if multilabel else set(labels))
 
 
-def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
+def test_items(cfg: Config, log=print, *, where: layout.Layout | None = None) -> tuple[pd.DataFrame, list[str]]:
     """(decodable test images with `path` and id columns, ids of the images that do not decode), read from
-    the test folder when called: in a code competition's rerun, the hidden set."""
-    where = layout.read(cfg)[0]
+    the test folder when called: in a code competition's rerun, the hidden set. `where`: the layout, if read."""
+    where = where or layout.read(cfg)[0]
     paths = sorted(p for p in where.test_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise UserError(f"no images in {where.test_dir}; put the test images there")
@@ -74,8 +74,8 @@ def test_items(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str]]:
 def checked_test(cfg: Config, log=print) -> tuple[pd.DataFrame, list[str], Path | None]:
     """`test_items` and the file of test ids (sample_submission.csv or test.csv: the submission's row
     order), checked against the test images now, not after hours of training."""
-    test, undecodable = test_items(cfg, log)
     where = layout.read(cfg)[0]
+    test, undecodable = test_items(cfg, log, where=where)
     check_ids([*test[where.id_col], *undecodable], where.ids, where.id_col)
     return test, undecodable, where.ids
 
