@@ -105,8 +105,8 @@ def costs(members: dict[str, Config], n_train: int, n_test: int, log) -> dict[st
 
 @contextlib.contextmanager
 def sigint_ignored():
-    """Ctrl-C ignored for a while, in the main thread: a terminal's reaches a process beside Jupyter's interrupt,
-    and the second would cut the stopping of the members short."""
+    """Ctrl-C ignored for a while, in the main thread: a second one (pressed twice, or a terminal's beside
+    Jupyter's interrupt) would cut the stopping of the members short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -219,20 +219,31 @@ def _run(cfg: Config, log) -> Path:
                 log(f"[{name}] stopped by the time budget before the end of its schedule; "
                     "its predictions count, and a rerun resumes it")
 
-        def worker(slot: str, name: str | None) -> None:
-            while name is not None:
-                start(slot, name)
-                with take: name = waiting.pop(0) if waiting else None
+        # The main thread waits on `over`, never on Thread.join: a Ctrl-C that breaks into a join marks the
+        # thread as ended while it runs (CPython <= 3.12, threading.py's bpo-45274 branch): a second join then
+        # returns at once, and Jupyter closes the still-running thread's output (a ZMQError into the cell).
+        pairs = list(zip(places, todo))  # a worker a slot, while members wait
+        over, running = threading.Event(), [len(pairs)]
+        if not pairs: over.set()  # every member finished earlier
 
-        threads = [threading.Thread(target=worker, args=(s, n), daemon=True) for s, n in zip(places, todo)]
-        for t in threads: t.start()
+        def worker(slot: str, name: str | None) -> None:
+            try:
+                while name is not None:
+                    start(slot, name)
+                    with take: name = waiting.pop(0) if waiting else None
+            finally:
+                with take:
+                    running[0] -= 1
+                    if not running[0]: over.set()
+
+        for s, n in pairs: threading.Thread(target=worker, args=(s, n), daemon=True).start()
         try:
-            for t in threads: t.join()
+            over.wait()
         except KeyboardInterrupt:  # Ctrl-C: no new member starts, and those running stop (and save) too
             with take: waiting.clear()
             for child in list(CHILDREN): child.send_signal(signal.SIGINT)
-            with sigint_ignored():  # a second one must not leave the threads to outlive the notebook's output
-                for t in threads: t.join()
+            with sigint_ignored():  # a second Ctrl-C must not leave the members' lines to outlive the cell
+                over.wait()
             failed.update({n: STOPPED for n in members if n not in failed and not finished(members[n])})
         stopped = sorted(n for n, why in failed.items() if why == STOPPED)
         if stopped:

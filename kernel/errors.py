@@ -26,19 +26,32 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
     return line[:limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
+def _heard_once(signum, frame) -> None:
+    """Ctrl-C's handler while `cli` runs: a KeyboardInterrupt, and any later SIGINT ignored from this moment on.
+    A member hears Jupyter's interrupt (its process group's) and then the ensemble's own (kernel/ensemble.py,
+    for a parent interrupted alone): the second, arriving while the first unwinds, would break into the
+    unwinding (a DataLoader's shutdown, a thread's) with a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2, Ctrl-C one line and 130.
     Every output is written whole or not at all (kernel/atomic.py): stopped anywhere, nothing is left
     half-written."""
+    # Python's own handler only, and only in the main thread: an asyncio loop's or a test runner's is theirs
+    own = threading.current_thread() is threading.main_thread() \
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if own: signal.signal(signal.SIGINT, _heard_once)
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
-        # Heard once: a second Ctrl-C (a terminal's reaches a member beside Jupyter's interrupt) must not break
-        # into the shutdown that follows with a traceback of its own.
-        if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"interrupted: {e or 'stopped, nothing left half-written: rerun the same command'}",
               file=sys.stderr)
         sys.exit(INTERRUPTED)
+    finally:  # not interrupted: Python's handler back (interrupted, SIGINT stays ignored through the exit)
+        if own and signal.getsignal(signal.SIGINT) is _heard_once:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -183,6 +183,29 @@ def test_a_killed_parent_takes_its_members_along_and_a_rerun_keeps_the_finished_
     assert (out / "submission.csv").is_file() and "the mean of a, b" in r.stdout
 
 
+def test_a_ctrl_c_to_the_parent_alone_stops_its_member_and_waits_for_it(small, tmp_path):
+    """`kill -INT` of the parent alone (its members did not hear it): it passes the interrupt on and waits for
+    the member to stop and say so before its own one line. A wait that Ctrl-C broke into once returned at once
+    the second time (Thread.join, CPython <= 3.12), and the parent ended while its member was still saving."""
+    out = tmp_path / "out"
+    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:4:8:1",
+            "--tta", "0", "--members", "a seed=1", "--devices", "cpu"]
+    parent = subprocess.Popen([sys.executable, "-m", "kernel", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True, **kernel_subprocess())
+    deadline, saved = time.time() + 300, checkpoint.path(out / "members" / "a")
+    while time.time() < deadline and parent.poll() is None and not saved.exists():
+        time.sleep(0.05)
+    assert parent.poll() is None, parent.communicate()  # still training: 4 epochs, the first saved
+    parent.send_signal(signal.SIGINT)
+    said, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and "Traceback" not in said + err, said + err
+    assert "[a] interrupted, its finished epochs saved" in said.splitlines(), said
+    assert err.splitlines() == [
+        f"interrupted: members a of {out} stopped during training, every finished epoch saved: rerun the same "
+        "command to resume them (finished members are kept)"], err
+    with locked(out / "members" / "a"): pass  # the member ended before its parent did
+
+
 def test_a_member_the_time_budget_stopped_is_resumed_by_a_rerun(small, tmp_path):
     """Member a ran out of time in its second epoch (as on Kaggle, hours in): it predicted with what it had,
     and is unfinished. The rerun resumes it from its checkpoint instead of counting it finished."""
