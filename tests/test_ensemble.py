@@ -188,14 +188,14 @@ def test_a_ctrl_c_to_the_parent_alone_stops_its_member_and_waits_for_it(small, t
     the member to stop and say so before its own one line. A wait that Ctrl-C broke into once returned at once
     the second time (Thread.join, CPython <= 3.12), and the parent ended while its member was still saving."""
     out = tmp_path / "out"
-    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:4:8:1",
+    args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:50:8:1",
             "--tta", "0", "--members", "a seed=1", "--devices", "cpu"]
     parent = subprocess.Popen([sys.executable, "-m", "kernel", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True, **kernel_subprocess())
     deadline, saved = time.time() + 300, checkpoint.path(out / "members" / "a")
     while time.time() < deadline and parent.poll() is None and not saved.exists():
         time.sleep(0.05)
-    assert parent.poll() is None, parent.communicate()  # still training: 4 epochs, the first saved
+    assert parent.poll() is None, parent.communicate()  # still training: the first of 50 epochs saved
     parent.send_signal(signal.SIGINT)
     said, err = parent.communicate(timeout=120)
     assert parent.returncode == 130 and "Traceback" not in said + err, said + err
