@@ -6,6 +6,7 @@ kernel/ is used otherwise (`python -m pytest` from the repo root puts the root f
 With PKK_EXPECT_WHEEL=1 the run stops at once if `kernel` came from anywhere but an installed wheel.
 """
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,13 @@ def kernel_subprocess() -> dict:
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(KERNEL_HOME), os.environ.get("PYTHONPATH")]))}
     return dict(cwd=KERNEL_HOME, env=env)
+
+
+def as_a_terminal_job() -> None:
+    """preexec_fn for a test of Ctrl-C: SIGINT handled as in a terminal's foreground job. tests/run runs half of
+    the tests as a background job, which bash (no job control) starts with SIGINT ignored; its children inherit
+    that, and Python leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_configure(config):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import lay_out_hub
+from conftest import as_a_terminal_job, lay_out_hub
 from kernel.errors import UserError
 from kernel.sample import accuracy
 from kernel.config import Config
@@ -158,23 +158,6 @@ def test_wheel_was_installed_offline_into_a_throwaway_target(dry):
         importlib_metadata.version("paddy-kernel-kit")
 
 
-def test_pretrained_weights_from_the_hub_cache_reach_the_built_notebooks_run(tmp_path):
-    lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
-    done = dry_cli(tmp_path, "--out", str(tmp_path / "build"), "--arch", "test_resnet.r160_in1k", "--stages",
-                   "32x24:2:8:1", "--tta", "0", "--freeze_epochs", "1", HF_HOME=str(tmp_path / "hf"))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    ran = nbformat.read(tmp_path / "build" / EXECUTED, as_version=4)
-    said = "".join(o.get("text", "") for c in ran.cells if c.id == "train" for o in c.outputs)
-    # from the weights dataset, gathered (linked) into one folder as on Kaggle
-    found = re.search(r"loaded pretrained weights for test_resnet.r160_in1k from (\S+): "
-                      r"all \d+ tensors of the body", said)
-    assert found and Path(found[1]).name == "test_resnet.r160_in1k.safetensors", said
-    assert Path(found[1]).resolve() == (tmp_path / "build" / "weights" / "test-resnet-r160-in1k-weights"
-                                        / "test_resnet.r160_in1k.safetensors").resolve()
-    # fastai's fine_tune (--freeze_epochs 1): the first epoch trains the head alone
-    assert "epoch 1/2 (body frozen)" in done.stdout
-
-
 def test_failing_cell_is_one_line_naming_it(dry, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(dry[0] / "sample", data)
@@ -283,19 +266,31 @@ def test_what_the_kernel_cannot_run_is_refused_before_building(tmp_path, args, m
     assert not (tmp_path / "out").exists()
 
 
-def test_a_two_session_dry_run_fans_in_both_outputs_to_the_members_average(tmp_path, capsys):
-    """--sessions 2: both training notebooks (one member each), then the inference notebook over both outputs
-    and the laptop's average; each equal to the weighted mean of the members' own probabilities."""
-    sub = dry_run(tmp_path / "build", overrides={"sessions": "2", "stages": "32x32:1:16:1", "tta": "0",
-                                                 "members": "a seed=1; b seed=2 weight=3"}, pretrained=False)
-    said = capsys.readouterr().out
+def test_a_two_session_dry_run_on_hub_weights_fans_in_both_outputs_to_the_members_average(tmp_path):
+    """--sessions 2 with pretrained weights from the hub cache: both training notebooks (one member each) load
+    them from the weights dataset, then the inference notebook over both outputs and the laptop's average; each
+    equal to the weighted mean of the members' own probabilities. One dry run: each takes a minute of CI."""
+    lay_out_hub(tmp_path / "hf", "test_resnet.r160_in1k")
     out = tmp_path / "build"
+    done = dry_cli(tmp_path, "--out", str(out), "--arch", "test_resnet.r160_in1k", "--sessions", "2",
+                   "--members", "a seed=1; b seed=2 weight=3", "--stages", "32x24:2:8:1", "--tta", "0",
+                   "--freeze_epochs", "1", HF_HOME=str(tmp_path / "hf"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    said = done.stdout
     assert "dry run of 2 sessions finished" in said and re.search(
         r"largest difference 0\.0e\+00 \(laptop\), \d\.\de[-+]\d\d \(inference notebook\)", said), said
     ran = [nbformat.read(out / f"dry-run-{k}.ipynb", as_version=4) for k in ("kernel", "kernel-2")]
     values = [{}, {}]
     for v, nb in zip(values, ran): exec(next(c for c in nb.cells if c.id == "injected-parameters").source, v)
     assert [v["overrides"]["members"] for v in values] == ["a seed=1", "b seed=2 weight=3"]
+    for nb in ran:  # the hub's weights from the weights dataset, gathered (linked) in one folder as on Kaggle
+        trained = "".join(o.get("text", "") for c in nb.cells if c.id == "train" for o in c.outputs)
+        found = re.search(r"loaded pretrained weights for test_resnet.r160_in1k from (\S+): "
+                          r"all \d+ tensors of the body", trained)
+        assert found and Path(found[1]).resolve() == (out / "weights" / "test-resnet-r160-in1k-weights"
+                                                      / "test_resnet.r160_in1k.safetensors").resolve(), trained
+        # fastai's fine_tune (--freeze_epochs 1): the first epoch trains the head alone
+        assert "epoch 1/2 (body frozen)" in trained, trained
     # each output names the run it was started as; the inference notebook checked those tokens
     from kernel import manifest
     tokens = [manifest.read(out / "sessions" / k)["token"] for k in ("kernel", "kernel-2")]
@@ -307,7 +302,7 @@ def test_a_two_session_dry_run_fans_in_both_outputs_to_the_members_average(tmp_p
     for path in (out / "probs.csv", out / "inference" / "probs.csv"):
         got = pd.read_csv(path).set_index("image_id").loc[mean.index, mean.columns]
         assert np.allclose(got, mean, atol=1e-6)
-    assert pd.read_csv(sub).equals(pd.read_csv(out / "inference" / "submission.csv"))
+    assert pd.read_csv(out / "submission.csv").equals(pd.read_csv(out / "inference" / "submission.csv"))
 
 
 def processes_in(folder: Path) -> list[str]:
@@ -334,7 +329,7 @@ def test_ctrl_c_in_a_dry_run_is_one_line_leaves_no_process_and_the_rerun_resumes
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "dry-run", "--out", str(out), *args],
                                 stdout=f, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=as_a_terminal_job)
     # both members' first epoch saved (kernel/checkpoint.py: beside OUT)
     saved = [tmp_path / ".build-checkpoints" / m / "last.pth" for m in "ab"]
     start = time.monotonic()

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from fastai.callback.core import Callback
 
-from conftest import kernel_subprocess
+from conftest import as_a_terminal_job, kernel_subprocess
 from kernel import Config, checkpoint, cost, data, ensemble, plan, predict, train
 from kernel.config import cpu_cores
 from kernel.lock import locked
@@ -191,7 +191,8 @@ def test_a_ctrl_c_to_the_parent_alone_stops_its_member_and_waits_for_it(small, t
     args = ["--preset", "cpu-scratch", "--data", str(small), "--out", str(out), "--stages", "32x24:50:8:1",
             "--tta", "0", "--members", "a seed=1", "--devices", "cpu"]
     parent = subprocess.Popen([sys.executable, "-m", "kernel", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True, **kernel_subprocess())
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=as_a_terminal_job, **kernel_subprocess())
     deadline, saved = time.time() + 300, checkpoint.path(out / "members" / "a")
     while time.time() < deadline and parent.poll() is None and not saved.exists():
         time.sleep(0.05)
