@@ -91,6 +91,7 @@ def member_env(cfg: Config, slot: str) -> dict[str, str]:
 
 STOPPED = "interrupted"  # what train_member says of a member Ctrl-C stopped (its finished epochs saved)
 CHILDREN: set[subprocess.Popen] = set()  # the members' processes running now
+SPAWN = threading.Lock()  # a member's process starts, or those running are told to stop: never both at once
 
 
 def costs(members: dict[str, Config], n_train: int, n_test: int, log) -> dict[str, float]:
@@ -106,29 +107,35 @@ def costs(members: dict[str, Config], n_train: int, n_test: int, log) -> dict[st
 @contextlib.contextmanager
 def sigint_ignored():
     """Ctrl-C ignored for a while, in the main thread: a second one (pressed twice, or a terminal's beside
-    Jupyter's interrupt) would cut the stopping of the members short."""
+    Jupyter's interrupt) would cut the stopping of the members short. By a handler that does nothing, not
+    SIG_IGN: a member's process started meanwhile would inherit SIG_IGN, and no Ctrl-C would ever stop it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try: yield
     finally: signal.signal(signal.SIGINT, old)
 
 
-def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None = None) -> str | None:
+def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None = None,
+                 stop: threading.Event | None = None) -> str | None:
     """Train one member in a child process on `slot`, streaming its lines; None, or why it failed (STOPPED:
-    interrupted). `left`: the seconds left to the ensemble, of which its `time_limit` is its share."""
+    interrupted). `left`: the seconds left to the ensemble, of which its `time_limit` is its share.
+    `stop`, once set (Ctrl-C, under SPAWN): the member does not start, and its end, whatever its status, is a
+    stop."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     env = member_env(cfg, slot)
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
     share = f", {cfg.time_limit:.0f} s of the {left:.0f} s left (its share by estimated cost)" if left else ""
+    with SPAWN:  # started and known to CHILDREN at once: a Ctrl-C now reaches it, or it does not start
+        if stop is not None and stop.is_set(): return STOPPED
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 bufsize=1, preexec_fn=_die_with_parent if PRCTL else None)
+        CHILDREN.add(child)
     log(f"[{name}] started on {'the CPU' if slot == 'cpu' else f'GPU {slot}'}{share}")
     last, error = "", None
-    with open(out / "log.txt", "a") as f, subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            preexec_fn=_die_with_parent if PRCTL else None) as child:
-        CHILDREN.add(child)
+    with open(out / "log.txt", "a") as f, child:
         for line in child.stdout:
             f.write(line)
             f.flush()
@@ -140,6 +147,7 @@ def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None =
     CHILDREN.discard(child)
     if child.returncode == 0: return None
     if child.returncode in (INTERRUPTED, -signal.SIGINT): return STOPPED
+    if stop is not None and stop.is_set(): return STOPPED  # Ctrl-C'd before it could say so (still importing)
     return error or last or f"exit status {child.returncode}"
 
 
@@ -205,7 +213,7 @@ def _run(cfg: Config, log) -> Path:
                     log(f"[{name}] not started: no time left before the time limit")
                     return
                 mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": time_share(name, left)})
-            why = train_member(name, mcfg, slot, log, left=left)
+            why = train_member(name, mcfg, slot, log, left=left, stop=stopping)
             if why == STOPPED:
                 failed[name] = why
                 log(f"[{name}] interrupted, its finished epochs saved")
@@ -223,26 +231,32 @@ def _run(cfg: Config, log) -> Path:
         # thread as ended while it runs (CPython <= 3.12, threading.py's bpo-45274 branch): a second join then
         # returns at once, and Jupyter closes the still-running thread's output (a ZMQError into the cell).
         pairs = list(zip(places, todo))  # a worker a slot, while members wait
-        over, running = threading.Event(), [len(pairs)]
+        over, running, stopping = threading.Event(), [len(pairs)], threading.Event()
         if not pairs: over.set()  # every member finished earlier
 
         def worker(slot: str, name: str | None) -> None:
             try:
                 while name is not None:
-                    start(slot, name)
+                    try: start(slot, name)
+                    except Exception as e:  # this member's failure, not the others'
+                        failed[name] = f"{type(e).__name__}: {first_line(e, 200)}"
+                        log(f"member {name} failed: {failed[name]}; the others go on")
                     with take: name = waiting.pop(0) if waiting else None
             finally:
                 with take:
                     running[0] -= 1
                     if not running[0]: over.set()
 
-        for s, n in pairs: threading.Thread(target=worker, args=(s, n), daemon=True).start()
+        with sigint_ignored():  # a Ctrl-C while they start would leave the workers running unwatched
+            for s, n in pairs: threading.Thread(target=worker, args=(s, n), daemon=True).start()
         try:
             over.wait()
         except KeyboardInterrupt:  # Ctrl-C: no new member starts, and those running stop (and save) too
-            with take: waiting.clear()
-            for child in list(CHILDREN): child.send_signal(signal.SIGINT)
-            with sigint_ignored():  # a second Ctrl-C must not leave the members' lines to outlive the cell
+            with sigint_ignored():  # a second one must not leave the members' lines to outlive the cell
+                with take: waiting.clear()
+                with SPAWN:
+                    stopping.set()
+                    for child in list(CHILDREN): child.send_signal(signal.SIGINT)
                 over.wait()
             failed.update({n: STOPPED for n in members if n not in failed and not finished(members[n])})
         stopped = sorted(n for n, why in failed.items() if why == STOPPED)

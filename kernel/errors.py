@@ -27,11 +27,12 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
 
 
 def _heard_once(signum, frame) -> None:
-    """Ctrl-C's handler while `cli` runs: a KeyboardInterrupt, and any later SIGINT ignored from this moment on.
+    """Ctrl-C's handler while `cli` runs: a KeyboardInterrupt, and every later SIGINT ignored from now on.
     A member hears Jupyter's interrupt (its process group's) and then the ensemble's own (kernel/ensemble.py,
     for a parent interrupted alone): the second, arriving while the first unwinds, would break into the
-    unwinding (a DataLoader's shutdown, a thread's) with a traceback of its own."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    unwinding (a DataLoader's shutdown, a thread's) with a traceback of its own. Ignored by a handler that
+    does nothing, not SIG_IGN, which a member's process started meanwhile would inherit and keep."""
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     raise KeyboardInterrupt
 
 
@@ -39,7 +40,7 @@ def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> Non
     """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2, Ctrl-C one line and 130.
     Every output is written whole or not at all (kernel/atomic.py): stopped anywhere, nothing is left
     half-written."""
-    # Python's own handler only, and only in the main thread: an asyncio loop's or a test runner's is theirs
+    # Python's own handler only (not one a caller or an asyncio loop set), and only in the main thread
     own = threading.current_thread() is threading.main_thread() \
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if own: signal.signal(signal.SIGINT, _heard_once)
@@ -49,6 +50,9 @@ def cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> Non
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
+        # heard once, whatever raised it (in the dry run, asyncio's handler): a second Ctrl-C must not break into
+        # the shutdown that follows with a traceback of its own (SIG_IGN: nothing is started from here on)
+        if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"interrupted: {e or 'stopped, nothing left half-written: rerun the same command'}",
               file=sys.stderr)
         sys.exit(INTERRUPTED)

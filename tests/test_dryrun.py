@@ -333,11 +333,14 @@ def test_ctrl_c_in_a_dry_run_is_one_line_leaves_no_process_and_the_rerun_resumes
     # both members' first epoch saved (kernel/checkpoint.py: beside OUT)
     saved = [tmp_path / ".build-checkpoints" / m / "last.pth" for m in "ab"]
     start = time.monotonic()
-    while not all(p.exists() for p in saved) and proc.poll() is None and time.monotonic() - start < 600:
-        time.sleep(0.2)
-    assert proc.poll() is None, log.read_text()
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while not all(p.exists() for p in saved) and proc.poll() is None and time.monotonic() - start < 600:
+            time.sleep(0.2)
+        assert proc.poll() is None and all(p.exists() for p in saved), log.read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)  # a failed test leaves nothing running
     said = log.read_text() + err
     assert proc.returncode == 130 and "Traceback" not in said, said
     assert err.strip().splitlines() == [
