@@ -117,8 +117,8 @@ def sigint_ignored():
     finally: signal.signal(signal.SIGINT, old)
 
 
-def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None = None,
-                 stop: threading.Event | None = None) -> str | None:
+def train_member(name: str, cfg: Config, slot: str, log, *, stop: threading.Event,
+                 left: float | None = None) -> str | None:
     """Train one member in a child process on `slot`, streaming its lines; None, or why it failed (STOPPED:
     interrupted). `left`: the seconds left to the ensemble, of which its `time_limit` is its share.
     `stop`, once set (Ctrl-C, under SPAWN): the member does not start, and its end, whatever its status, is a
@@ -129,7 +129,7 @@ def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None =
     cmd = [sys.executable, "-m", "kernel.train", *cfg.to_args(), "--progress", "lines"]
     share = f", {cfg.time_limit:.0f} s of the {left:.0f} s left (its share by estimated cost)" if left else ""
     with SPAWN:  # started and known to CHILDREN at once: a Ctrl-C now reaches it, or it does not start
-        if stop is not None and stop.is_set(): return STOPPED
+        if stop.is_set(): return STOPPED
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  bufsize=1, preexec_fn=_die_with_parent if PRCTL else None)
         CHILDREN.add(child)
@@ -147,7 +147,7 @@ def train_member(name: str, cfg: Config, slot: str, log, *, left: float | None =
     CHILDREN.discard(child)
     if child.returncode == 0: return None
     if child.returncode in (INTERRUPTED, -signal.SIGINT): return STOPPED
-    if stop is not None and stop.is_set(): return STOPPED  # Ctrl-C'd before it could say so (still importing)
+    if stop.is_set(): return STOPPED  # Ctrl-C'd before it could say so (still importing)
     return error or last or f"exit status {child.returncode}"
 
 
@@ -213,7 +213,7 @@ def _run(cfg: Config, log) -> Path:
                     log(f"[{name}] not started: no time left before the time limit")
                     return
                 mcfg = Config.make(None, **{**mcfg.to_dict(), "time_limit": time_share(name, left)})
-            why = train_member(name, mcfg, slot, log, left=left, stop=stopping)
+            why = train_member(name, mcfg, slot, log, stop=stopping, left=left)
             if why == STOPPED:
                 failed[name] = why
                 log(f"[{name}] interrupted, its finished epochs saved")
